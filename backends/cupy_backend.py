@@ -1,0 +1,166 @@
+"""CuPy backend: arrays on a CUDA GPU, with fused elementwise kernels for the hot ops.
+
+Device ``cupy:N`` picks GPU N (default 0) and makes it current. Memory comes from CuPy's
+memory pool, which keeps freed blocks for reuse: ``cupy.get_default_memory_pool().free_all_blocks()``
+returns them to the driver.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_compat.cupy as xp_cupy
+import cupy
+import numpy as np
+
+from toolkit.backend import Backend
+from toolkit.errors import BackendError
+from toolkit.ops.activations import LEAKY_RELU_SLOPE, Activation
+
+from .host import HostRandom
+from .activation_codes import CODES
+
+_ACTIVATE = """
+    if (code == 3) { a = v > 0 ? v : (T)0; }
+    else if (code == 1) { T e = exp(-fabs(v)); a = v >= 0 ? (T)1 / ((T)1 + e) : e / ((T)1 + e); }
+    else if (code == 2) { a = tanh(v); }
+    else if (code == 4) { a = v > 0 ? v : slope * v; }
+    else { a = v; }
+"""
+
+_bias_activation = cupy.ElementwiseKernel(
+    "T z, raw T b, int32 m, int32 code, T slope", "T z_out, T a",
+    "T v = z + b[i % m]; z_out = v;" + _ACTIVATE, "toolkit_bias_activation",
+)
+
+_activation_backward = cupy.ElementwiseKernel(
+    "T da, T z, T a, int32 code, T slope", "T dz",
+    """
+    if (code == 3) { dz = z > 0 ? da : (T)0; }
+    else if (code == 1) { dz = da * a * ((T)1 - a); }
+    else if (code == 2) { dz = da * ((T)1 - a * a); }
+    else if (code == 4) { dz = z > 0 ? da : slope * da; }
+    else { dz = da; }
+    """,
+    "toolkit_activation_backward",
+)
+
+_sgd = cupy.ElementwiseKernel("T g, T lr", "T p", "p -= lr * g", "toolkit_sgd")
+
+_sgd_momentum = cupy.ElementwiseKernel(
+    "T grad, T lr, T momentum, T dampening, bool nesterov, T weight_decay, bool first", "T p, T velocity",
+    """
+    T g = grad + weight_decay * p;
+    T v = first ? g : momentum * velocity + ((T)1 - dampening) * g;
+    velocity = v;
+    p -= lr * (nesterov ? g + momentum * v : v);
+    """,
+    "toolkit_sgd_momentum",
+)
+
+_adam = cupy.ElementwiseKernel(
+    "T grad, T lr, T beta1, T beta2, T eps, T shrink, T l2, T correction1, T correction2", "T p, T m, T v",
+    """
+    T q = p * shrink;
+    T g = grad + l2 * q;
+    T mi = beta1 * m + ((T)1 - beta1) * g;
+    T vi = beta2 * v + ((T)1 - beta2) * g * g;
+    m = mi; v = vi;
+    p = q - lr * (mi / correction1) / (sqrt(vi / correction2) + eps);
+    """,
+    "toolkit_adam",
+)
+
+_rmsprop = cupy.ElementwiseKernel(
+    "T grad, T lr, T alpha, T eps, T weight_decay", "T p, T s",
+    """
+    T g = grad + weight_decay * p;
+    T si = alpha * s + ((T)1 - alpha) * g * g;
+    s = si;
+    p -= lr * g / (sqrt(si) + eps);
+    """,
+    "toolkit_rmsprop",
+)
+
+
+class CupyBackend(Backend):
+    name = "cupy"
+
+    def __init__(self, device: Any = None, fused: bool = True) -> None:
+        try:
+            count = cupy.cuda.runtime.getDeviceCount()
+        except cupy.cuda.runtime.CUDARuntimeError as error:
+            raise BackendError(
+                f"backend 'cupy' is installed but cannot reach a CUDA GPU ({error}); "
+                "run on a machine with an NVIDIA GPU and driver, or choose numpy or numba"
+            ) from error
+        index = int(device) if device not in (None, "") else 0
+        if not 0 <= index < count:
+            raise BackendError(f"backend 'cupy' has GPUs 0..{count - 1}; device {index} does not exist")
+        self.gpu = cupy.cuda.Device(index)
+        self.gpu.use()
+        super().__init__(xp_cupy, self.gpu, fused)
+
+    def is_native(self, x: Any) -> bool:
+        return isinstance(x, cupy.ndarray) and x.device.id == self.gpu.id
+
+    def asarray(self, x: Any, dtype: Any = None) -> Any:
+        with self.gpu:
+            if isinstance(x, cupy.ndarray):
+                return cupy.asarray(x, dtype=dtype)
+            return cupy.asarray(np.asarray(x), dtype=dtype)  # one explicit host-to-device copy
+
+    def to_host(self, x: Any) -> np.ndarray:
+        return cupy.asnumpy(x)
+
+    def random(self, seed: int | None) -> HostRandom:
+        return HostRandom(seed, self.asarray)
+
+    def zeros(self, shape: tuple[int, ...] | int, dtype: Any) -> Any:
+        with self.gpu:
+            return cupy.zeros(shape, dtype=dtype)
+
+    def synchronize(self) -> None:
+        self.gpu.synchronize()
+
+    # -- fused kernels -------------------------------------------------------------------
+    def bias_activation(self, z, b, activation: Activation, out=None):
+        if not self.fused or not activation.elementwise:
+            return super().bias_activation(z, b, activation)
+        a = cupy.empty_like(z) if out is None else out
+        _bias_activation(z, b, z.shape[1], CODES[activation.name], z.dtype.type(LEAKY_RELU_SLOPE), z, a)
+        return z, a
+
+    def activation_backward(self, da, z, a, activation: Activation, db_out, out=None):
+        if not self.fused or not activation.elementwise:
+            return super().activation_backward(da, z, a, activation, db_out)
+        dz = _activation_backward(da, z, a, CODES[activation.name], z.dtype.type(LEAKY_RELU_SLOPE), out)
+        cupy.sum(dz, axis=0, out=db_out)
+        return dz
+
+    def sgd_update(self, param, grad, lr):
+        if not self.fused:
+            return super().sgd_update(param, grad, lr)
+        _sgd(grad, param.dtype.type(lr), param)
+
+    def sgd_momentum_update(self, param, grad, velocity, lr, momentum, dampening, nesterov, weight_decay, step):
+        if not self.fused:
+            return super().sgd_momentum_update(param, grad, velocity, lr, momentum, dampening, nesterov,
+                                               weight_decay, step)
+        t = param.dtype.type
+        _sgd_momentum(grad, t(lr), t(momentum), t(dampening), nesterov, t(weight_decay), step == 1, param, velocity)
+
+    def adam_update(self, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step):
+        if not self.fused:
+            return super().adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step)
+        t = param.dtype.type
+        shrink = 1.0 - lr * weight_decay if decoupled else 1.0
+        l2 = 0.0 if decoupled else weight_decay
+        _adam(grad, t(lr), t(beta1), t(beta2), t(eps), t(shrink), t(l2),
+              t(1.0 - beta1**step), t(1.0 - beta2**step), param, m, v)
+
+    def rmsprop_update(self, param, grad, square_avg, lr, alpha, eps, weight_decay, step):
+        if not self.fused:
+            return super().rmsprop_update(param, grad, square_avg, lr, alpha, eps, weight_decay, step)
+        t = param.dtype.type
+        _rmsprop(grad, t(lr), t(alpha), t(eps), t(weight_decay), param, square_avg)

@@ -1,0 +1,89 @@
+"""numba backend: NumPy arrays, matrix products in BLAS, and every other hot op as one
+jitted pass over memory (``backends.numba_kernels``). Training steps reuse their scratch
+buffers, so a steady-state step allocates no new arrays."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from toolkit.ops.activations import LEAKY_RELU_SLOPE, Activation
+
+from . import numba_kernels as kernels
+from .numpy_backend import NumpyBackend
+
+
+class NumbaBackend(NumpyBackend):
+    name = "numba"
+
+    def __init__(self, device: Any = None, fused: bool = True) -> None:
+        super().__init__(device, fused)
+        self._workspace: dict[tuple[int, str], np.ndarray] = {}
+
+    def workspace(self, owner: object, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray | None:
+        if not self.fused:
+            return None
+        key = (id(owner), name)
+        buffer = self._workspace.get(key)
+        if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
+            buffer = self._workspace[key] = np.empty(shape, dtype=dtype)
+        return buffer
+
+    def matmul(self, a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        return np.matmul(a, b, out=out)
+
+    def matmul_into(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return np.matmul(a, b, out=out)
+
+    def bias_activation(self, z, b, activation: Activation, out=None):
+        if not self.fused:
+            return super().bias_activation(z, b, activation)
+        if activation.name == "identity":
+            kernels.bias_add(z, b)
+            return z, z
+        a = np.empty_like(z) if out is None else out
+        kernel = kernels.bias_activation_parallel if z.size >= kernels.PARALLEL_THRESHOLD else kernels.bias_activation
+        kernel(z, b, a, kernels.CODES[activation.name], LEAKY_RELU_SLOPE)
+        return z, a
+
+    def activation_backward(self, da, z, a, activation: Activation, db_out, out=None):
+        if not self.fused:
+            return super().activation_backward(da, z, a, activation, db_out)
+        dz = np.empty_like(z) if out is None else out
+        kernels.activation_backward(da, z, a, dz, db_out, kernels.CODES[activation.name], LEAKY_RELU_SLOPE)
+        return dz
+
+    def sum_rows_into(self, x, out):
+        if not self.fused:
+            return super().sum_rows_into(x, out)
+        kernels.sum_rows(x, out)
+        return out
+
+    def output_delta(self, pair: str, z, a, y, out=None):
+        if not self.fused:
+            return super().output_delta(pair, z, a, y)
+        delta = np.empty_like(z) if out is None else out
+        kernel = kernels.softmax_ce_delta if pair == "softmax_ce" else kernels.sigmoid_bce_delta
+        return np.asarray(kernel(z, a, y, delta), dtype=z.dtype), delta
+
+    def sgd_update(self, param, grad, lr):
+        if not self.fused:
+            return super().sgd_update(param, grad, lr)
+        kernels.sgd(param, grad, lr)
+
+    def sgd_momentum_update(self, param, grad, velocity, lr, momentum, dampening, nesterov, weight_decay, step):
+        if not self.fused:
+            return super().sgd_momentum_update(param, grad, velocity, lr, momentum, dampening, nesterov,
+                                               weight_decay, step)
+        kernels.sgd_momentum(param, grad, velocity, lr, momentum, dampening, nesterov, weight_decay, step == 1)
+
+    def adam_update(self, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step):
+        if not self.fused:
+            return super().adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step)
+        kernels.adam(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step)
+
+    def rmsprop_update(self, param, grad, square_avg, lr, alpha, eps, weight_decay, step):
+        if not self.fused:
+            return super().rmsprop_update(param, grad, square_avg, lr, alpha, eps, weight_decay, step)
+        kernels.rmsprop(param, grad, square_avg, lr, alpha, eps, weight_decay)

@@ -1,0 +1,202 @@
+"""numba kernels for the toolkit's hot ops: each is one pass over memory with no temporaries.
+
+Activations are passed as integer codes so that one compiled kernel serves them all; the
+branch on the code is loop-invariant. Every kernel mirrors a reference in ``toolkit.ops``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from .activation_codes import CODES, LEAKY_RELU, RELU, SIGMOID, SOFTMAX, TANH  # noqa: F401
+
+# Above this many elements a kernel's rows are split over threads; below it the threads cost more.
+PARALLEL_THRESHOLD = 1 << 18
+
+jit = numba.njit(cache=True, fastmath=False, nogil=True)
+jit_parallel = numba.njit(cache=True, fastmath=False, nogil=True, parallel=True)
+
+
+@jit
+def _activate(v, code, slope):
+    if code == RELU:
+        return v if v > 0 else v * 0
+    if code == SIGMOID:
+        e = math.exp(-abs(v))
+        return 1.0 / (1.0 + e) if v >= 0 else e / (1.0 + e)
+    if code == TANH:
+        return math.tanh(v)
+    if code == LEAKY_RELU:
+        return v if v > 0 else slope * v
+    return v
+
+
+@jit
+def _derivative_times(da, z, a, code, slope):
+    if code == RELU:
+        return da if z > 0 else da * 0
+    if code == SIGMOID:
+        return da * a * (1.0 - a)
+    if code == TANH:
+        return da * (1.0 - a * a)
+    if code == LEAKY_RELU:
+        return da if z > 0 else slope * da
+    return da
+
+
+def _bias_activation_rows(z, b, a, code, slope, start, stop):
+    m = z.shape[1]
+    for i in range(start, stop):
+        if code == SOFTMAX:
+            row_max = -np.inf
+            for j in range(m):
+                v = z[i, j] + b[j]
+                z[i, j] = v
+                row_max = max(row_max, v)
+            total = 0.0
+            for j in range(m):
+                e = math.exp(z[i, j] - row_max)
+                a[i, j] = e
+                total += e
+            for j in range(m):
+                a[i, j] /= total
+        else:
+            for j in range(m):
+                v = z[i, j] + b[j]
+                z[i, j] = v
+                a[i, j] = _activate(v, code, slope)
+
+
+_rows_serial = jit(_bias_activation_rows)
+
+
+@jit
+def bias_activation(z, b, a, code, slope):
+    """Z ← Z + b in place and A = σ(Z), row by row (softmax needs the whole row)."""
+    _rows_serial(z, b, a, code, slope, 0, z.shape[0])
+
+
+@jit_parallel
+def bias_activation_parallel(z, b, a, code, slope):
+    n = z.shape[0]
+    chunks = numba.get_num_threads()
+    step = (n + chunks - 1) // chunks
+    for c in numba.prange(chunks):
+        _rows_serial(z, b, a, code, slope, c * step, min(n, (c + 1) * step))
+
+
+@jit
+def bias_add(z, b):
+    """Z ← Z + b in place (identity activation: A is Z itself)."""
+    n, m = z.shape
+    for i in range(n):
+        for j in range(m):
+            z[i, j] += b[j]
+
+
+@jit
+def activation_backward(da, z, a, dz, db, code, slope):
+    """δ = dA ∘ σ'(Z) into ``dz`` and db = Σ_rows δ into ``db``, in one pass."""
+    n, m = z.shape
+    for j in range(m):
+        db[j] = 0
+    for i in range(n):
+        if code == SOFTMAX:
+            dot = 0.0
+            for j in range(m):
+                dot += da[i, j] * a[i, j]
+            for j in range(m):
+                v = a[i, j] * (da[i, j] - dot)
+                dz[i, j] = v
+                db[j] += v
+        else:
+            for j in range(m):
+                v = _derivative_times(da[i, j], z[i, j], a[i, j], code, slope)
+                dz[i, j] = v
+                db[j] += v
+
+
+@jit
+def sum_rows(x, out):
+    n, m = x.shape
+    for j in range(m):
+        out[j] = 0
+    for i in range(n):
+        for j in range(m):
+            out[j] += x[i, j]
+
+
+@jit
+def softmax_ce_delta(z, a, y, delta):
+    """J = −(1/N) Σ y (z − max − log Σ e^(z−max)) and δ = (A − Y) / N, in one pass."""
+    n, m = z.shape
+    loss = 0.0
+    for i in range(n):
+        row_max = -np.inf
+        for j in range(m):
+            row_max = max(row_max, z[i, j])
+        total = 0.0
+        for j in range(m):
+            total += math.exp(z[i, j] - row_max)
+        log_total = math.log(total)
+        for j in range(m):
+            loss -= y[i, j] * (z[i, j] - row_max - log_total)
+            delta[i, j] = (a[i, j] - y[i, j]) / n
+    return loss / n
+
+
+@jit
+def sigmoid_bce_delta(z, a, y, delta):
+    """J = mean(max(z, 0) − z y + log(1 + e^(−|z|))) and δ = (A − Y) / (N·k), in one pass."""
+    n, m = z.shape
+    size = n * m
+    loss = 0.0
+    for i in range(n):
+        for j in range(m):
+            v = z[i, j]
+            loss += max(v, 0.0) - v * y[i, j] + math.log1p(math.exp(-abs(v)))
+            delta[i, j] = (a[i, j] - y[i, j]) / size
+    return loss / size
+
+
+@jit
+def sgd(param, grad, lr):
+    for i in range(param.shape[0]):
+        param[i] -= lr * grad[i]
+
+
+@jit
+def sgd_momentum(param, grad, velocity, lr, momentum, dampening, nesterov, weight_decay, first):
+    for i in range(param.shape[0]):
+        g = grad[i] + weight_decay * param[i]
+        v = g if first else momentum * velocity[i] + (1.0 - dampening) * g
+        velocity[i] = v
+        param[i] -= lr * (g + momentum * v if nesterov else v)
+
+
+@jit
+def adam(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step):
+    correction1 = 1.0 - beta1**step
+    correction2 = 1.0 - beta2**step
+    shrink = 1.0 - lr * weight_decay if decoupled else 1.0
+    l2 = 0.0 if decoupled else weight_decay
+    for i in range(param.shape[0]):
+        p = param[i] * shrink
+        g = grad[i] + l2 * p
+        mi = beta1 * m[i] + (1.0 - beta1) * g
+        vi = beta2 * v[i] + (1.0 - beta2) * (g * g)
+        m[i] = mi
+        v[i] = vi
+        param[i] = p - lr * (mi / correction1) / (math.sqrt(vi / correction2) + eps)
+
+
+@jit
+def rmsprop(param, grad, square_avg, lr, alpha, eps, weight_decay):
+    for i in range(param.shape[0]):
+        g = grad[i] + weight_decay * param[i]
+        s = alpha * square_avg[i] + (1.0 - alpha) * (g * g)
+        square_avg[i] = s
+        param[i] -= lr * g / (math.sqrt(s) + eps)

@@ -1,0 +1,124 @@
+"""Callbacks for ``fit``: early stopping, checkpoints, learning-rate schedules, NaN handling."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+from .errors import InputError
+
+
+class Callback:
+    """Hooks called by ``fit``. ``logs`` maps ``"loss"``, ``"val_loss"``, metric names… to floats."""
+
+    model: Any = None
+
+    def set_model(self, model: Any) -> None:
+        self.model = model
+
+    def on_train_begin(self) -> None: ...
+
+    def on_epoch_begin(self, epoch: int) -> None: ...
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None: ...
+
+    def on_train_end(self, logs: dict[str, float]) -> None: ...
+
+
+def _improved(mode: str, value: float, best: float, min_delta: float) -> bool:
+    return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
+def _resolve_mode(mode: str, monitor: str) -> str:
+    if mode == "auto":
+        return "max" if any(word in monitor for word in ("acc", "precision", "recall", "f1")) else "min"
+    if mode not in ("min", "max"):
+        raise InputError(f"mode must be 'auto', 'min' or 'max'; got {mode!r}")
+    return mode
+
+
+def _monitored(logs: dict[str, float], monitor: str, owner: str) -> float:
+    if monitor not in logs:
+        raise InputError(f"{owner}: monitored quantity {monitor!r} is not logged; available: {sorted(logs)}")
+    return logs[monitor]
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs;
+    with ``restore_best_weights`` the model ends with the weights of its best epoch."""
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
+                 mode: str = "auto", restore_best_weights: bool = True) -> None:
+        if patience < 0:
+            raise InputError(f"patience must be ≥ 0; got {patience}")
+        self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
+        self.mode = _resolve_mode(mode, monitor)
+        self.restore_best_weights = restore_best_weights
+
+    def on_train_begin(self) -> None:
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best_epoch = -1
+        self.wait = 0
+        self.stopped_epoch: int | None = None
+        self._best_params: Any = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        value = _monitored(logs, self.monitor, "EarlyStopping")
+        if _improved(self.mode, value, self.best, self.min_delta):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best_weights:
+                self._best_params = self.model.backend.xp.asarray(self.model.flat_params, copy=True)
+            return
+        self.wait += 1
+        if self.wait > self.patience:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+    def on_train_end(self, logs: dict[str, float]) -> None:
+        if self.restore_best_weights and self._best_params is not None:
+            self.model.flat_params[...] = self._best_params
+
+
+class ModelCheckpoint(Callback):
+    """Save the model (and optimizer state) to ``path`` after each epoch, or only when
+    ``monitor`` improves with ``save_best_only``. ``{epoch}`` in the path is filled in."""
+
+    def __init__(self, path: str, monitor: str = "val_loss", save_best_only: bool = False, mode: str = "auto") -> None:
+        self.path, self.monitor, self.save_best_only = str(path), monitor, save_best_only
+        self.mode = _resolve_mode(mode, monitor)
+
+    def on_train_begin(self) -> None:
+        self.best = math.inf if self.mode == "min" else -math.inf
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        from .saving import save
+
+        if self.save_best_only:
+            value = _monitored(logs, self.monitor, "ModelCheckpoint")
+            if not _improved(self.mode, value, self.best, 0.0):
+                return
+            self.best = value
+        if getattr(self.model, "is_main_process", True):
+            save(self.model, self.path.format(epoch=epoch + 1))
+
+
+class LearningRateScheduler(Callback):
+    """Set the optimizer's learning rate at the start of each epoch from ``schedule(epoch)``
+    (epochs count from 0); ``schedule`` is a function or a ``toolkit.schedules`` object."""
+
+    def __init__(self, schedule: Callable[[int], float]) -> None:
+        self.schedule = schedule
+
+    def on_epoch_begin(self, epoch: int) -> None:
+        lr = float(self.schedule(epoch))
+        if not math.isfinite(lr) or lr <= 0:
+            raise InputError(f"learning-rate schedule gave {lr!r} at epoch {epoch}; it must be > 0")
+        self.model.optimizer.lr = lr
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        logs["lr"] = self.model.optimizer.lr
+
+
+class TerminateOnNaN(Callback):
+    """Make a NaN/inf loss end training quietly (with a warning) instead of raising
+    ``TrainingDiverged``; either way the weights from before the bad step are kept."""

@@ -1,0 +1,186 @@
+"""Loss objects: target checking and conversion around the loss ops, and the output layers
+they pair with for the fused gradient δ_out = ŷ − y."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .backend import Backend
+from .errors import InputError, ShapeError
+from .ops import losses as ops
+
+Array = Any
+
+
+class Loss:
+    """Base class. ``value``/``gradient`` work on prepared targets (see ``prepare``)."""
+
+    name = "loss"
+    # Output activation name -> fused pair understood by ``Backend.output_delta``.
+    fused_pairs: dict[str, str] = {}
+
+    def prepare(self, pred_shape: tuple[int, ...], y: Any, backend: Backend, dtype: Any) -> Array:
+        """Targets as a backend array of the predictions' shape and dtype; raises ShapeError.
+
+        A 1-D target of length N is accepted for predictions of shape (N, 1) and reshaped
+        explicitly; nothing is ever broadcast.
+        """
+        y = backend.asarray(y)
+        xp = backend.xp
+        if y.ndim == 1 and len(pred_shape) == 2 and pred_shape[1] == 1:
+            y = xp.reshape(y, (y.shape[0], 1))
+        if tuple(y.shape) != tuple(pred_shape):
+            raise ShapeError(
+                f"{self.name}: targets have shape {tuple(y.shape)} but predictions have shape "
+                f"{tuple(pred_shape)}; give one target per prediction (no broadcasting is done)"
+            )
+        return xp.astype(y, dtype) if y.dtype != dtype else y
+
+    def validate(self, y: Array, backend: Backend) -> None:
+        """Check target values (needs a device sync; done once per ``fit``, not per step)."""
+        xp = backend.xp
+        if not bool(xp.all(xp.isfinite(y))):
+            raise InputError(f"{self.name}: targets contain NaN or inf")
+
+    def value(self, pred: Array, y: Array, xp: Any) -> Array:
+        raise NotImplementedError
+
+    def gradient(self, pred: Array, y: Array, xp: Any) -> Array:
+        raise NotImplementedError
+
+    def __call__(self, pred: Array, y: Any, backend: Backend | None = None) -> Array:
+        """Loss of predictions against raw targets (checked), as a 0-d array."""
+        from .config import get_backend
+
+        backend = backend or get_backend()
+        pred = backend.asarray(pred)
+        y = self.prepare(tuple(pred.shape), y, backend, pred.dtype)
+        self.validate(y, backend)
+        return self.value(pred, y, backend.xp)
+
+    def get_config(self) -> dict[str, Any]:
+        return {}
+
+
+class MeanSquaredError(Loss):
+    """J = mean((ŷ − y)²) over every element."""
+
+    name = "mse"
+
+    def value(self, pred: Array, y: Array, xp: Any) -> Array:
+        return ops.mse_value(pred, y, xp)
+
+    def gradient(self, pred: Array, y: Array, xp: Any) -> Array:
+        return ops.mse_grad(pred, y, xp)
+
+
+class BinaryCrossEntropy(Loss):
+    """J = −mean(y log ŷ + (1 − y) log(1 − ŷ)); targets in [0, 1].
+
+    With ``from_logits=True`` the predictions are z (no sigmoid applied) and the stable
+    form is used. After a sigmoid output layer the model uses the fused δ = ŷ − y.
+    """
+
+    name = "binary_crossentropy"
+
+    def __init__(self, from_logits: bool = False) -> None:
+        self.from_logits = from_logits
+        self.fused_pairs = {} if from_logits else {"sigmoid": "sigmoid_bce"}
+
+    def validate(self, y: Array, backend: Backend) -> None:
+        super().validate(y, backend)
+        xp = backend.xp
+        if bool(xp.any(y < 0.0)) or bool(xp.any(y > 1.0)):
+            raise InputError(
+                f"{self.name}: targets must lie in [0, 1]; got values in "
+                f"[{float(xp.min(y))}, {float(xp.max(y))}]"
+            )
+
+    def value(self, pred: Array, y: Array, xp: Any) -> Array:
+        return ops.bce_logits_value(pred, y, xp) if self.from_logits else ops.bce_value(pred, y, xp)
+
+    def gradient(self, pred: Array, y: Array, xp: Any) -> Array:
+        return ops.bce_logits_grad(pred, y, xp) if self.from_logits else ops.bce_grad(pred, y, xp)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"from_logits": self.from_logits}
+
+
+class CategoricalCrossEntropy(Loss):
+    """J = −(1/N) Σ y log softmax; targets are integer class labels (N,) or one-hot rows (N, C).
+
+    With ``from_logits=True`` the predictions are logits (log-sum-exp form). After a softmax
+    output layer the model uses the fused δ = ŷ − y.
+    """
+
+    name = "categorical_crossentropy"
+
+    def __init__(self, from_logits: bool = False) -> None:
+        self.from_logits = from_logits
+        self.fused_pairs = {} if from_logits else {"softmax": "softmax_ce"}
+
+    def prepare(self, pred_shape: tuple[int, ...], y: Any, backend: Backend, dtype: Any) -> Array:
+        y = backend.asarray(y)
+        xp = backend.xp
+        if len(pred_shape) != 2:
+            raise ShapeError(f"{self.name}: predictions must be (N, n_classes); got {tuple(pred_shape)}")
+        n, n_classes = pred_shape
+        if y.ndim == 1:
+            if not xp.isdtype(y.dtype, "integral"):
+                raise InputError(
+                    f"{self.name}: 1-D targets must be integer class labels; got dtype {y.dtype} "
+                    "(cast with .astype(int) if they are whole numbers, or pass one-hot rows)"
+                )
+            if y.shape[0] != n:
+                raise ShapeError(f"{self.name}: {y.shape[0]} labels for {n} predictions")
+            self._check_label_range(y, n_classes, xp)
+            return ops.one_hot(y, n_classes, dtype, xp)
+        return super().prepare(pred_shape, y, backend, dtype)
+
+    @staticmethod
+    def _check_label_range(labels: Array, n_classes: int, xp: Any) -> None:
+        low, high = int(xp.min(labels)), int(xp.max(labels))
+        if low < 0 or high >= n_classes:
+            raise InputError(
+                f"categorical_crossentropy: class labels must lie in [0, {n_classes}); "
+                f"got labels from {low} to {high}"
+            )
+
+    def value(self, pred: Array, y: Array, xp: Any) -> Array:
+        if self.from_logits:
+            return ops.softmax_ce_logits_value(pred, y, xp)
+        return ops.categorical_ce_value(pred, y, xp)
+
+    def gradient(self, pred: Array, y: Array, xp: Any) -> Array:
+        if self.from_logits:
+            return ops.softmax_ce_logits_grad(pred, y, xp)
+        return ops.categorical_ce_grad(pred, y, xp)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"from_logits": self.from_logits}
+
+
+LOSSES: dict[str, type[Loss]] = {
+    "mse": MeanSquaredError,
+    "mean_squared_error": MeanSquaredError,
+    "binary_crossentropy": BinaryCrossEntropy,
+    "bce": BinaryCrossEntropy,
+    "categorical_crossentropy": CategoricalCrossEntropy,
+}
+_NAMED_WITH_ARGS = {
+    "bce_from_logits": (BinaryCrossEntropy, {"from_logits": True}),
+    "softmax_cross_entropy": (CategoricalCrossEntropy, {"from_logits": True}),
+}
+
+
+def get_loss(loss: str | Loss) -> Loss:
+    """A loss from its name (``"mse"``, ``"binary_crossentropy"``, ``"categorical_crossentropy"``,
+    ``"bce_from_logits"``, ``"softmax_cross_entropy"``) or a ``Loss`` instance."""
+    if isinstance(loss, Loss):
+        return loss
+    if loss in _NAMED_WITH_ARGS:
+        cls, kwargs = _NAMED_WITH_ARGS[loss]
+        return cls(**kwargs)
+    if loss not in LOSSES:
+        raise InputError(f"unknown loss {loss!r}; choose one of {sorted([*LOSSES, *_NAMED_WITH_ARGS])}")
+    return LOSSES[loss]()

@@ -1,0 +1,140 @@
+"""Streaming metrics: ``update`` adds a batch's counts as device arrays (no synchronisation),
+``result`` turns them into one Python float.
+
+Targets are the model's prepared targets (one-hot rows for categorical losses). Binary
+metrics threshold the prediction at 0.5, or at 0 when the model outputs logits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import InputError
+
+Array = Any
+
+
+class Metric:
+    name = "metric"
+
+    def __init__(self) -> None:
+        self.from_logits = False
+        self.reset()
+
+    def reset(self) -> None:
+        self._totals: list[Any] = []
+
+    def _add(self, *values: Any) -> None:
+        self._totals = list(values) if not self._totals else [t + v for t, v in zip(self._totals, values)]
+
+    def update(self, pred: Array, y: Array, xp: Any) -> None:
+        raise NotImplementedError
+
+    def result(self) -> float:
+        raise NotImplementedError
+
+    def _binary_labels(self, pred: Array, y: Array, xp: Any) -> tuple[Array, Array]:
+        if pred.ndim != 2 or pred.shape[1] != 1:
+            raise InputError(f"{self.name} is a binary metric; the model must have one output, not {pred.shape[1]}")
+        threshold = 0.0 if self.from_logits else 0.5
+        return pred >= threshold, y >= 0.5
+
+
+class Accuracy(Metric):
+    """Fraction of correct predictions: argmax for several outputs, a threshold for one."""
+
+    name = "accuracy"
+
+    def update(self, pred: Array, y: Array, xp: Any) -> None:
+        if pred.shape[1] == 1:
+            predicted, actual = self._binary_labels(pred, y, xp)
+        else:
+            predicted, actual = xp.argmax(pred, axis=1), xp.argmax(y, axis=1)
+        self._add(xp.sum(xp.astype(predicted == actual, pred.dtype)), pred.shape[0])
+
+    def result(self) -> float:
+        correct, count = self._totals
+        return float(correct) / count
+
+
+class _ConfusionMetric(Metric):
+    def update(self, pred: Array, y: Array, xp: Any) -> None:
+        predicted, actual = self._binary_labels(pred, y, xp)
+        as_float = lambda mask: xp.sum(xp.astype(mask, pred.dtype))  # noqa: E731
+        self._add(as_float(predicted & actual), as_float(predicted & ~actual), as_float(~predicted & actual))
+
+    def _counts(self) -> tuple[float, float, float]:
+        tp, fp, fn = (float(t) for t in self._totals)
+        return tp, fp, fn
+
+
+class Precision(_ConfusionMetric):
+    """TP / (TP + FP); 0 when nothing is predicted positive."""
+
+    name = "precision"
+
+    def result(self) -> float:
+        tp, fp, _ = self._counts()
+        return tp / (tp + fp) if tp + fp else 0.0
+
+
+class Recall(_ConfusionMetric):
+    """TP / (TP + FN); 0 when there are no positives."""
+
+    name = "recall"
+
+    def result(self) -> float:
+        tp, _, fn = self._counts()
+        return tp / (tp + fn) if tp + fn else 0.0
+
+
+class F1(_ConfusionMetric):
+    """Harmonic mean of precision and recall: 2 TP / (2 TP + FP + FN)."""
+
+    name = "f1"
+
+    def result(self) -> float:
+        tp, fp, fn = self._counts()
+        return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+class MeanSquaredErrorMetric(Metric):
+    name = "mse"
+
+    def update(self, pred: Array, y: Array, xp: Any) -> None:
+        diff = pred - y
+        self._add(xp.sum(diff * diff), diff.size)
+
+    def result(self) -> float:
+        total, count = self._totals
+        return float(total) / count
+
+
+class MeanAbsoluteError(Metric):
+    name = "mae"
+
+    def update(self, pred: Array, y: Array, xp: Any) -> None:
+        self._add(xp.sum(xp.abs(pred - y)), pred.size)
+
+    def result(self) -> float:
+        total, count = self._totals
+        return float(total) / count
+
+
+METRICS: dict[str, type[Metric]] = {
+    "accuracy": Accuracy,
+    "acc": Accuracy,
+    "precision": Precision,
+    "recall": Recall,
+    "f1": F1,
+    "mse": MeanSquaredErrorMetric,
+    "mae": MeanAbsoluteError,
+}
+
+
+def get_metric(metric: str | Metric) -> Metric:
+    if isinstance(metric, Metric):
+        return metric
+    if metric not in METRICS:
+        raise InputError(f"unknown metric {metric!r}; choose one of {sorted(METRICS)}")
+    return METRICS[metric]()

@@ -1,0 +1,104 @@
+"""Activation functions a = σ(z) and their backward passes, on any Array API namespace.
+
+Each activation is a forward/backward pair. The backward pass returns
+``dZ = dA ∘ σ'(Z)``, the step of backpropagation that turns the gradient of
+the loss with respect to a layer's output ``A`` into its error term ``δ``.
+It is given both ``z`` and ``a = σ(z)`` because for most activations the
+derivative is cheapest from the output (``σ' = a (1 − a)``, ``tanh' = 1 − a²``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+Array = Any
+
+
+def identity(z: Array, xp: Any) -> Array:
+    return z
+
+
+def identity_backward(da: Array, z: Array, a: Array, xp: Any) -> Array:
+    return da
+
+
+def sigmoid(z: Array, xp: Any) -> Array:
+    """σ(z) = 1 / (1 + e^(−z)), computed from e^(−|z|) so that |z| = 1000 cannot overflow."""
+    e = xp.exp(-xp.abs(z))
+    return xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def sigmoid_backward(da: Array, z: Array, a: Array, xp: Any) -> Array:
+    return da * a * (1.0 - a)
+
+
+def tanh(z: Array, xp: Any) -> Array:
+    return xp.tanh(z)
+
+
+def tanh_backward(da: Array, z: Array, a: Array, xp: Any) -> Array:
+    return da * (1.0 - a * a)
+
+
+def relu(z: Array, xp: Any) -> Array:
+    return xp.maximum(z, 0.0)
+
+
+def relu_backward(da: Array, z: Array, a: Array, xp: Any) -> Array:
+    # The derivative at exactly 0 is taken as 0, as PyTorch and Keras do.
+    return xp.where(z > 0, da, 0.0)
+
+
+LEAKY_RELU_SLOPE = 0.01
+
+
+def leaky_relu(z: Array, xp: Any, slope: float = LEAKY_RELU_SLOPE) -> Array:
+    return xp.where(z > 0, z, slope * z)
+
+
+def leaky_relu_backward(da: Array, z: Array, a: Array, xp: Any, slope: float = LEAKY_RELU_SLOPE) -> Array:
+    return xp.where(z > 0, da, slope * da)
+
+
+def softmax(z: Array, xp: Any) -> Array:
+    """Row-wise softmax; the row maximum is subtracted first so large logits cannot overflow."""
+    shifted = z - xp.max(z, axis=-1, keepdims=True)
+    e = xp.exp(shifted)
+    return e / xp.sum(e, axis=-1, keepdims=True)
+
+
+def softmax_backward(da: Array, z: Array, a: Array, xp: Any) -> Array:
+    # Jacobian-vector product of softmax: a ∘ (dA − Σ_j dA_j a_j), one row per sample.
+    return a * (da - xp.sum(da * a, axis=-1, keepdims=True))
+
+
+@dataclass(frozen=True)
+class Activation:
+    """A named activation: ``forward(z, xp)`` and ``backward(da, z, a, xp) -> dz``."""
+
+    name: str
+    forward: Callable[..., Array]
+    backward: Callable[..., Array]
+    elementwise: bool = True
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "identity": Activation("identity", identity, identity_backward),
+    "sigmoid": Activation("sigmoid", sigmoid, sigmoid_backward),
+    "tanh": Activation("tanh", tanh, tanh_backward),
+    "relu": Activation("relu", relu, relu_backward),
+    "leaky_relu": Activation("leaky_relu", leaky_relu, leaky_relu_backward),
+    "softmax": Activation("softmax", softmax, softmax_backward, elementwise=False),
+}
+_ALIASES = {None: "identity", "linear": "identity"}
+
+
+def get_activation(name: str | None) -> Activation:
+    """Look an activation up by name (``None`` and ``"linear"`` mean identity)."""
+    key = _ALIASES.get(name, name)
+    if key not in ACTIVATIONS:
+        raise ValueError(
+            f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)} (or None for identity)"
+        )
+    return ACTIVATIONS[key]

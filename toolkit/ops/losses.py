@@ -1,0 +1,81 @@
+"""Loss functions J(ŷ, y) and their gradients dJ/dŷ, averaged over the batch, on any Array API namespace.
+
+Every ``*_value`` returns a 0-d array (never a Python float) so that a training step
+does not have to synchronise a GPU. Every ``*_grad`` returns the gradient with the
+same shape as the prediction. ``*_logits_*`` forms take the pre-activation ``z``
+and are the numerically stable ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .activations import sigmoid, softmax
+
+Array = Any
+
+PROBABILITY_CLIP = 1e-7
+
+
+def _clip_probabilities(p: Array, xp: Any) -> Array:
+    return xp.clip(p, PROBABILITY_CLIP, 1.0 - PROBABILITY_CLIP)
+
+
+def one_hot(labels: Array, n_classes: int, dtype: Any, xp: Any) -> Array:
+    """Integer class labels of shape (N,) to a one-hot matrix of shape (N, n_classes)."""
+    classes = xp.arange(n_classes, dtype=labels.dtype, device=labels.device)
+    return xp.astype(labels[:, None] == classes[None, :], dtype)
+
+
+# Mean squared error: J = mean((ŷ − y)²), mean over every element as PyTorch's MSELoss does.
+def mse_value(pred: Array, y: Array, xp: Any) -> Array:
+    diff = pred - y
+    return xp.mean(diff * diff)
+
+
+def mse_grad(pred: Array, y: Array, xp: Any) -> Array:
+    return (2.0 / pred.size) * (pred - y)
+
+
+# Binary cross-entropy on probabilities: J = −mean(y log p + (1 − y) log(1 − p)), p clipped.
+def bce_value(p: Array, y: Array, xp: Any) -> Array:
+    p = _clip_probabilities(p, xp)
+    return -xp.mean(y * xp.log(p) + (1.0 - y) * xp.log(1.0 - p))
+
+
+def bce_grad(p: Array, y: Array, xp: Any) -> Array:
+    p = _clip_probabilities(p, xp)
+    return (p - y) / (p * (1.0 - p)) / p.size
+
+
+# Binary cross-entropy from logits: J = mean(max(z, 0) − z y + log(1 + e^(−|z|))), never overflows.
+def bce_logits_value(z: Array, y: Array, xp: Any) -> Array:
+    return xp.mean(xp.maximum(z, 0.0) - z * y + xp.log1p(xp.exp(-xp.abs(z))))
+
+
+def bce_logits_grad(z: Array, y: Array, xp: Any) -> Array:
+    return (sigmoid(z, xp) - y) / z.size
+
+
+def log_softmax(z: Array, xp: Any) -> Array:
+    """log softmax(z) by the log-sum-exp trick: z − max − log Σ e^(z − max)."""
+    shifted = z - xp.max(z, axis=-1, keepdims=True)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
+
+
+# Softmax cross-entropy from logits with one-hot targets: J = −(1/N) Σ_i Σ_k y_ik log softmax(z)_ik.
+def softmax_ce_logits_value(z: Array, y_one_hot: Array, xp: Any) -> Array:
+    return -xp.sum(y_one_hot * log_softmax(z, xp)) / z.shape[0]
+
+
+def softmax_ce_logits_grad(z: Array, y_one_hot: Array, xp: Any) -> Array:
+    return (softmax(z, xp) - y_one_hot) / z.shape[0]
+
+
+# Categorical cross-entropy on probabilities (after a softmax layer), p clipped.
+def categorical_ce_value(p: Array, y_one_hot: Array, xp: Any) -> Array:
+    return -xp.sum(y_one_hot * xp.log(_clip_probabilities(p, xp))) / p.shape[0]
+
+
+def categorical_ce_grad(p: Array, y_one_hot: Array, xp: Any) -> Array:
+    return -y_one_hot / _clip_probabilities(p, xp) / p.shape[0]

@@ -1,0 +1,49 @@
+"""Progress reporting for ``fit``: a tqdm bar per epoch on a terminal, one line per epoch
+otherwise, nothing with ``verbose=0``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+
+def _format(logs: dict[str, float]) -> str:
+    return "  ".join(f"{key}={value:.4g}" for key, value in logs.items())
+
+
+class Progress:
+    """``verbose``: 0 silent, 1 a bar on a terminal (else one line per epoch), 2 one line per epoch."""
+
+    def __init__(self, verbose: int, epochs: int, steps_per_epoch: int, stream: TextIO | None = None) -> None:
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"verbose must be 0, 1 or 2; got {verbose!r}")
+        self.stream = stream or sys.stderr
+        self.verbose = verbose
+        self.use_bar = verbose == 1 and getattr(self.stream, "isatty", lambda: False)()
+        self.epochs, self.steps = epochs, steps_per_epoch
+        self._bar: Any = None
+
+    def epoch_begin(self, epoch: int) -> None:
+        if self.use_bar:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=self.steps, desc=f"epoch {epoch + 1}/{self.epochs}", unit="batch",
+                             file=self.stream, leave=True, dynamic_ncols=True)
+
+    def batch_end(self, running_loss: Any | None) -> None:
+        """``running_loss`` is a callable giving the mean loss so far; called only when the
+        bar is about to redraw, so the device is synchronised at most once per redraw."""
+        if self._bar is None:
+            return
+        self._bar.update(1)
+        n = self._bar.n
+        if running_loss is not None and (n in (1, self.steps) or n % max(1, self.steps // 10) == 0):
+            self._bar.set_postfix_str(f"loss={running_loss():.4g}", refresh=False)
+
+    def epoch_end(self, epoch: int, logs: dict[str, float], seconds: float) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix_str(_format(logs), refresh=True)
+            self._bar.close()
+            self._bar = None
+        elif self.verbose:
+            print(f"epoch {epoch + 1}/{self.epochs}  {_format(logs)}  ({seconds:.2f}s)", file=self.stream, flush=True)

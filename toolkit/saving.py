@@ -1,0 +1,103 @@
+"""Save and load a model in one file: the architecture as JSON and the weights (and the
+optimizer's state) as tensors. Loading rebuilds the model on the active backend; a model
+trained on one backend loads on any other with bit-identical weights."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .errors import CheckpointError, ToolkitError
+from .layers import LAYERS
+from .losses import LOSSES
+from .model import Sequential
+from .optimizers import OPTIMIZERS
+
+FORMAT = "toolkit-checkpoint"
+VERSION = 1
+
+
+def _io() -> Any:
+    from backends import checkpoint_io  # host-side file format; toolkit/ itself stays Array-API only
+
+    return checkpoint_io
+
+
+def save(model: Sequential, path: str | os.PathLike, include_optimizer: bool = True) -> None:
+    """Write ``model`` to ``path`` (safetensors; atomic: the old file survives a crash mid-save)."""
+    if not model.built:
+        raise ToolkitError("cannot save a model that is not built yet (give input_dim or train it first)")
+    tensors = {f"param/{name}": value for name, value in model.get_weights().items()}
+    metadata: dict[str, Any] = {"format": FORMAT, "version": VERSION, "model": model.get_config(),
+                                "trained_on": model.backend.name}
+    if model.loss is not None:
+        metadata["loss"] = {"name": model.loss.name, "config": model.loss.get_config()}
+        metadata["metrics"] = [metric.name for metric in model.metrics]
+    if include_optimizer and model.optimizer is not None:
+        state = model.optimizer.state_dict()
+        metadata["optimizer"] = {key: state[key] for key in ("name", "config", "lr", "iterations")}
+        tensors.update({f"optimizer/{k}": model.backend.to_host(v) for k, v in state["state"].items()})
+    _io().write(path, tensors, metadata)
+
+
+def _read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    tensors, metadata = _io().read(path)
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{os.fspath(path)!r} is not a toolkit checkpoint")
+    if metadata.get("version") != VERSION:
+        raise CheckpointError(f"checkpoint format version {metadata.get('version')} is not supported (expected {VERSION})")
+    return tensors, metadata
+
+
+def _build(config: dict[str, Any], backend: Any) -> Sequential:
+    layers = []
+    for spec in config["layers"]:
+        if spec["class"] not in LAYERS:
+            raise CheckpointError(f"checkpoint names an unknown layer {spec['class']!r}")
+        layers.append(LAYERS[spec["class"]](**spec["config"]))
+    return Sequential(layers, input_dim=config["input_dim"], dtype=config["dtype"], seed=config["seed"], backend=backend)
+
+
+def _restore(model: Sequential, tensors: dict[str, Any], metadata: dict[str, Any], path: str) -> None:
+    weights = {name[len("param/"):]: value for name, value in tensors.items() if name.startswith("param/")}
+    try:
+        model.set_weights(weights)  # checks every name and shape before writing anything
+    except ToolkitError as error:
+        raise CheckpointError(f"{path!r} does not match this model: {error}") from error
+    if model.optimizer is not None and "optimizer" in metadata:
+        info = metadata["optimizer"]
+        state = {k[len("optimizer/"):]: model.backend.asarray(v, dtype=model.dtype)
+                 for k, v in tensors.items() if k.startswith("optimizer/")}
+        model.optimizer.load_state_dict({**info, "state": state})
+        model.optimizer.bind(model.flat_params, model.backend)
+
+
+def load(path: str | os.PathLike, backend: Any = None) -> Sequential:
+    """Rebuild a saved model (compiled again with its loss, metrics and optimizer state)."""
+    path = os.fspath(path)
+    tensors, metadata = _read(path)
+    try:
+        model = _build(metadata["model"], backend)
+        if "loss" in metadata:
+            loss = LOSSES[metadata["loss"]["name"]](**metadata["loss"]["config"])
+            optimizer = None
+            if "optimizer" in metadata:
+                info = metadata["optimizer"]
+                optimizer = OPTIMIZERS[info["name"]](**info["config"])
+            model.compile(loss=loss, optimizer=optimizer or "sgd", metrics=metadata.get("metrics", []))
+    except (KeyError, TypeError) as error:
+        raise CheckpointError(f"{path!r} has an invalid architecture description: {error!r}") from error
+    _restore(model, tensors, metadata, path)
+    return model
+
+
+def load_weights(model: Sequential, path: str | os.PathLike) -> None:
+    """Load a checkpoint's weights (and optimizer state) into an existing model of the same
+    architecture; on any mismatch the model is left untouched."""
+    path = os.fspath(path)
+    tensors, metadata = _read(path)
+    ours = [layer for layer in model.get_config()["layers"]]
+    theirs = metadata.get("model", {}).get("layers")
+    if theirs != ours:
+        raise CheckpointError(f"{path!r} holds a different architecture: {theirs} vs this model's {ours}")
+    _restore(model, tensors, metadata, path)
