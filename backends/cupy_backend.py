@@ -17,8 +17,8 @@ from toolkit.backend import Backend
 from toolkit.errors import BackendError
 from toolkit.ops.activations import LEAKY_RELU_SLOPE, Activation
 
-from .host import HostRandom
 from .activation_codes import CODES
+from .host import HostRandom
 
 _ACTIVATE = """
     if (code == 3) { a = v > 0 ? v : (T)0; }

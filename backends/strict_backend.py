@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import array_api_strict as xp_strict
-from array_api_strict._array_object import Array as StrictArray
 import numpy as np
+from array_api_strict._array_object import Array as StrictArray
 
 from toolkit.backend import Backend
 from toolkit.errors import BackendError

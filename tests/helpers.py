@@ -3,7 +3,7 @@ differences, every backend against the NumPy backend."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -10,8 +10,8 @@ A backend is named ``NAME`` or ``NAME:DEVICE`` (``cupy:1``, ``array_api_strict:d
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from .backend import Backend
 

@@ -4,7 +4,8 @@ the same seed gives the same initial weights on every backend."""
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .backend import HostRandom
 

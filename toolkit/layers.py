@@ -125,12 +125,16 @@ class Dense(Layer):
         self._cache = (x, z, a) if training else None
         return a
 
+    def _require_training_pass(self) -> tuple[Array, Array, Array]:
+        if self._cache is None:
+            raise RuntimeError(f"{self.describe()}: backward needs a forward pass with training=True first")
+        return self._cache
+
     @property
     def cached_output(self) -> tuple[Array, Array]:
         """(Z, A) of the last training forward pass."""
-        if self._cache is None:
-            raise RuntimeError(f"{self.describe()}: backward needs a forward pass with training=True first")
-        return self._cache[1], self._cache[2]
+        _, z, a = self._require_training_pass()
+        return z, a
 
     def backward(self, grad_output: Array) -> Array | None:
         """From ∂J/∂A: δ = ∂J/∂A ∘ σ'(Z) (bias gradient fused in), then the linear part."""
@@ -141,7 +145,7 @@ class Dense(Layer):
 
     def backward_from_delta(self, delta: Array) -> Array | None:
         """From δ = ∂J/∂Z directly (the fused output layer + loss path, δ_out = ŷ − y)."""
-        self.cached_output
+        self._require_training_pass()
         self.backend.sum_rows_into(delta, self.grads["b"])
         return self._backward_linear(delta)
 

@@ -25,7 +25,7 @@ class Metric:
         self._totals: list[Any] = []
 
     def _add(self, *values: Any) -> None:
-        self._totals = list(values) if not self._totals else [t + v for t, v in zip(self._totals, values)]
+        self._totals = list(values) if not self._totals else [t + v for t, v in zip(self._totals, values, strict=True)]
 
     def update(self, pred: Array, y: Array, xp: Any) -> None:
         raise NotImplementedError

@@ -9,7 +9,8 @@ data-parallel run all-reduces one buffer per step.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from .backend import Backend
 from .config import get_backend

@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from .callbacks import Callback, TerminateOnNaN
 from .errors import InputError, TrainingDiverged
@@ -163,7 +164,7 @@ def fit(
                 prediction = model.layers[-1].cached_output[1]
                 for metric in model.metrics:
                     metric.update(prediction, yb, xp)
-            progress.batch_end(lambda: float(loss_sum) / seen)
+            progress.batch_end(lambda total=loss_sum, count=seen: float(total) / count)
         if model.stop_training and seen == 0:
             break
         logs = {"loss": float(loss_sum) / max(seen, 1)}

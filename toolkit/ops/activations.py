@@ -9,8 +9,9 @@ derivative is cheapest from the output (``σ' = a (1 − a)``, ``tanh' = 1 − a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 Array = Any
 
