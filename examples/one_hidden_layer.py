@@ -21,7 +21,7 @@ from toolkit import SGD, Dense, Sequential
 
 def build(seed: int) -> Sequential:
     model = Sequential([Dense(32, activation="tanh", input_dim=64), Dense(1, activation="sigmoid")], seed=seed)
-    model.compile(loss="binary_crossentropy", optimizer=SGD(lr=0.5, momentum=0.9), metrics=["accuracy", "f1"])
+    model.compile(loss="binary_crossentropy", optimizer=SGD(lr=0.1, momentum=0.9), metrics=["accuracy", "f1"])
     return model
 
 
@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--manual", action="store_true", help="use the hand-written training loop")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--verbose", type=int, default=1)
     args = parser.parse_args()
 
     x_train, x_test, y_train, y_test = load("digits", target=lambda digit: (digit == 8).astype(np.float64))
@@ -59,7 +60,8 @@ def main() -> None:
     if args.manual:
         manual_training(model, x_train, y_train, args.epochs, args.batch_size)
     else:
-        model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size, verbose=1, validation_split=0.1)
+        model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size, verbose=args.verbose,
+                  validation_split=0.1)
     seconds = time.perf_counter() - started
     scores = model.evaluate(x_test, y_test)
     print(f"test accuracy: {scores['accuracy']:.4f}  test F1: {scores['f1']:.4f}  "

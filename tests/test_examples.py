@@ -1,0 +1,35 @@
+"""Each example runs end to end (one short epoch) under the active TOOLKIT_BACKEND."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
+
+pytest.importorskip("sklearn", reason="the examples need scikit-learn: pip install -e '.[examples]'")
+
+
+@pytest.mark.parametrize("script,expected", [
+    ("one_hidden_layer.py", "test accuracy:"),
+    ("one_hidden_layer.py --manual", "test accuracy:"),
+    ("logistic_regression.py", "test accuracy:"),
+    ("digits_mlp.py", "test accuracy:"),
+    ("regression.py", "test R²: toolkit MLP"),
+])
+def test_example_smoke(script, expected, tmp_path):
+    name, *extra = script.split()
+    command = [sys.executable, str(EXAMPLES / name), "--epochs", "1", *extra]
+    if name == "digits_mlp.py":
+        command += ["--out", str(tmp_path)]
+    if "--manual" not in extra:
+        command += ["--verbose", "0"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240, env=dict(os.environ))
+    assert result.returncode == 0, result.stderr
+    assert expected in result.stdout
+    backend = os.environ.get("TOOLKIT_BACKEND", "numpy").split(":")[0]
+    assert f"backend: {backend}" in result.stdout
+    if name == "digits_mlp.py":
+        assert (tmp_path / "digits_mlp.safetensors").exists() and (tmp_path / "digits_mlp_curves.png").exists()
