@@ -1,0 +1,350 @@
+"""Time one training step (forward + loss + backward + update) of the toolkit and its rivals,
+in one process, interleaved block by block in shuffled order over several rounds.
+
+    python benchmarks/train_step.py                  # every config, every contender
+    python benchmarks/train_step.py --configs a c --rounds 5
+
+Contenders: the toolkit on numpy and numba (SGD and Adam), PyTorch CPU eager (same threads),
+a hand-written NumPy step (the same math, no framework), the GEMM floor (only the matrix
+products a step needs, into preallocated outputs) and scikit-learn's MLPClassifier.partial_fit.
+Prints ms/step (median and spread), samples/s, ratio to PyTorch and to the floor; writes JSON
+to benchmarks/results/. Timings are never asserted anywhere: the machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import toolkit  # noqa: E402
+from toolkit import SGD, Adam, Dense, Sequential  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Config:
+    widths: tuple[int, ...]
+    hidden: str
+    task: str  # "softmax_ce", "sigmoid_bce" or "mse"
+    batch: int
+
+
+CONFIGS = {
+    "a": Config((784, 256, 256, 10), "relu", "softmax_ce", 128),
+    "b": Config((784, 256, 256, 10), "relu", "softmax_ce", 1024),
+    "c": Config((64, 32, 1), "tanh", "sigmoid_bce", 64),
+    "d": Config((1024, 4096, 4096, 1024), "relu", "mse", 256),
+}
+LR = 1e-3
+
+
+def make_data(config: Config, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(config.batch, config.widths[0])).astype(np.float32)
+    if config.task == "softmax_ce":
+        labels = rng.integers(0, config.widths[-1], size=config.batch)
+        return x, labels, np.eye(config.widths[-1], dtype=np.float32)[labels]
+    if config.task == "sigmoid_bce":
+        y = rng.integers(0, 2, size=(config.batch, 1)).astype(np.float32)
+        return x, y, y
+    y = rng.normal(size=(config.batch, config.widths[-1])).astype(np.float32)
+    return x, y, y
+
+
+# -- the toolkit ------------------------------------------------------------------------------
+def toolkit_step(config: Config, backend: str, optimizer: str) -> Callable[[], None]:
+    x, y, _ = make_data(config)
+    output = {"softmax_ce": "softmax", "sigmoid_bce": "sigmoid", "mse": None}[config.task]
+    loss = {"softmax_ce": "categorical_crossentropy", "sigmoid_bce": "binary_crossentropy", "mse": "mse"}[config.task]
+    with toolkit.use_backend(backend):
+        layers = [Dense(w, activation=config.hidden) for w in config.widths[1:-1]]
+        model = Sequential([*layers, Dense(config.widths[-1], activation=output)], input_dim=config.widths[0])
+    model.compile(loss=loss, optimizer=SGD(lr=LR) if optimizer == "sgd" else Adam(lr=LR))
+    xb = model.as_input(x)
+    yb = model.prepare_targets(y, xb.shape[0])
+
+    def step() -> None:
+        model.compute_gradients(xb, yb)
+        model.apply_gradients()
+
+    return step
+
+
+# -- PyTorch eager ----------------------------------------------------------------------------
+def torch_step(config: Config, optimizer: str) -> Callable[[], None]:
+    import torch
+
+    x, labels, y = make_data(config)
+    act = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}[config.hidden]
+    modules: list = []
+    for i in range(len(config.widths) - 1):
+        modules.append(torch.nn.Linear(config.widths[i], config.widths[i + 1]))
+        if i < len(config.widths) - 2:
+            modules.append(act())
+    net = torch.nn.Sequential(*modules)
+    loss_fn = {"softmax_ce": torch.nn.CrossEntropyLoss(), "sigmoid_bce": torch.nn.BCEWithLogitsLoss(),
+               "mse": torch.nn.MSELoss()}[config.task]
+    opt = torch.optim.SGD(net.parameters(), lr=LR) if optimizer == "sgd" else torch.optim.Adam(net.parameters(), lr=LR)
+    xt = torch.from_numpy(x)
+    yt = torch.from_numpy(labels).long() if config.task == "softmax_ce" else torch.from_numpy(y)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss_fn(net(xt), yt).backward()
+        opt.step()
+
+    return step
+
+
+# -- hand-written NumPy -----------------------------------------------------------------------
+def numpy_step(config: Config, optimizer: str) -> Callable[[], None]:
+    x, _, y = make_data(config)
+    rng = np.random.default_rng(0)
+    weights = [(rng.normal(size=(a, b)) * np.sqrt(2 / a)).astype(np.float32) for a, b in zip(config.widths, config.widths[1:])]
+    biases = [np.zeros(b, np.float32) for b in config.widths[1:]]
+    params = [p for pair in zip(weights, biases) for p in pair]
+    m = [np.zeros_like(p) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    t = [0]
+    n = config.batch
+
+    def hidden(z):
+        return np.maximum(z, 0) if config.hidden == "relu" else np.tanh(z)
+
+    def hidden_grad(da, z, a):
+        return da * (z > 0) if config.hidden == "relu" else da * (1 - a * a)
+
+    def step() -> None:
+        activations, pre = [x], []
+        for i, (w, b) in enumerate(zip(weights, biases)):
+            z = activations[-1] @ w + b
+            pre.append(z)
+            if i < len(weights) - 1:
+                activations.append(hidden(z))
+            elif config.task == "softmax_ce":
+                e = np.exp(z - z.max(axis=1, keepdims=True))
+                activations.append(e / e.sum(axis=1, keepdims=True))
+            elif config.task == "sigmoid_bce":
+                activations.append(1 / (1 + np.exp(-z)))
+            else:
+                activations.append(z)
+        out = activations[-1]
+        delta = (out - y) / (n if config.task != "mse" else out.size / 2)
+        grads = []
+        for i in reversed(range(len(weights))):
+            grads.append(delta.sum(axis=0))
+            grads.append(activations[i].T @ delta)
+            if i:
+                delta = hidden_grad(delta @ weights[i].T, pre[i - 1], activations[i])
+        grads = grads[::-1]  # [dW0, db0, dW1, ...]
+        t[0] += 1
+        for k, (p, g) in enumerate(zip(params, grads)):
+            if optimizer == "sgd":
+                p -= LR * g
+            else:
+                m[k] = 0.9 * m[k] + 0.1 * g
+                v[k] = 0.999 * v[k] + 0.001 * g * g
+                p -= LR * (m[k] / (1 - 0.9 ** t[0])) / (np.sqrt(v[k] / (1 - 0.999 ** t[0])) + 1e-8)
+
+    return step
+
+
+# -- the GEMM floor ---------------------------------------------------------------------------
+def gemm_floor(config: Config) -> Callable[[], None]:
+    """Only the products a step must do: a W per layer, dW = aᵀδ per layer, dX = δWᵀ past the first."""
+    x, _, _ = make_data(config)
+    rng = np.random.default_rng(0)
+    widths, n = config.widths, config.batch
+    weights = [rng.normal(size=(a, b)).astype(np.float32) * 0.01 for a, b in zip(widths, widths[1:])]
+    outs = [np.empty((n, b), np.float32) for b in widths[1:]]
+    grads_w = [np.empty_like(w) for w in weights]
+    grads_x = [np.empty((n, a), np.float32) for a in widths[:-1]]
+
+    def step() -> None:
+        a = x
+        for w, out in zip(weights, outs):
+            np.matmul(a, w, out=out)
+            a = out
+        for i in reversed(range(len(weights))):
+            inputs = x if i == 0 else outs[i - 1]
+            np.matmul(inputs.T, outs[i], out=grads_w[i])
+            if i:
+                np.matmul(outs[i], weights[i].T, out=grads_x[i])
+
+    return step
+
+
+def sklearn_step(config: Config) -> Callable[[], None]:
+    from sklearn.neural_network import MLPClassifier
+
+    x, labels, y = make_data(config)
+    classes = np.arange(config.widths[-1]) if config.task == "softmax_ce" else np.array([0, 1])
+    targets = labels if config.task == "softmax_ce" else y.ravel().astype(int)
+    clf = MLPClassifier(hidden_layer_sizes=config.widths[1:-1], activation=config.hidden, solver="sgd",
+                        learning_rate_init=LR, batch_size=config.batch, momentum=0.0)
+    clf.partial_fit(x, targets, classes=classes)
+
+    def step() -> None:
+        clf.partial_fit(x, targets)
+
+    return step
+
+
+def contenders(config_name: str, with_torch: bool, with_numba: bool) -> dict[str, Callable[[], None]]:
+    config = CONFIGS[config_name]
+    found: dict[str, Callable[[], None]] = {}
+    for opt in ("sgd", "adam"):
+        found[f"toolkit-numpy-{opt}"] = toolkit_step(config, "numpy", opt)
+        if with_numba:
+            found[f"toolkit-numba-{opt}"] = toolkit_step(config, "numba", opt)
+        if with_torch:
+            found[f"torch-{opt}"] = torch_step(config, opt)
+        found[f"numpy-hand-{opt}"] = numpy_step(config, opt)
+    found["gemm-floor"] = gemm_floor(config)
+    if config_name in ("a", "c"):
+        try:
+            found["sklearn-partial_fit"] = sklearn_step(config)
+        except ImportError:
+            pass
+    return found
+
+
+def interleaved_timings(steps: dict[str, Callable[[], None]], rounds: int, block_seconds: float) -> dict[str, list[float]]:
+    """Per-step seconds of each contender, one block per contender per round, in shuffled order."""
+    for step in steps.values():  # warm-up: JIT, caches, thread pools
+        for _ in range(3):
+            step()
+    repeats = {}
+    for name, step in steps.items():
+        started = time.perf_counter()
+        step()
+        repeats[name] = max(1, int(block_seconds / max(time.perf_counter() - started, 1e-7)))
+    samples: dict[str, list[float]] = {name: [] for name in steps}
+    order = list(steps)
+    shuffler = random.Random(0)
+    for _ in range(rounds):
+        shuffler.shuffle(order)
+        for name in order:
+            step, count = steps[name], repeats[name]
+            started = time.perf_counter()
+            for _ in range(count):
+                step()
+            samples[name].append((time.perf_counter() - started) / count)
+    return samples
+
+
+def transient_bytes(step: Callable[[], None]) -> int:
+    """Peak memory above the steady state during one step (0 when every buffer is reused)."""
+    step()
+    tracemalloc.start()
+    step()
+    baseline = tracemalloc.get_traced_memory()[0]
+    tracemalloc.reset_peak()
+    step()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak - baseline
+
+
+FIRST_STEP = """
+import time, sys; started = time.perf_counter()
+sys.path.insert(0, {root!r}); sys.path.insert(0, {root!r} + '/benchmarks')
+from train_step import toolkit_step, CONFIGS
+step = toolkit_step(CONFIGS[{config!r}], {backend!r}, 'sgd'); step()
+print(time.perf_counter() - started)
+"""
+
+
+def first_step_seconds(config: str, backend: str) -> float:
+    """Import + build + first step in a fresh process (numba loads its cached kernels here)."""
+    code = FIRST_STEP.format(root=ROOT, config=config, backend=backend)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--block-seconds", type=float, default=0.15)
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "train_step.json"))
+    args = parser.parse_args()
+
+    with_torch = not args.no_torch
+    if with_torch:
+        try:
+            import torch
+
+            torch.set_num_threads(os.cpu_count() or 1)
+        except ImportError:
+            print("PyTorch not installed (pip install torch==2.13.0): its rows are left out", file=sys.stderr)
+            with_torch = False
+    try:
+        import numba  # noqa: F401
+
+        with_numba = True
+    except ImportError:
+        with_numba = False
+
+    report = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
+                          "torch": sys.modules["torch"].__version__ if with_torch else None},
+              "configs": {}}
+    for name in args.configs:
+        config = CONFIGS[name]
+        steps = contenders(name, with_torch, with_numba)
+        rounds = args.rounds if name != "d" else max(3, args.rounds // 2)
+        samples = interleaved_timings(steps, rounds, args.block_seconds if name != "d" else 1.0)
+        medians = {k: statistics.median(v) for k, v in samples.items()}
+        rows = {}
+        for contender, seconds in medians.items():
+            opt = contender.rsplit("-", 1)[-1]
+            torch_key = f"torch-{opt}" if opt in ("sgd", "adam") else None
+            rows[contender] = {
+                "ms_per_step": seconds * 1e3,
+                "spread_ms": [min(samples[contender]) * 1e3, max(samples[contender]) * 1e3],
+                "samples_per_s": config.batch / seconds,
+                "vs_torch": seconds / medians[torch_key] if torch_key in medians else None,
+                "vs_floor": seconds / medians["gemm-floor"],
+            }
+        for contender in [k for k in steps if k.startswith("toolkit-")]:
+            rows[contender]["transient_bytes_per_step"] = transient_bytes(steps[contender])
+        for backend in ("numpy", "numba") if with_numba else ("numpy",):
+            rows[f"toolkit-{backend}-sgd"]["first_step_s"] = first_step_seconds(name, backend)
+        report["configs"][name] = {"config": config.__dict__, "rows": rows}
+        print_table(name, config, rows)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as stream:
+        json.dump(report, stream, indent=1)
+    print(f"\nwrote {args.out}")
+
+
+def print_table(name: str, config: Config, rows: dict) -> None:
+    widths = "-".join(map(str, config.widths))
+    print(f"\nconfig {name}: {widths} {config.hidden} {config.task} batch {config.batch} (float32)")
+    print(f"{'contender':22s} {'ms/step':>9s} {'spread':>17s} {'samples/s':>11s} {'÷torch':>7s} {'÷floor':>7s} {'transient':>10s}")
+    for contender, row in rows.items():
+        vs_torch = f"{row['vs_torch']:.2f}" if row["vs_torch"] is not None else "-"
+        spread = f"{row['spread_ms'][0]:.3f}–{row['spread_ms'][1]:.3f}"
+        transient = f"{row['transient_bytes_per_step'] / 1024:.1f}K" if "transient_bytes_per_step" in row else ""
+        first = f"  first step {row['first_step_s']:.2f}s" if "first_step_s" in row else ""
+        print(f"{contender:22s} {row['ms_per_step']:9.3f} {spread:>17s} {row['samples_per_s']:11.0f} "
+              f"{vs_torch:>7s} {row['vs_floor']:7.2f} {transient:>10s}{first}")
+
+
+if __name__ == "__main__":
+    main()
