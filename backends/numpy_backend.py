@@ -20,6 +20,13 @@ class NumpyBackend(Backend):
         if device not in (None, "cpu"):
             raise BackendError(f"backend {self.name!r} runs on the CPU only; got device {device!r}")
         super().__init__(xp_numpy, "cpu", fused)
+        self._scratch: dict[int, np.ndarray] = {}
+
+    def _scratch_like(self, param: np.ndarray) -> np.ndarray:
+        buffer = self._scratch.get(id(param))
+        if buffer is None or buffer.shape != param.shape or buffer.dtype != param.dtype:
+            buffer = self._scratch[id(param)] = np.empty_like(param)
+        return buffer
 
     def is_native(self, x: Any) -> bool:
         return isinstance(x, np.ndarray)
@@ -34,3 +41,42 @@ class NumpyBackend(Backend):
 
     def random(self, seed: int | None) -> HostRandom:
         return HostRandom(seed, self.asarray)
+
+    # NumPy can write a product or a sum straight into the flat gradient buffer; the generic
+    # ``out[...] = a @ b`` would build the result first and then copy it.
+    def matmul_into(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+        if not self.fused:
+            return super().matmul_into(a, b, out)
+        return np.matmul(a, b, out=out)
+
+    def sum_rows_into(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        if not self.fused:
+            return super().sum_rows_into(x, out)
+        return np.sum(x, axis=0, out=out)
+
+    # Optimizer updates with ufuncs writing into one reused scratch array: the reference's
+    # temporaries, each as large as the whole model, cost a page-faulting allocation apiece.
+    def sgd_update(self, param: np.ndarray, grad: np.ndarray, lr: float) -> None:
+        if not self.fused:
+            return super().sgd_update(param, grad, lr)
+        step = np.multiply(grad, lr, out=self._scratch_like(param))
+        np.subtract(param, step, out=param)
+
+    def adam_update(self, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step):
+        if not self.fused or (weight_decay and not decoupled):
+            return super().adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step)
+        scratch = self._scratch_like(param)
+        if weight_decay:
+            np.multiply(param, 1.0 - lr * weight_decay, out=param)
+        np.multiply(m, beta1, out=m)  # m ← β₁m + (1−β₁)g
+        m += np.multiply(grad, 1.0 - beta1, out=scratch)
+        np.multiply(v, beta2, out=v)  # v ← β₂v + (1−β₂)g²
+        np.multiply(grad, grad, out=scratch)
+        scratch *= 1.0 - beta2
+        v += scratch
+        np.divide(v, 1.0 - beta2**step, out=scratch)  # √v̂ + ε
+        np.sqrt(scratch, out=scratch)
+        scratch += eps
+        np.divide(m, scratch, out=scratch)  # θ ← θ − η m̂ / (√v̂ + ε)
+        scratch *= lr / (1.0 - beta1**step)
+        param -= scratch

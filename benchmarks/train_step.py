@@ -50,6 +50,11 @@ CONFIGS = {
     "d": Config((1024, 4096, 4096, 1024), "relu", "mse", 256),
 }
 LR = 1e-3
+N_BATCHES = 16  # steps cycle through these, so gradients never vanish into denormals on one memorised batch
+
+
+def make_batches(config: Config) -> list:
+    return [make_data(config, seed) for seed in range(N_BATCHES)]
 
 
 def make_data(config: Config, seed: int = 0):
@@ -67,17 +72,18 @@ def make_data(config: Config, seed: int = 0):
 
 # -- the toolkit ------------------------------------------------------------------------------
 def toolkit_step(config: Config, backend: str, optimizer: str) -> Callable[[], None]:
-    x, y, _ = make_data(config)
     output = {"softmax_ce": "softmax", "sigmoid_bce": "sigmoid", "mse": None}[config.task]
     loss = {"softmax_ce": "categorical_crossentropy", "sigmoid_bce": "binary_crossentropy", "mse": "mse"}[config.task]
     with toolkit.use_backend(backend):
         layers = [Dense(w, activation=config.hidden) for w in config.widths[1:-1]]
         model = Sequential([*layers, Dense(config.widths[-1], activation=output)], input_dim=config.widths[0])
     model.compile(loss=loss, optimizer=SGD(lr=LR) if optimizer == "sgd" else Adam(lr=LR))
-    xb = model.as_input(x)
-    yb = model.prepare_targets(y, xb.shape[0])
+    batches = [(model.as_input(x), model.prepare_targets(y, config.batch)) for x, y, _ in make_batches(config)]
+    cursor = [0]
 
     def step() -> None:
+        xb, yb = batches[cursor[0] % N_BATCHES]
+        cursor[0] += 1
         model.compute_gradients(xb, yb)
         model.apply_gradients()
 
@@ -88,7 +94,6 @@ def toolkit_step(config: Config, backend: str, optimizer: str) -> Callable[[], N
 def torch_step(config: Config, optimizer: str) -> Callable[[], None]:
     import torch
 
-    x, labels, y = make_data(config)
     act = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}[config.hidden]
     modules: list = []
     for i in range(len(config.widths) - 1):
@@ -99,10 +104,13 @@ def torch_step(config: Config, optimizer: str) -> Callable[[], None]:
     loss_fn = {"softmax_ce": torch.nn.CrossEntropyLoss(), "sigmoid_bce": torch.nn.BCEWithLogitsLoss(),
                "mse": torch.nn.MSELoss()}[config.task]
     opt = torch.optim.SGD(net.parameters(), lr=LR) if optimizer == "sgd" else torch.optim.Adam(net.parameters(), lr=LR)
-    xt = torch.from_numpy(x)
-    yt = torch.from_numpy(labels).long() if config.task == "softmax_ce" else torch.from_numpy(y)
+    batches = [(torch.from_numpy(x), torch.from_numpy(labels).long() if config.task == "softmax_ce" else torch.from_numpy(y))
+               for x, labels, y in make_batches(config)]
+    cursor = [0]
 
     def step() -> None:
+        xt, yt = batches[cursor[0] % N_BATCHES]
+        cursor[0] += 1
         opt.zero_grad(set_to_none=True)
         loss_fn(net(xt), yt).backward()
         opt.step()
@@ -112,7 +120,8 @@ def torch_step(config: Config, optimizer: str) -> Callable[[], None]:
 
 # -- hand-written NumPy -----------------------------------------------------------------------
 def numpy_step(config: Config, optimizer: str) -> Callable[[], None]:
-    x, _, y = make_data(config)
+    batches = make_batches(config)
+    cursor = [0]
     rng = np.random.default_rng(0)
     weights = [(rng.normal(size=(a, b)) * np.sqrt(2 / a)).astype(np.float32) for a, b in zip(config.widths, config.widths[1:])]
     biases = [np.zeros(b, np.float32) for b in config.widths[1:]]
@@ -129,6 +138,8 @@ def numpy_step(config: Config, optimizer: str) -> Callable[[], None]:
         return da * (z > 0) if config.hidden == "relu" else da * (1 - a * a)
 
     def step() -> None:
+        x, labels, y = batches[cursor[0] % N_BATCHES]
+        cursor[0] += 1
         activations, pre = [x], []
         for i, (w, b) in enumerate(zip(weights, biases)):
             z = activations[-1] @ w + b
@@ -143,6 +154,15 @@ def numpy_step(config: Config, optimizer: str) -> Callable[[], None]:
             else:
                 activations.append(z)
         out = activations[-1]
+        if config.task == "softmax_ce":  # the loss itself, as the other contenders compute it
+            shifted = pre[-1] - pre[-1].max(axis=1, keepdims=True)
+            loss = -np.mean(shifted[np.arange(n), labels] - np.log(np.exp(shifted).sum(axis=1)))
+        elif config.task == "sigmoid_bce":
+            z = pre[-1]
+            loss = np.mean(np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z))))
+        else:
+            loss = np.mean((out - y) ** 2)
+        del loss
         delta = (out - y) / (n if config.task != "mse" else out.size / 2)
         grads = []
         for i in reversed(range(len(weights))):
@@ -191,7 +211,7 @@ def gemm_floor(config: Config) -> Callable[[], None]:
 def sklearn_step(config: Config) -> Callable[[], None]:
     from sklearn.neural_network import MLPClassifier
 
-    x, labels, y = make_data(config)
+    x, labels, y = make_data(config)  # partial_fit on one batch: it has no per-step batch API
     classes = np.arange(config.widths[-1]) if config.task == "softmax_ce" else np.array([0, 1])
     targets = labels if config.task == "softmax_ce" else y.ravel().astype(int)
     clf = MLPClassifier(hidden_layer_sizes=config.widths[1:-1], activation=config.hidden, solver="sgd",

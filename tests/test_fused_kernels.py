@@ -57,15 +57,20 @@ def test_output_delta(backend, rng, pair, dtype):
     assert relative_error(delta_f, delta_r) <= TOLERANCE[dtype]
 
 
-def test_sum_rows_into(backend, rng):
+def test_sum_rows_into_and_matmul_into(backend, rng):
     fused, reference = _pair(backend)
-    x = rng.normal(size=(6, 3))
-    results = []
+    x, w = rng.normal(size=(6, 3)), rng.normal(size=(6, 4))
+    sums, products = [], []
     for side in (fused, reference):
         out = side.zeros(3, side.dtype("float64"))
         side.sum_rows_into(side.asarray(x), out)
-        results.append(to_numpy(side, out))
-    assert relative_error(*results) < 1e-14
+        sums.append(to_numpy(side, out))
+        product = side.zeros((3, 4), side.dtype("float64"))
+        returned = side.matmul_into(side.asarray(x).T, side.asarray(w), product)
+        products.append(to_numpy(side, product))
+        np.testing.assert_array_equal(to_numpy(side, returned), products[-1])
+    assert relative_error(*sums) < 1e-14
+    assert relative_error(*products) < 1e-14
 
 
 OPTIMIZER_CALLS = {
@@ -78,19 +83,44 @@ OPTIMIZER_CALLS = {
 }
 
 
+@pytest.mark.parametrize("size", [50, 70_001], ids=["small", "large"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("rule", sorted(OPTIMIZER_CALLS))
-def test_optimizer_updates(backend, rng, rule, dtype):
+def test_optimizer_updates(backend, rng, rule, dtype, size):
     fused, reference = _pair(backend)
-    p0, grads = rng.normal(size=50), [rng.normal(size=50) for _ in range(3)]
+    p0, grads = rng.normal(size=size), [rng.normal(size=size) for _ in range(3)]
 
     def run(side):
         t = side.dtype(dtype)
         p = side.asarray(p0.copy(), t)  # updated in place; numpy would alias p0
-        state = [side.zeros(50, t), side.zeros(50, t)]
+        state = [side.zeros(size, t), side.zeros(size, t)]
         for step, g in enumerate(grads, start=1):
             OPTIMIZER_CALLS[rule](side, p, side.asarray(g, t), state, step)
         return [to_numpy(side, v) for v in (p, *state)]
 
     for got, want in zip(run(fused), run(reference), strict=True):
         assert relative_error(got, want) <= TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_buffer_reuse_is_bit_identical_to_fresh_allocations(optimizer):
+    """numba's steady-state steps write into reused buffers; results must not change by one bit."""
+    reason = __import__("tests.conftest", fromlist=["unavailable_reason"]).unavailable_reason("numba")
+    if reason:
+        pytest.skip(reason)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 12)), rng.integers(0, 4, size=32)
+
+    def train(reuse):
+        with toolkit.use_backend("numba") as backend:
+            backend.reuse_buffers = reuse
+            model = toolkit.Sequential([toolkit.Dense(16, activation="relu", input_dim=12),
+                                        toolkit.Dense(16, activation="tanh"),
+                                        toolkit.Dense(4, activation="softmax")], dtype="float64")
+            model.compile(loss="categorical_crossentropy", optimizer=optimizer)
+            model.fit(x, y, epochs=3, batch_size=8, verbose=0)
+            return model.get_weights()
+
+    reused, fresh = train(True), train(False)
+    for name in fresh:
+        np.testing.assert_array_equal(reused[name], fresh[name])

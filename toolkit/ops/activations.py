@@ -47,8 +47,9 @@ def relu(z: Array, xp: Any) -> Array:
 
 
 def relu_backward(da: Array, z: Array, a: Array, xp: Any) -> Array:
-    # The derivative at exactly 0 is taken as 0, as PyTorch and Keras do.
-    return xp.where(z > 0, da, 0.0)
+    # σ'(z) = 1 where z > 0, else 0 (also at exactly 0, as PyTorch and Keras take it). A multiply by
+    # the mask is several times faster than xp.where on NumPy.
+    return da * xp.astype(z > 0, da.dtype)
 
 
 LEAKY_RELU_SLOPE = 0.01
