@@ -23,8 +23,8 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -123,9 +123,10 @@ def numpy_step(config: Config, optimizer: str) -> Callable[[], None]:
     batches = make_batches(config)
     cursor = [0]
     rng = np.random.default_rng(0)
-    weights = [(rng.normal(size=(a, b)) * np.sqrt(2 / a)).astype(np.float32) for a, b in zip(config.widths, config.widths[1:])]
+    pairs = list(zip(config.widths, config.widths[1:], strict=False))
+    weights = [(rng.normal(size=(a, b)) * np.sqrt(2 / a)).astype(np.float32) for a, b in pairs]
     biases = [np.zeros(b, np.float32) for b in config.widths[1:]]
-    params = [p for pair in zip(weights, biases) for p in pair]
+    params = [p for pair in zip(weights, biases, strict=False) for p in pair]
     m = [np.zeros_like(p) for p in params]
     v = [np.zeros_like(p) for p in params]
     t = [0]
@@ -141,7 +142,7 @@ def numpy_step(config: Config, optimizer: str) -> Callable[[], None]:
         x, labels, y = batches[cursor[0] % N_BATCHES]
         cursor[0] += 1
         activations, pre = [x], []
-        for i, (w, b) in enumerate(zip(weights, biases)):
+        for i, (w, b) in enumerate(zip(weights, biases, strict=False)):
             z = activations[-1] @ w + b
             pre.append(z)
             if i < len(weights) - 1:
@@ -172,7 +173,7 @@ def numpy_step(config: Config, optimizer: str) -> Callable[[], None]:
                 delta = hidden_grad(delta @ weights[i].T, pre[i - 1], activations[i])
         grads = grads[::-1]  # [dW0, db0, dW1, ...]
         t[0] += 1
-        for k, (p, g) in enumerate(zip(params, grads)):
+        for k, (p, g) in enumerate(zip(params, grads, strict=False)):
             if optimizer == "sgd":
                 p -= LR * g
             else:
@@ -189,14 +190,14 @@ def gemm_floor(config: Config) -> Callable[[], None]:
     x, _, _ = make_data(config)
     rng = np.random.default_rng(0)
     widths, n = config.widths, config.batch
-    weights = [rng.normal(size=(a, b)).astype(np.float32) * 0.01 for a, b in zip(widths, widths[1:])]
+    weights = [rng.normal(size=(a, b)).astype(np.float32) * 0.01 for a, b in zip(widths, widths[1:], strict=False)]
     outs = [np.empty((n, b), np.float32) for b in widths[1:]]
     grads_w = [np.empty_like(w) for w in weights]
     grads_x = [np.empty((n, a), np.float32) for a in widths[:-1]]
 
     def step() -> None:
         a = x
-        for w, out in zip(weights, outs):
+        for w, out in zip(weights, outs, strict=False):
             np.matmul(a, w, out=out)
             a = out
         for i in reversed(range(len(weights))):
@@ -356,7 +357,8 @@ def main() -> None:
 def print_table(name: str, config: Config, rows: dict) -> None:
     widths = "-".join(map(str, config.widths))
     print(f"\nconfig {name}: {widths} {config.hidden} {config.task} batch {config.batch} (float32)")
-    print(f"{'contender':22s} {'ms/step':>9s} {'spread':>17s} {'samples/s':>11s} {'÷torch':>7s} {'÷floor':>7s} {'transient':>10s}")
+    print(f"{'contender':22s} {'ms/step':>9s} {'spread':>17s} {'samples/s':>11s} {'÷torch':>7s} {'÷floor':>7s} "
+          f"{'transient':>10s}")
     for contender, row in rows.items():
         vs_torch = f"{row['vs_torch']:.2f}" if row["vs_torch"] is not None else "-"
         spread = f"{row['spread_ms'][0]:.3f}–{row['spread_ms'][1]:.3f}"
