@@ -49,6 +49,17 @@ def tests_cupy(session: nox.Session) -> None:
 
 
 @nox.session
+def distributed(session: nox.Session) -> None:
+    """Data-parallel tests over MPI (2 ranks on loopback); skipped where MPI cannot be installed."""
+    session.install("-e", ".[test]")
+    try:
+        session.install("mpi4py", "mpich")
+    except nox.command.CommandFailed:
+        session.skip("mpi4py/mpich could not be installed here, so MPI cannot run")
+    session.run("pytest", "-q", "-m", "mpi", *session.posargs, env={"TOOLKIT_REQUIRE_MPI": "1"})
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", "toolkit", "backends", "tests", "examples", "benchmarks", "noxfile.py")

@@ -2,6 +2,7 @@
 checkpoint and a loss-curve PNG next to this script (examples/output/).
 
     python examples/digits_mlp.py [--epochs 30] [--out examples/output]
+    mpiexec -n 2 python examples/digits_mlp.py       # data-parallel, the same script
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from data import load
 
 import toolkit
 from toolkit import Adam, Dense, Sequential
+from toolkit.distributed import auto
 from toolkit.plotting import plot_history
 
 
@@ -36,15 +38,19 @@ def main() -> None:
 
     x_train, x_test, y_train, y_test = load("digits")
     model = build()
+    parallel = auto()  # several ranks under mpiexec, else None
     started = time.perf_counter()
     history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=64, verbose=args.verbose,
-                        validation_data=(x_test, y_test))
+                        validation_data=(x_test, y_test), distributed=parallel)
     seconds = time.perf_counter() - started
     scores = model.evaluate(x_test, y_test)
+    if not model.is_main_process:
+        return  # only rank 0 reports and writes files
     args.out.mkdir(parents=True, exist_ok=True)
     toolkit.save(model, args.out / "digits_mlp.safetensors")
     plot_history(history, args.out / "digits_mlp_curves.png")
-    print(f"backend: {toolkit.get_backend().name}; trained {args.epochs} epochs in {seconds:.2f}s")
+    ranks = f" on {parallel.size} ranks" if parallel else ""
+    print(f"backend: {toolkit.get_backend().name}; trained {args.epochs} epochs in {seconds:.2f}s{ranks}")
     print(f"test accuracy: {scores['accuracy']:.4f}; saved {args.out / 'digits_mlp.safetensors'} "
           f"and {args.out / 'digits_mlp_curves.png'}")
 

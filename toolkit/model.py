@@ -59,6 +59,7 @@ class Sequential:
         self.optimizer: Optimizer | None = None
         self.metrics: list[Any] = []
         self.stop_training = False
+        self.is_main_process = True  # False on the other ranks of a data-parallel run
         self.built = False
         self._output_pair: str | None = None
         first_dim = input_dim if input_dim is not None else getattr(self.layers[0], "declared_input_dim", None)
@@ -77,7 +78,10 @@ class Sequential:
         total = sum(math.prod(shape) for _, _, shape in shapes)
         xp = self.backend.xp
         self.flat_params = self.backend.zeros(total, self.dtype)
-        self.flat_grads = self.backend.zeros(total, self.dtype)
+        # One slot past the gradients carries the batch loss, so a data-parallel step reduces
+        # gradients and loss together in a single all-reduce.
+        self.reduction_buffer = self.backend.zeros(total + 1, self.dtype)
+        self.flat_grads = self.reduction_buffer[:total]
         offset = 0
         for layer, name, shape in shapes:
             size = math.prod(shape)

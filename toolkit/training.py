@@ -111,7 +111,7 @@ def fit(
 
     if distributed is not None:
         distributed.prepare(model)
-        x, y, step_rows = distributed.shard_plan(x, y, batch_size)
+        distributed.check_batch_size(batch_size)
     n = x.shape[0]
     batches = _batches(n, batch_size)
     rng = backend.random(model.seed if seed is None else seed)
@@ -142,11 +142,11 @@ def fit(
             else:
                 rows = order[start:stop]
                 xb, yb = xp.take(x, rows, axis=0), xp.take(y, rows, axis=0)
-            if distributed is not None:
+            if distributed is None:
+                loss = model.compute_gradients(xb, yb)
+            else:  # this rank's share of the global batch, then one all-reduce of gradients and loss
                 xb, yb = distributed.local_batch(xb, yb)
-            loss = model.compute_gradients(xb, yb)
-            if distributed is not None:
-                loss = distributed.reduce_gradients(model, loss, xb.shape[0])
+                loss = distributed.compute_gradients(model, xb, yb)
             if check_finite and not math.isfinite(float(loss)):
                 message = (
                     f"loss became {float(loss)} at epoch {epoch + 1}, batch {batch + 1}; training stopped and "
@@ -160,7 +160,7 @@ def fit(
             model.apply_gradients()
             loss_sum = loss_sum + loss * (stop - start)
             seen += stop - start
-            if model.metrics:
+            if model.metrics and xb.shape[0]:
                 prediction = model.layers[-1].cached_output[1]
                 for metric in model.metrics:
                     metric.update(prediction, yb, xp)
@@ -168,10 +168,10 @@ def fit(
         if model.stop_training and seen == 0:
             break
         logs = {"loss": float(loss_sum) / max(seen, 1)}
+        if distributed is not None:
+            distributed.reduce_metrics(model.metrics)
         for metric in model.metrics:
             logs[metric.name] = metric.result()
-        if distributed is not None:
-            logs = distributed.average_logs(logs)
         if validation_data is not None:
             logs.update({f"val_{k}": v for k, v in evaluate(model, x_val, y_val, batch_size, _prepared=True).items()})
         for callback in callbacks:

@@ -1,0 +1,42 @@
+"""Run by tests/test_distributed.py under ``mpiexec -n 2``: trains with DataParallel and lets rank 0
+write what the test checks. ``raise`` mode makes rank 1 fail mid-training."""
+
+import sys
+
+import numpy as np
+from mpi4py import MPI
+
+import toolkit
+from toolkit.callbacks import Callback
+from toolkit.distributed import DataParallel
+
+sys.path.insert(0, __file__.rsplit("/", 2)[0])
+from tests.test_distributed import EPOCHS, GLOBAL_BATCH, make_model, make_problem  # noqa: E402
+
+
+class FailOnRankOne(Callback):
+    def on_epoch_begin(self, epoch):
+        if MPI.COMM_WORLD.Get_rank() == 1 and epoch == 1:
+            raise RuntimeError("rank 1 fails on purpose")
+
+
+def main() -> None:
+    mode, out, backend = sys.argv[1], sys.argv[2], sys.argv[3]
+    toolkit.set_backend(backend)
+    x, y = make_problem()
+    # Different seeds per rank: the broadcast from rank 0 must make the start identical anyway.
+    model = make_model(seed=MPI.COMM_WORLD.Get_rank() + 100 if mode == "train" else 0)
+    callbacks = [FailOnRankOne()] if mode == "raise" else []
+    parallel = DataParallel()
+    history = model.fit(x, y, epochs=EPOCHS, batch_size=GLOBAL_BATCH, verbose=0, seed=3, distributed=parallel,
+                        callbacks=callbacks)
+    flat = np.asarray(model.backend.to_host(model.flat_params))
+    gathered = MPI.COMM_WORLD.gather(flat, root=0)
+    if parallel.is_main:
+        np.savez(out, weights=gathered[0], rank_spread=max(np.max(np.abs(g - gathered[0])) for g in gathered),
+                 loss=np.asarray(history["loss"]), accuracy=np.asarray(history["accuracy"]),
+                 allreduce_seconds=parallel.allreduce_seconds, steps=parallel.steps, size=parallel.size)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Data-parallel training over MPI: 2 ranks on loopback equal 1 process with the same global batch."""
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import toolkit
+from toolkit import Dense, Sequential
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+EPOCHS, GLOBAL_BATCH = 2, 10
+pytestmark = pytest.mark.mpi
+
+
+def make_problem():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(37, 6))  # 37 rows: the last global batch (7) splits unevenly, 3 + 4
+    return x, rng.integers(0, 3, size=37)
+
+
+def make_model(seed=0):
+    model = Sequential([Dense(8, activation="tanh", input_dim=6), Dense(3, activation="softmax")], dtype="float64",
+                       seed=seed)
+    model.compile(loss="categorical_crossentropy", optimizer=toolkit.Adam(lr=0.01), metrics=["accuracy"])
+    return model
+
+
+def _mpi_ready():
+    if shutil.which("mpiexec") is None:
+        return "mpiexec is not on PATH (pip install mpi4py mpich)"
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return "mpi4py is not installed (pip install mpi4py mpich)"
+    return None
+
+
+def launch(mode, out, backend, timeout=120):
+    reason = _mpi_ready()
+    if reason:
+        if os.environ.get("TOOLKIT_REQUIRE_MPI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    command = ["mpiexec", "-n", "2", sys.executable, str(ROOT / "tests" / "mpi_worker.py"), mode, str(out), backend]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_two_ranks_equal_one_process(tmp_path, backend):
+    result = launch("train", tmp_path / "out.npz", backend)
+    assert result.returncode == 0, result.stderr
+    data = np.load(tmp_path / "out.npz")
+    assert int(data["size"]) == 2
+    assert float(data["rank_spread"]) == 0.0  # every rank holds the same weights
+    steps_per_epoch = -(-37 // GLOBAL_BATCH)
+    assert int(data["steps"]) == EPOCHS * steps_per_epoch  # one all-reduce per step
+
+    with toolkit.use_backend(backend):
+        single = make_model(seed=100)  # rank 0's seed: the broadcast start
+        history = single.fit(*make_problem(), epochs=EPOCHS, batch_size=GLOBAL_BATCH, verbose=0, seed=3)
+    reference = np.asarray(single.backend.to_host(single.flat_params))
+    error = np.max(np.abs(data["weights"] - reference)) / np.max(np.abs(reference))
+    assert error <= 1e-10, error
+    np.testing.assert_allclose(data["loss"], history["loss"], rtol=1e-10)
+    np.testing.assert_allclose(data["accuracy"], history["accuracy"], rtol=1e-12)
+
+
+def test_a_failing_rank_ends_the_job_instead_of_hanging(tmp_path):
+    result = launch("raise", tmp_path / "out.npz", "numpy", timeout=60)
+    assert result.returncode != 0
+    assert "rank 1 fails on purpose" in result.stderr
+    assert not (tmp_path / "out.npz").exists()
+
+
+def test_auto_is_off_without_a_launcher(monkeypatch):
+    from backends import mpi
+    from toolkit.distributed import auto
+
+    for name in mpi.LAUNCH_SIZE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert auto() is None

@@ -1,0 +1,92 @@
+"""Data-parallel training: every rank trains on its share of each global batch, and one
+all-reduce per step averages the gradients (and the loss) over the flat gradient buffer.
+
+N ranks with global batch B take the same steps as one process with batch B: each rank draws
+the same seeded permutation, takes a contiguous slice of every batch, weights its gradient
+by its share of the batch, and the all-reduce sums the shares. The engine is MPI (mpi4py),
+in ``backends/mpi.py``; this module stays Array-API only.
+
+    python examples/digits_mlp.py                    # one process
+    mpiexec -n 2 python examples/digits_mlp.py       # the same script on two
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .errors import InputError
+
+Array = Any
+
+
+class DataParallel:
+    """Pass as ``fit(..., distributed=DataParallel())``, or use ``auto()``."""
+
+    def __init__(self, communicator: Any = None) -> None:
+        self.communicator = communicator
+        self.allreduce_seconds = 0.0
+        self.steps = 0
+
+    @property
+    def rank(self) -> int:
+        return self.communicator.rank
+
+    @property
+    def size(self) -> int:
+        return self.communicator.size
+
+    @property
+    def is_main(self) -> bool:
+        return self.communicator.rank == 0
+
+    def prepare(self, model: Any) -> None:
+        """Bind to the model's backend; start every rank from rank 0's weights."""
+        if self.communicator is None:
+            from backends.mpi import Communicator
+
+            self.communicator = Communicator(model.backend)
+        model.is_main_process = self.is_main
+        self.communicator.broadcast(model.flat_params)
+
+    def check_batch_size(self, batch_size: int) -> None:
+        if batch_size < self.size:
+            raise InputError(f"the global batch_size ({batch_size}) must be at least the number of ranks ({self.size})")
+
+    def local_batch(self, x: Array, y: Array) -> tuple[Array, Array]:
+        """This rank's contiguous share of a global batch."""
+        n = x.shape[0]
+        self._global_rows = n
+        start, stop = self.rank * n // self.size, (self.rank + 1) * n // self.size
+        return x[start:stop, ...], y[start:stop, ...]
+
+    def compute_gradients(self, model: Any, x: Array, y: Array) -> Array:
+        """Local gradients weighted by this rank's share, then one all-reduce of gradients + loss."""
+        buffer = model.reduction_buffer
+        share = x.shape[0] / self._global_rows
+        if x.shape[0]:
+            loss = model.compute_gradients(x, y)
+            buffer[:-1] *= share  # Σ_r (n_r / B) ∇J_r = ∇ of the mean loss over the global batch
+            buffer[-1:] = loss * share
+        else:
+            buffer[...] = 0.0
+        started = time.perf_counter()
+        self.communicator.allreduce_sum(buffer)
+        self.allreduce_seconds += time.perf_counter() - started
+        self.steps += 1
+        return buffer[-1]
+
+    def reduce_metrics(self, metrics: list[Any]) -> None:
+        """Sum every metric's running totals over the ranks (exact for ratios like precision)."""
+        totals = [float(t) for metric in metrics for t in metric._totals]
+        summed = iter(self.communicator.allreduce_values(totals))
+        for metric in metrics:
+            metric._totals = [next(summed) for _ in metric._totals]
+
+
+def auto() -> DataParallel | None:
+    """A ``DataParallel`` when the script was started by an MPI launcher with several
+    processes, else None: the same script then runs unchanged on one process or N."""
+    from backends.mpi import launched_size
+
+    return DataParallel() if launched_size() > 1 else None
