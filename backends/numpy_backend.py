@@ -8,7 +8,7 @@ import array_api_compat.numpy as xp_numpy
 import numpy as np
 
 from toolkit.backend import Backend
-from toolkit.errors import BackendError
+from toolkit.errors import BackendError, InputError
 
 from .host import HostRandom
 
@@ -32,9 +32,16 @@ class NumpyBackend(Backend):
         return isinstance(x, np.ndarray)
 
     def asarray(self, x: Any, dtype: Any = None) -> Any:
-        if hasattr(x, "__cuda_array_interface__") or hasattr(x, "get"):
+        if hasattr(x, "__cuda_array_interface__") and hasattr(x, "get"):
             x = x.get()  # a CuPy array: an explicit device-to-host copy
-        return np.asarray(x, dtype=dtype)
+        try:
+            return np.asarray(x, dtype=dtype)
+        except (TypeError, ValueError, RuntimeError) as error:
+            device = getattr(x, "device", "unknown")
+            raise InputError(
+                f"backend {self.name!r} cannot take an array of type {type(x).__name__} on device {device}: {error}. "
+                "Move it to the host first (or build the model on that array's backend)"
+            ) from error
 
     def to_host(self, x: Any) -> np.ndarray:
         return np.asarray(x)

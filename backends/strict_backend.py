@@ -14,7 +14,7 @@ import numpy as np
 from array_api_strict._array_object import Array as StrictArray
 
 from toolkit.backend import Backend
-from toolkit.errors import BackendError
+from toolkit.errors import BackendError, InputError
 
 from .host import HostRandom
 
@@ -37,7 +37,11 @@ class StrictBackend(Backend):
             if x.device != self.device:
                 x = xp_strict.asarray(x, copy=True, device=self.device)  # stands for a device copy
             return x if dtype is None else xp_strict.astype(x, dtype)
-        return xp_strict.asarray(np.asarray(x), dtype=dtype, device=self.device)
+        host = np.asarray(x)
+        try:
+            return xp_strict.asarray(host, dtype=dtype, device=self.device)
+        except TypeError as error:
+            raise InputError(f"array of dtype {host.dtype} is not supported by backend {self.name!r}: {error}") from error
 
     def to_host(self, x: Any) -> np.ndarray:
         if isinstance(x, StrictArray):

@@ -149,13 +149,14 @@ class Sequential:
         """
         x = self.backend.asarray(x)
         xp = self.backend.xp
+        dtype_name = str(x.dtype).rsplit(".", 1)[-1]  # "int64" from any namespace's dtype
         if not xp.isdtype(x.dtype, "real floating"):
             raise InputError(
-                f"inputs have dtype {x.dtype}; Dense layers need floating-point inputs "
+                f"inputs have dtype {dtype_name}; Dense layers need floating-point inputs "
                 f"(convert with x.astype('{self.dtype_name}'))"
             )
         if x.dtype not in (xp.float32, xp.float64):
-            raise InputError(f"inputs have dtype {x.dtype}, which is not supported; use float32 or float64")
+            raise InputError(f"inputs have dtype {dtype_name}, which is not supported; use float32 or float64")
         if x.ndim != 2:
             raise ShapeError(f"inputs must be a 2-D batch (N, n_features); got shape {tuple(x.shape)}")
         if x.shape[0] == 0:
