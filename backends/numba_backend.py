@@ -62,6 +62,8 @@ class NumbaBackend(NumpyBackend):
         if not self.fused:
             return super().output_delta(pair, z, a, y)
         delta = np.empty_like(z) if out is None else out
+        if pair == "identity_mse":
+            return np.asarray(kernels.mse_delta(a, y, delta), dtype=z.dtype), delta
         kernel = kernels.softmax_ce_delta if pair == "softmax_ce" else kernels.sigmoid_bce_delta
         return np.asarray(kernel(z, a, y, delta), dtype=z.dtype), delta
 

@@ -151,6 +151,20 @@ def sigmoid_bce_delta(z, a, y, delta):
 
 
 @jit
+def mse_delta(a, y, delta):
+    """J = mean((A − Y)²) and δ = 2 (A − Y) / (N·k), in one pass."""
+    n, m = a.shape
+    scale = 2.0 / (n * m)
+    loss = 0.0
+    for i in range(n):
+        for j in range(m):
+            diff = a[i, j] - y[i, j]
+            loss += diff * diff
+            delta[i, j] = scale * diff
+    return loss / (n * m)
+
+
+@jit
 def sgd(param, grad, lr):
     for i in range(param.shape[0]):
         param[i] -= lr * grad[i]

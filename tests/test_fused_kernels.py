@@ -38,13 +38,15 @@ def test_bias_activation_and_backward(backend, rng, name, dtype, use_buffers):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("pair", ["softmax_ce", "sigmoid_bce"])
+@pytest.mark.parametrize("pair", ["softmax_ce", "sigmoid_bce", "identity_mse"])
 def test_output_delta(backend, rng, pair, dtype):
     fused, reference = _pair(backend)
-    width = 4 if pair == "softmax_ce" else 1
-    activation = ACTIVATIONS["softmax" if pair == "softmax_ce" else "sigmoid"]
+    width = {"softmax_ce": 4, "sigmoid_bce": 1, "identity_mse": 3}[pair]
+    activation = ACTIVATIONS[{"softmax_ce": "softmax", "sigmoid_bce": "sigmoid", "identity_mse": "identity"}[pair]]
     z = rng.normal(size=(7, width)) * 5
-    y = np.eye(4)[rng.integers(0, 4, size=7)] if width == 4 else rng.integers(0, 2, size=(7, 1)).astype(float)
+    y = {"softmax_ce": lambda: np.eye(4)[rng.integers(0, 4, size=7)],
+         "sigmoid_bce": lambda: rng.integers(0, 2, size=(7, 1)).astype(float),
+         "identity_mse": lambda: rng.normal(size=(7, 3))}[pair]()
 
     def run(side):
         t = side.dtype(dtype)

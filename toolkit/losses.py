@@ -66,6 +66,7 @@ class MeanSquaredError(Loss):
     """J = mean((ŷ − y)²) over every element."""
 
     name = "mse"
+    fused_pairs = {"identity": "identity_mse"}
 
     def value(self, pred: Array, y: Array, xp: Any) -> Array:
         return ops.mse_value(pred, y, xp)

@@ -16,7 +16,8 @@ from .activations import Activation
 Array = Any
 
 # Output layer + loss pairs whose gradient with respect to Z collapses to δ_out = (ŷ − y) / N.
-OUTPUT_DELTA_PAIRS = ("sigmoid_bce", "softmax_ce")
+# A linear output with MSE has δ_out = 2 (ŷ − y) / (N·k), computed in the same single pass.
+OUTPUT_DELTA_PAIRS = ("sigmoid_bce", "softmax_ce", "identity_mse")
 
 
 def bias_activation(z: Array, b: Array, activation: Activation, xp: Any) -> tuple[Array, Array]:
@@ -43,6 +44,8 @@ def output_delta(pair: str, z: Array, a: Array, y: Array, xp: Any) -> tuple[Arra
         return losses.bce_logits_value(z, y, xp), (a - y) / z.size
     if pair == "softmax_ce":
         return losses.softmax_ce_logits_value(z, y, xp), (a - y) / z.shape[0]
+    if pair == "identity_mse":
+        return losses.mse_value(a, y, xp), losses.mse_grad(a, y, xp)
     raise ValueError(f"unknown output/loss pair {pair!r}; expected one of {OUTPUT_DELTA_PAIRS}")
 
 
