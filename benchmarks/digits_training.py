@@ -20,9 +20,10 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "examples")]
 
-import toolkit  # noqa: E402
 from data import load  # noqa: E402
 from digits_mlp import build  # noqa: E402
+
+import toolkit  # noqa: E402
 
 EPOCHS, BATCH, LR = 30, 64, 1e-3
 

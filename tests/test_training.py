@@ -117,6 +117,8 @@ def test_checkpoint_saves_best(numpy_backend, rng, tmp_path):
     assert set(restored.get_weights()) == {"0.W", "0.b", "1.W", "1.b"}
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_nan_loss_stops_with_epoch_and_batch_and_keeps_weights(backend, rng):
     x, y = blobs(rng, n=32)
     model = classifier(toolkit.SGD(lr=1e30))  # diverges within a few steps
@@ -127,6 +129,8 @@ def test_nan_loss_stops_with_epoch_and_batch_and_keeps_weights(backend, rng):
     assert all(np.all(np.isfinite(w)) for w in weights.values())
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_terminate_on_nan_stops_quietly(numpy_backend, rng):
     x, y = blobs(rng, n=32)
     model = classifier(toolkit.SGD(lr=1e30))
