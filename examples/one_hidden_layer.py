@@ -34,7 +34,7 @@ def manual_training(model: Sequential, x: np.ndarray, y: np.ndarray, epochs: int
         rows = model.backend.asarray(order.permutation(x.shape[0]))
         total = 0.0
         for start in range(0, x.shape[0], batch_size):
-            batch = rows[start : start + batch_size]
+            batch = rows[start : min(start + batch_size, x.shape[0])]  # the standard leaves overshooting slices undefined
             xb, yb = xp.take(x, batch, axis=0), xp.take(y, batch, axis=0)
             model.forward(xb, training=True)        # Z[l] = a[l-1] W[l] + b[l],  a[l] = σ(Z[l])
             loss = model.backward(yb)               # δ[2] = ŷ − y,  δ[1] = (δ[2] W[2]ᵀ) ∘ σ'(Z[1]) → dW, db
