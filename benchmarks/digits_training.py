@@ -79,7 +79,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    data = load("digits")
+    x_train, x_test, y_train, y_test = load("digits")
+    data = (x_train, y_train, x_test, y_test)
     contenders = {
         "toolkit numpy": lambda: train_toolkit("numpy", *data),
         "toolkit numba": lambda: train_toolkit("numba", *data),
