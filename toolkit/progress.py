@@ -3,6 +3,7 @@ otherwise, nothing with ``verbose=0``."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from typing import Any, TextIO
 
@@ -27,8 +28,11 @@ class Progress:
         if self.use_bar:
             from tqdm.auto import tqdm
 
+            # A terminal that reports no size (a pseudo-terminal from `script`, some CI runners)
+            # would get a bar 0 columns wide: fall back to 100.
+            columns = shutil.get_terminal_size(fallback=(100, 24)).columns or 100
             self._bar = tqdm(total=self.steps, desc=f"epoch {epoch + 1}/{self.epochs}", unit="batch",
-                             file=self.stream, leave=True, dynamic_ncols=True)
+                             file=self.stream, leave=True, ncols=columns)
 
     def batch_end(self, running_loss: Any | None) -> None:
         """``running_loss`` is a callable giving the mean loss so far; called only when the
