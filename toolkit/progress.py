@@ -28,11 +28,11 @@ class Progress:
         if self.use_bar:
             from tqdm.auto import tqdm
 
-            # A terminal that reports no size (a pseudo-terminal from `script`, some CI runners)
-            # would get a bar 0 columns wide: fall back to 100.
-            columns = shutil.get_terminal_size(fallback=(100, 24)).columns or 100
+            # A terminal that reports a size of 0×0 (a pseudo-terminal from `script`, some CI
+            # runners) makes tqdm draw nothing: fall back to 100×24.
+            size = shutil.get_terminal_size(fallback=(100, 24))
             self._bar = tqdm(total=self.steps, desc=f"epoch {epoch + 1}/{self.epochs}", unit="batch",
-                             file=self.stream, leave=True, ncols=columns)
+                             file=self.stream, leave=True, ncols=size.columns or 100, nrows=size.lines or 24)
 
     def batch_end(self, running_loss: Any | None) -> None:
         """``running_loss`` is a callable giving the mean loss so far; called only when the
