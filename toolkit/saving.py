@@ -96,7 +96,7 @@ def load_weights(model: Sequential, path: str | os.PathLike) -> None:
     architecture; on any mismatch the model is left untouched."""
     path = os.fspath(path)
     tensors, metadata = _read(path)
-    ours = [layer for layer in model.get_config()["layers"]]
+    ours = model.get_config()["layers"]
     theirs = metadata.get("model", {}).get("layers")
     if theirs != ours:
         raise CheckpointError(f"{path!r} holds a different architecture: {theirs} vs this model's {ours}")
