@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .backend import Backend
-from .config import get_backend
+from .config import get_backend, load_backend
 from .errors import InputError, ShapeError
 from .layers import Dense, Layer
 from .losses import Loss, get_loss
@@ -51,7 +51,7 @@ class Sequential:
         self.layers: list[Layer] = list(layers)
         if not self.layers:
             raise InputError("Sequential needs at least one layer")
-        self.backend: Backend = get_backend() if backend is None else _resolve_backend(backend)
+        self.backend: Backend = get_backend() if backend is None else load_backend(backend)
         self.dtype = self.backend.dtype(dtype)
         self.dtype_name = dtype
         self.seed = seed
@@ -263,8 +263,3 @@ class Sequential:
 def _describe(layer: Layer) -> str:
     return layer.describe() if hasattr(layer, "describe") else type(layer).__name__
 
-
-def _resolve_backend(backend: str | Backend) -> Backend:
-    from .config import load_backend
-
-    return load_backend(backend)

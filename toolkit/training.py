@@ -49,6 +49,13 @@ def _check_finite(x: Array, what: str, xp: Any) -> None:
         raise InputError(f"{what} contain {bad} NaN or inf value(s); clean the data or pass check_finite=False")
 
 
+def _reset_metrics(model: Any) -> None:
+    """Zero every metric's totals and tell it whether the model outputs logits (threshold 0, not 0.5)."""
+    for metric in model.metrics:
+        metric.reset()
+        metric.from_logits = getattr(model.loss, "from_logits", False)
+
+
 def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
     return [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
 
@@ -130,9 +137,7 @@ def fit(
         for callback in callbacks:
             callback.on_epoch_begin(epoch)
         order = rng.permutation(n) if shuffle else None
-        for metric in model.metrics:
-            metric.reset()
-            metric.from_logits = getattr(model.loss, "from_logits", False)
+        _reset_metrics(model)
         loss_sum = xp.zeros((), dtype=model.dtype, device=backend.device)
         seen = 0
         progress.epoch_begin(epoch)
@@ -205,9 +210,7 @@ def evaluate(model: Any, x: Any, y: Any, batch_size: int | None = 256, _prepared
         x = model.as_input(x)
         y = model.prepare_targets(y, x.shape[0])
     size = x.shape[0] if batch_size is None else _check_int("batch_size", batch_size, 1)
-    for metric in model.metrics:
-        metric.reset()
-        metric.from_logits = getattr(model.loss, "from_logits", False)
+    _reset_metrics(model)
     total = 0.0
     for start, stop in _batches(x.shape[0], size):
         prediction = model.forward(x[start:stop, ...])
