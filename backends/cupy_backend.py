@@ -15,6 +15,7 @@ import numpy as np
 
 from toolkit.backend import Backend
 from toolkit.errors import BackendError
+from toolkit.ops import optim
 from toolkit.ops.activations import LEAKY_RELU_SLOPE, Activation
 
 from .activation_codes import CODES
@@ -59,14 +60,14 @@ _sgd_momentum = cupy.ElementwiseKernel(
 )
 
 _adam = cupy.ElementwiseKernel(
-    "T grad, T lr, T beta1, T beta2, T eps, T shrink, T l2, T correction1, T correction2", "T p, T m, T v",
+    "T grad, T step_size, T beta1, T beta2, T eps, T shrink, T l2, T sqrt_correction2", "T p, T m, T v",
     """
     T q = p * shrink;
     T g = grad + l2 * q;
     T mi = beta1 * m + ((T)1 - beta1) * g;
     T vi = beta2 * v + ((T)1 - beta2) * g * g;
     m = mi; v = vi;
-    p = q - lr * (mi / correction1) / (sqrt(vi / correction2) + eps);
+    p = q - step_size * (mi / (sqrt(vi) / sqrt_correction2 + eps));
     """,
     "toolkit_adam",
 )
@@ -156,8 +157,8 @@ class CupyBackend(Backend):
         t = param.dtype.type
         shrink = 1.0 - lr * weight_decay if decoupled else 1.0
         l2 = 0.0 if decoupled else weight_decay
-        _adam(grad, t(lr), t(beta1), t(beta2), t(eps), t(shrink), t(l2),
-              t(1.0 - beta1**step), t(1.0 - beta2**step), param, m, v)
+        step_size, sqrt_correction2 = optim.adam_step_constants(lr, beta1, beta2, step)
+        _adam(grad, t(step_size), t(beta1), t(beta2), t(eps), t(shrink), t(l2), t(sqrt_correction2), param, m, v)
 
     def rmsprop_update(self, param, grad, square_avg, lr, alpha, eps, weight_decay, step):
         if not self.fused:

@@ -164,6 +164,11 @@ def mse_delta(a, y, delta):
     return loss / (n * m)
 
 
+# The update kernels take their scalars already cast to the parameters' dtype (see
+# NumbaBackend._scalars), and 1 − β precomputed: a Python float would promote every float32
+# element to float64, halving the SIMD width (Adam ran 3.3× slower that way).
+
+
 @jit
 def sgd(param, grad, lr):
     for i in range(param.shape[0]):
@@ -171,30 +176,31 @@ def sgd(param, grad, lr):
 
 
 @jit
-def sgd_momentum(param, grad, velocity, lr, momentum, dampening, nesterov, weight_decay, first):
+def sgd_momentum(param, grad, velocity, lr, momentum, one_minus_dampening, nesterov, weight_decay, first):
     for i in range(param.shape[0]):
         g = grad[i] + weight_decay * param[i]
-        v = g if first else momentum * velocity[i] + (1 - dampening) * g
+        v = g if first else momentum * velocity[i] + one_minus_dampening * g
         velocity[i] = v
         param[i] -= lr * (g + momentum * v if nesterov else v)
 
 
 @jit
-def adam(param, grad, m, v, lr, beta1, beta2, eps, shrink, l2, correction1, correction2):
+def adam(param, grad, m, v, step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, shrink, l2,
+         sqrt_correction2):
     for i in range(param.shape[0]):
         p = param[i] * shrink
         g = grad[i] + l2 * p
-        mi = beta1 * m[i] + (1 - beta1) * g
-        vi = beta2 * v[i] + (1 - beta2) * (g * g)
+        mi = beta1 * m[i] + one_minus_beta1 * g
+        vi = beta2 * v[i] + one_minus_beta2 * (g * g)
         m[i] = mi
         v[i] = vi
-        param[i] = p - lr * (mi / correction1) / (math.sqrt(vi / correction2) + eps)
+        param[i] = p - step_size * (mi / (math.sqrt(vi) / sqrt_correction2 + eps))
 
 
 @jit
-def rmsprop(param, grad, square_avg, lr, alpha, eps, weight_decay):
+def rmsprop(param, grad, square_avg, lr, alpha, one_minus_alpha, eps, weight_decay):
     for i in range(param.shape[0]):
         g = grad[i] + weight_decay * param[i]
-        s = alpha * square_avg[i] + (1 - alpha) * (g * g)
+        s = alpha * square_avg[i] + one_minus_alpha * (g * g)
         square_avg[i] = s
         param[i] -= lr * g / (math.sqrt(s) + eps)

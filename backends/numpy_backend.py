@@ -8,6 +8,7 @@ import array_api_compat.numpy as xp_numpy
 import numpy as np
 
 from toolkit.backend import Backend
+from toolkit.ops import optim
 from toolkit.errors import BackendError, InputError
 
 from .host import HostRandom
@@ -81,9 +82,10 @@ class NumpyBackend(Backend):
         np.multiply(grad, grad, out=scratch)
         scratch *= 1.0 - beta2
         v += scratch
-        np.divide(v, 1.0 - beta2**step, out=scratch)  # √v̂ + ε
-        np.sqrt(scratch, out=scratch)
+        step_size, sqrt_correction2 = optim.adam_step_constants(lr, beta1, beta2, step)
+        np.sqrt(v, out=scratch)  # √v / √c₂ + ε
+        scratch /= sqrt_correction2
         scratch += eps
-        np.divide(m, scratch, out=scratch)  # θ ← θ − η m̂ / (√v̂ + ε)
-        scratch *= lr / (1.0 - beta1**step)
+        np.divide(m, scratch, out=scratch)  # θ ← θ − (η / c₁) · m / (…)
+        scratch *= step_size
         param -= scratch

@@ -78,6 +78,15 @@ class Backend:
         allocate. Backends that keep steady-state steps allocation-free return buffers here."""
         return None
 
+    def dense_stack_kernel(self, stack: Any) -> Any | None:
+        """A compiled gradient pass for a ``toolkit.dense_stack.DenseStack``, or None.
+
+        None (the default) makes the model run its layers one by one, which is the reference
+        such a kernel is tested against. A kernel is called as ``kernel(x, y)`` on a prepared
+        batch, fills ``stack.grads`` and returns ``(loss, [(Z, A) per layer])``.
+        """
+        return None
+
     # -- named hot ops; overridable by fused kernels --------------------------------------
     # An ``out`` argument is a scratch array from ``workspace`` that an op may write into and
     # return; the generic references ignore it. Callers always use the returned array.

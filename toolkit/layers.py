@@ -125,6 +125,10 @@ class Dense(Layer):
         self._cache = (x, z, a) if training else None
         return a
 
+    def keep_training_pass(self, x: Array, z: Array, a: Array) -> None:
+        """Record a training forward pass computed elsewhere (a backend's whole-stack kernel)."""
+        self._cache = (x, z, a)
+
     def _require_training_pass(self) -> tuple[Array, Array, Array]:
         if self._cache is None:
             raise RuntimeError(f"{self.describe()}: backward needs a forward pass with training=True first")

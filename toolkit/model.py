@@ -14,6 +14,7 @@ from typing import Any
 
 from .backend import Backend
 from .config import get_backend, load_backend
+from .dense_stack import describe_dense_stack
 from .errors import InputError, ShapeError
 from .layers import Dense, Layer
 from .losses import Loss, get_loss
@@ -62,6 +63,8 @@ class Sequential:
         self.is_main_process = True  # False on the other ranks of a data-parallel run
         self.built = False
         self._output_pair: str | None = None
+        self._kernel: Any = None
+        self._kernel_for: Any = None  # the flat buffer the kernel was made for; None forces a lookup
         first_dim = input_dim if input_dim is not None else getattr(self.layers[0], "declared_input_dim", None)
         if first_dim is not None:
             self.build(first_dim)
@@ -112,6 +115,7 @@ class Sequential:
         self._output_pair = (
             self.loss.fused_pairs.get(last.activation.name) if isinstance(last, Dense) else None
         )
+        self._kernel_for = None
         if self.built:
             self.optimizer.bind(self.flat_params, self.backend)
 
@@ -208,8 +212,24 @@ class Sequential:
 
     def compute_gradients(self, x: Array, y: Array) -> Array:
         """Forward and backward on a prepared batch; returns the loss; no update."""
+        kernel = self._stack_kernel()
+        if kernel is not None:  # the backend runs the whole pass in one compiled call
+            loss, outputs = kernel(x, y)
+            inputs = x
+            for layer, (z, a) in zip(self.layers, outputs):
+                layer.keep_training_pass(inputs, z, a)
+                inputs = a
+            return loss
         self.forward(x, training=True)
         return self.backward(y)
+
+    def _stack_kernel(self) -> Any:
+        """The backend's whole-pass kernel for this model, looked up once per compile/build."""
+        if self._kernel_for is not self.flat_params:
+            stack = describe_dense_stack(self) if self.backend.fused else None
+            self._kernel = None if stack is None else self.backend.dense_stack_kernel(stack)
+            self._kernel_for = self.flat_params
+        return self._kernel
 
     def apply_gradients(self) -> None:
         self.optimizer.step(self.flat_params, self.flat_grads)
