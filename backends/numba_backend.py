@@ -76,25 +76,16 @@ class NumbaBackend(NumpyBackend):
         kernel = kernels.softmax_ce_delta if pair == "softmax_ce" else kernels.sigmoid_bce_delta
         return np.asarray(kernel(z, a, y, delta), dtype=z.dtype), delta
 
-    @staticmethod
-    def _scalars(param: np.ndarray, *values: float) -> tuple[Any, ...]:
-        """Hyper-parameters in the parameters' dtype, as the reference's float32 arithmetic sees them."""
-        cast = param.dtype.type
-        return tuple(cast(value) for value in values)
-
     def sgd_update(self, param, grad, lr):
         if not self.fused:
             return super().sgd_update(param, grad, lr)
-        kernels.sgd(param, grad, *self._scalars(param, lr))
+        kernels.sgd(param, grad, lr)
 
     def sgd_momentum_update(self, param, grad, velocity, lr, momentum, dampening, nesterov, weight_decay, step):
         if not self.fused:
             return super().sgd_momentum_update(param, grad, velocity, lr, momentum, dampening, nesterov,
                                                weight_decay, step)
-        lr, momentum, one_minus_dampening, weight_decay = self._scalars(param, lr, momentum, 1.0 - dampening,
-                                                                        weight_decay)
-        kernels.sgd_momentum(param, grad, velocity, lr, momentum, one_minus_dampening, nesterov, weight_decay,
-                             step == 1)
+        kernels.sgd_momentum(param, grad, velocity, lr, momentum, dampening, nesterov, weight_decay, step == 1)
 
     def adam_update(self, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step):
         if not self.fused:
@@ -102,10 +93,9 @@ class NumbaBackend(NumpyBackend):
         shrink = 1.0 - lr * weight_decay if decoupled else 1.0
         l2 = 0.0 if decoupled else weight_decay
         step_size, sqrt_correction2 = optim.adam_step_constants(lr, beta1, beta2, step)
-        kernels.adam(param, grad, m, v, *self._scalars(param, step_size, beta1, 1.0 - beta1, beta2, 1.0 - beta2,
-                                                      eps, shrink, l2, sqrt_correction2))
+        kernels.adam(param, grad, m, v, step_size, beta1, beta2, eps, shrink, l2, sqrt_correction2)
 
     def rmsprop_update(self, param, grad, square_avg, lr, alpha, eps, weight_decay, step):
         if not self.fused:
             return super().rmsprop_update(param, grad, square_avg, lr, alpha, eps, weight_decay, step)
-        kernels.rmsprop(param, grad, square_avg, *self._scalars(param, lr, alpha, 1.0 - alpha, eps, weight_decay))
+        kernels.rmsprop(param, grad, square_avg, lr, alpha, eps, weight_decay)

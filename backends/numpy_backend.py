@@ -8,8 +8,8 @@ import array_api_compat.numpy as xp_numpy
 import numpy as np
 
 from toolkit.backend import Backend
-from toolkit.ops import optim
 from toolkit.errors import BackendError, InputError
+from toolkit.ops import optim
 
 from .host import HostRandom
 

@@ -83,6 +83,25 @@ def test_training_through_the_kernel_follows_the_reference(backend, rng):
         assert relative_error(fast[name], reference[name]) <= 1e-10
 
 
+def test_batches_too_large_for_one_thread_run_layer_by_layer(rng):
+    """The numba kernel declines batches whose products OpenBLAS would thread; results agree anyway."""
+    reason = unavailable_reason("numba")
+    if reason:
+        pytest.skip(reason)
+    widths, activations, loss = ARCHITECTURES["tanh-64-32-1"]
+    fast = _model("numba", widths, activations, loss, "float64", fused=True)
+    reference = _model("numba", widths, activations, loss, "float64", fused=False)
+    kernel = fast._stack_kernel()
+    assert kernel.max_rows == 4 * 65536 // (64 * 32)
+    for rows in (kernel.max_rows, kernel.max_rows + 1):
+        x, y = rng.normal(size=(rows, 64)), _targets(rng, loss, rows, 1)
+        xb = fast.as_input(x)
+        assert (kernel(xb, fast.prepare_targets(y, rows)) is None) == (rows > kernel.max_rows)
+        (loss_fast, grads_fast, _), (loss_ref, grads_ref, _) = _pass(fast, x, y), _pass(reference, x, y)
+        assert loss_fast == pytest.approx(loss_ref, rel=1e-12)
+        assert relative_error(grads_fast, grads_ref) <= 1e-12
+
+
 def _unused(model):
     return model._stack_kernel() is None
 

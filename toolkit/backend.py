@@ -83,7 +83,8 @@ class Backend:
 
         None (the default) makes the model run its layers one by one, which is the reference
         such a kernel is tested against. A kernel is called as ``kernel(x, y)`` on a prepared
-        batch, fills ``stack.grads`` and returns ``(loss, [(Z, A) per layer])``.
+        batch, fills ``stack.grads`` and returns ``(loss, [(Z, A) per layer])``, or None to
+        decline that batch (the model then runs it layer by layer).
         """
         return None
 

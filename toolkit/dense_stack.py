@@ -10,7 +10,6 @@ The reference for any such kernel is the model's own layer-by-layer pass
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +17,6 @@ from .layers import Dense
 from .ops.activations import LEAKY_RELU_SLOPE
 
 Array = Any
-
-# What a compiled pass returns: the loss (0-d array) and each layer's (Z, A), which the model
-# hands back to its layers so that predictions, metrics and a later backward see them.
-StackKernel = Callable[[Array, Array], tuple[Array, list[tuple[Array, Array]]]]
 
 
 @dataclass(frozen=True)

@@ -213,10 +213,11 @@ class Sequential:
     def compute_gradients(self, x: Array, y: Array) -> Array:
         """Forward and backward on a prepared batch; returns the loss; no update."""
         kernel = self._stack_kernel()
-        if kernel is not None:  # the backend runs the whole pass in one compiled call
-            loss, outputs = kernel(x, y)
+        result = None if kernel is None else kernel(x, y)
+        if result is not None:  # the backend ran the whole pass in one compiled call
+            loss, outputs = result
             inputs = x
-            for layer, (z, a) in zip(self.layers, outputs):
+            for layer, (z, a) in zip(self.layers, outputs, strict=True):
                 layer.keep_training_pass(inputs, z, a)
                 inputs = a
             return loss
