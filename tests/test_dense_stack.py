@@ -177,7 +177,7 @@ def test_float32_tanh_of_the_kernel_is_within_7_ulp():
         pytest.skip(reason)
     import numba
 
-    from backends.numba_stack import tanh
+    from backends.numba_kernels import tanh
 
     @numba.njit
     def apply(z, out):
