@@ -34,7 +34,7 @@ def adam_update(
     m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;  θ ← θ − η m̂ / (√v̂ + ε).
 
     Evaluated as PyTorch does, θ ← θ − (η / c₁) · m / (√v / √c₂ + ε) with cₖ = 1 − βₖᵗ:
-    the same number, with one division and one square root per element fewer."""
+    the same number, with one division per element fewer."""
     if weight_decay and decoupled:
         param *= 1.0 - lr * weight_decay
     elif weight_decay:
