@@ -60,13 +60,10 @@ def dense_stack_gradients(x, y, params, grads, layout, codes, slope, pair, work)
     """
     n = x.shape[0]
     depth = layout.shape[0]
-    widest = 0
-    offset = 0
-    for layer in range(depth):
-        widest = max(widest, layout[layer, 1])
-        offset += 2 * n * layout[layer, 1]
-    delta = work[offset : offset + n * widest]
-    spare = work[offset + n * widest : offset + 2 * n * widest]
+    end = workspace_size(n, layout)
+    widest = np.max(layout[:, 1])
+    delta = work[end - 2 * n * widest : end - n * widest]  # the last two blocks of the workspace
+    spare = work[end - n * widest : end]
 
     previous = x
     offset = 0

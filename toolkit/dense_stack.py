@@ -40,16 +40,11 @@ def describe_dense_stack(model: Any) -> DenseStack | None:
         return None
     if any(layer.activation.name == "softmax" for layer in layers[:-1]):
         return None
-    offsets, offset = [], 0
-    for layer in layers:
-        w_size = layer.input_dim * layer.units
-        offsets.append((offset, offset + w_size))
-        offset += w_size + layer.units
     return DenseStack(
         widths=(model.input_dim, *(layer.units for layer in layers)),
         activations=tuple(layer.activation.name for layer in layers),
         output_pair=model._output_pair,
-        offsets=tuple(offsets),
+        offsets=tuple((model.param_offsets[i, "W"], model.param_offsets[i, "b"]) for i in range(len(layers))),
         params=model.flat_params,
         grads=model.flat_grads,
     )

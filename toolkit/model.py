@@ -77,8 +77,9 @@ class Sequential:
         width = input_dim
         for layer in self.layers:
             width = layer.configure(width)
-        shapes = [(layer, name, shape) for layer in self.layers for name, shape in layer.param_shapes().items()]
-        total = sum(math.prod(shape) for _, _, shape in shapes)
+        shapes = [(index, layer, name, shape) for index, layer in enumerate(self.layers)
+                  for name, shape in layer.param_shapes().items()]
+        total = sum(math.prod(shape) for *_, shape in shapes)
         xp = self.backend.xp
         self.flat_params = self.backend.zeros(total, self.dtype)
         # One slot past the gradients carries the batch loss, so a data-parallel step reduces
@@ -86,10 +87,14 @@ class Sequential:
         self.reduction_buffer = self.backend.zeros(total + 1, self.dtype)
         self.flat_grads = self.reduction_buffer[:total]
         offset = 0
-        for layer, name, shape in shapes:
+        # Where each parameter starts in the flat buffers, by (layer index, name): compiled
+        # whole-pass kernels address W and b by these offsets.
+        self.param_offsets: dict[tuple[int, str], int] = {}
+        for index, layer, name, shape in shapes:
             size = math.prod(shape)
             layer.params[name] = xp.reshape(self.flat_params[offset : offset + size], shape)
             layer.grads[name] = xp.reshape(self.flat_grads[offset : offset + size], shape)
+            self.param_offsets[index, name] = offset
             offset += size
         rng = self.backend.random(self.seed)
         for index, layer in enumerate(self.layers):
