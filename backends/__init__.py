@@ -1,4 +1,4 @@
-"""Backend registry: the only package that knows NumPy, numba, CuPy and array-api-strict.
+"""Backend registry: the only package that knows NumPy, numba, CuPy, JAX and array-api-strict.
 
 Each backend's module is imported only when that backend is asked for, so the others'
 libraries are never loaded.
@@ -16,6 +16,7 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
     "numpy": ("backends.numpy_backend", "NumpyBackend", "pip install numpy array-api-compat"),
     "numba": ("backends.numba_backend", "NumbaBackend", "pip install numba"),
     "cupy": ("backends.cupy_backend", "CupyBackend", 'pip install -e ".[cupy]"  (cupy-cuda12x)'),
+    "jax": ("backends.jax_backend", "JaxBackend", 'pip install "jax[cpu]"'),
     "array_api_strict": (
         "backends.strict_backend",
         "StrictBackend",

@@ -15,44 +15,44 @@ import numpy as np
 
 from toolkit.backend import Backend
 from toolkit.errors import BackendError
-from toolkit.ops import optim
-from toolkit.ops.activations import LEAKY_RELU_SLOPE, Activation
+from toolkit.ops.activations import CODES, LEAKY_RELU_SLOPE, ActivationFunction
 
-from .activation_codes import CODES
-from .host import HostRandom
+from .host import HostRandom, host_array
 
-_ACTIVATE = """
-    if (code == 3) { a = v > 0 ? v : (T)0; }
-    else if (code == 1) { T e = exp(-fabs(v)); a = v >= 0 ? (T)1 / ((T)1 + e) : e / ((T)1 + e); }
-    else if (code == 2) { a = tanh(v); }
-    else if (code == 4) { a = v > 0 ? v : slope * v; }
-    else { a = v; }
-"""
+# CUDA of each element-wise activation of toolkit.ops.activations.ACTIVATIONS: (A from v = Z,
+# dZ from da, z, a). The kernels' branches are generated from this and the toolkit's codes, so a
+# new activation is one entry here (the consistency test checks that none is missing; softmax,
+# which needs a whole row, runs the reference).
+CUDA_ACTIVATIONS = {
+    "identity": ("a = v;", "dz = da;"),
+    "sigmoid": ("T e = exp(-fabs(v)); a = v >= 0 ? (T)1 / ((T)1 + e) : e / ((T)1 + e);", "dz = da * a * ((T)1 - a);"),
+    "tanh": ("a = tanh(v);", "dz = da * ((T)1 - a * a);"),
+    "relu": ("a = (v > 0 || isnan(v)) ? v : (T)0;", "dz = z > 0 ? da : da * (T)0;"),  # NaN propagates
+    "leaky_relu": ("a = v > 0 ? v : slope * v;", "dz = z > 0 ? da : slope * da;"),
+}
+
+
+def _branches(part: int) -> str:
+    cases = [f"if (code == {CODES[name]}) {{ {sources[part]} }}" for name, sources in CUDA_ACTIVATIONS.items()]
+    return "\n    else ".join(cases)
+
 
 _bias_activation = cupy.ElementwiseKernel(
     "T z, raw T b, int32 m, int32 code, T slope", "T z_out, T a",
-    "T v = z + b[i % m]; z_out = v;" + _ACTIVATE, "toolkit_bias_activation",
+    "T v = z + b[i % m]; z_out = v;\n    " + _branches(0), "toolkit_bias_activation",
 )
 
 _activation_backward = cupy.ElementwiseKernel(
-    "T da, T z, T a, int32 code, T slope", "T dz",
-    """
-    if (code == 3) { dz = z > 0 ? da : (T)0; }
-    else if (code == 1) { dz = da * a * ((T)1 - a); }
-    else if (code == 2) { dz = da * ((T)1 - a * a); }
-    else if (code == 4) { dz = z > 0 ? da : slope * da; }
-    else { dz = da; }
-    """,
-    "toolkit_activation_backward",
+    "T da, T z, T a, int32 code, T slope", "T dz", _branches(1), "toolkit_activation_backward",
 )
 
 _sgd = cupy.ElementwiseKernel("T g, T lr", "T p", "p -= lr * g", "toolkit_sgd")
 
 _sgd_momentum = cupy.ElementwiseKernel(
-    "T grad, T lr, T momentum, T dampening, bool nesterov, T weight_decay, bool first", "T p, T velocity",
+    "T grad, T lr, T momentum, T carry, T gain, bool nesterov, T weight_decay", "T p, T velocity",
     """
     T g = grad + weight_decay * p;
-    T v = first ? g : momentum * velocity + ((T)1 - dampening) * g;
+    T v = carry * velocity + gain * g;
     velocity = v;
     p -= lr * (nesterov ? g + momentum * v : v);
     """,
@@ -109,7 +109,7 @@ class CupyBackend(Backend):
         with self.gpu:
             if isinstance(x, cupy.ndarray):
                 return cupy.asarray(x, dtype=dtype)
-            return cupy.asarray(np.asarray(x), dtype=dtype)  # one explicit host-to-device copy
+            return cupy.asarray(host_array(x, self.name), dtype=dtype)  # one explicit host-to-device copy
 
     def to_host(self, x: Any) -> np.ndarray:
         return cupy.asnumpy(x)
@@ -125,43 +125,40 @@ class CupyBackend(Backend):
         self.gpu.synchronize()
 
     # -- fused kernels -------------------------------------------------------------------
-    def bias_activation(self, z, b, activation: Activation, out=None):
-        if not self.fused or not activation.elementwise:
+    def register_kernels(self) -> None:
+        def sgd(param, grad, lr):
+            _sgd(grad, param.dtype.type(lr), param)
+
+        def sgd_momentum(param, grad, velocity, lr, momentum, carry, gain, nesterov, weight_decay):
+            t = param.dtype.type
+            _sgd_momentum(grad, t(lr), t(momentum), t(carry), t(gain), bool(nesterov), t(weight_decay), param, velocity)
+
+        def adam(param, grad, m, v, step_size, beta1, beta2, eps, shrink, l2, sqrt_correction2):
+            t = param.dtype.type
+            _adam(grad, t(step_size), t(beta1), t(beta2), t(eps), t(shrink), t(l2), t(sqrt_correction2), param, m, v)
+
+        def rmsprop(param, grad, square_avg, lr, alpha, eps, weight_decay):
+            t = param.dtype.type
+            _rmsprop(grad, t(lr), t(alpha), t(eps), t(weight_decay), param, square_avg)
+
+        self.update_kernels = {"sgd": sgd, "sgd_momentum": sgd_momentum, "adam": adam, "rmsprop": rmsprop}
+
+    def matmul(self, a, b, out=None):
+        return cupy.matmul(a, b, out=out)
+
+    def sum_rows(self, x, out=None):
+        return cupy.sum(x, axis=0, out=out)
+
+    def bias_activation(self, z, b, activation: ActivationFunction, out=None):
+        if activation.name not in CUDA_ACTIVATIONS:
             return super().bias_activation(z, b, activation)
         a = cupy.empty_like(z) if out is None else out
-        _bias_activation(z, b, z.shape[1], CODES[activation.name], z.dtype.type(LEAKY_RELU_SLOPE), z, a)
+        _bias_activation(z, b, z.shape[1], activation.code, z.dtype.type(LEAKY_RELU_SLOPE), z, a)
         return z, a
 
-    def activation_backward(self, da, z, a, activation: Activation, db_out, out=None):
-        if not self.fused or not activation.elementwise:
-            return super().activation_backward(da, z, a, activation, db_out)
-        dz = _activation_backward(da, z, a, CODES[activation.name], z.dtype.type(LEAKY_RELU_SLOPE), out)
-        cupy.sum(dz, axis=0, out=db_out)
-        return dz
-
-    def sgd_update(self, param, grad, lr):
-        if not self.fused:
-            return super().sgd_update(param, grad, lr)
-        _sgd(grad, param.dtype.type(lr), param)
-
-    def sgd_momentum_update(self, param, grad, velocity, lr, momentum, dampening, nesterov, weight_decay, step):
-        if not self.fused:
-            return super().sgd_momentum_update(param, grad, velocity, lr, momentum, dampening, nesterov,
-                                               weight_decay, step)
-        t = param.dtype.type
-        _sgd_momentum(grad, t(lr), t(momentum), t(dampening), nesterov, t(weight_decay), step == 1, param, velocity)
-
-    def adam_update(self, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step):
-        if not self.fused:
-            return super().adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step)
-        t = param.dtype.type
-        shrink = 1.0 - lr * weight_decay if decoupled else 1.0
-        l2 = 0.0 if decoupled else weight_decay
-        step_size, sqrt_correction2 = optim.adam_step_constants(lr, beta1, beta2, step)
-        _adam(grad, t(step_size), t(beta1), t(beta2), t(eps), t(shrink), t(l2), t(sqrt_correction2), param, m, v)
-
-    def rmsprop_update(self, param, grad, square_avg, lr, alpha, eps, weight_decay, step):
-        if not self.fused:
-            return super().rmsprop_update(param, grad, square_avg, lr, alpha, eps, weight_decay, step)
-        t = param.dtype.type
-        _rmsprop(grad, t(lr), t(alpha), t(eps), t(weight_decay), param, square_avg)
+    def activation_backward(self, da, z, a, activation: ActivationFunction, out=None, db_out=None):
+        if activation.name not in CUDA_ACTIVATIONS:
+            return super().activation_backward(da, z, a, activation)
+        dz = cupy.empty_like(z) if out is None else out  # CuPy refuses None as an output argument
+        _activation_backward(da, z, a, activation.code, z.dtype.type(LEAKY_RELU_SLOPE), dz)
+        return dz, cupy.sum(dz, axis=0, out=db_out)

@@ -1,4 +1,5 @@
-"""Host-side (NumPy) helpers shared by every backend: seeded random numbers."""
+"""Host-side (NumPy) helpers shared by every backend: seeded random numbers and the conversion
+of whatever a user passes (lists, NumPy, CuPy, torch tensors) into a host array."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from toolkit.errors import InputError
 
 
 class HostRandom:
@@ -28,5 +31,28 @@ class HostRandom:
     def permutation(self, n: int) -> Any:
         return self._to_backend(self._generator.permutation(n).astype(np.int64), None)
 
-    def integers(self, high: int) -> int:
-        return int(self._generator.integers(high))
+
+def host_array(x: Any, backend_name: str, dtype: Any = None) -> np.ndarray:
+    """``x`` as a NumPy array, or an ``InputError`` that says what to change."""
+    if hasattr(x, "__cuda_array_interface__") and hasattr(x, "get"):
+        x = x.get()  # a CuPy array: an explicit device-to-host copy
+    if getattr(x, "requires_grad", False):
+        raise InputError(
+            f"backend {backend_name!r} got a torch tensor that requires grad; the toolkit computes its own "
+            "gradients, so pass tensor.detach() (and .cpu() for a GPU tensor)"
+        )
+    if isinstance(x, (list, tuple)):
+        try:
+            return np.asarray(x, dtype=dtype)
+        except ValueError as error:
+            raise InputError(
+                f"the nested list cannot be an array ({error}); give every row the same length"
+            ) from error
+    try:
+        return np.asarray(x, dtype=dtype)
+    except (TypeError, ValueError, RuntimeError) as error:
+        device = getattr(x, "device", "unknown")
+        raise InputError(
+            f"backend {backend_name!r} cannot take an array of type {type(x).__name__} on device {device}: {error}. "
+            "Move it to the host first (or build the model on that array's backend)"
+        ) from error

@@ -13,7 +13,10 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from .activation_codes import CODES, LEAKY_RELU, RELU, SIGMOID, SOFTMAX, TANH  # noqa: F401
+from toolkit.ops.activations import CODES
+
+# Branch constants of the compiled code, taken from the toolkit's one activation table.
+RELU, SIGMOID, TANH, LEAKY_RELU, SOFTMAX = (CODES[name] for name in ("relu", "sigmoid", "tanh", "leaky_relu", "softmax"))
 
 # Kernels are single-threaded on purpose: the matrix products around them run on every core in
 # OpenBLAS, whose threads spin between calls; numba's own thread pool competed with them and lost
@@ -79,7 +82,7 @@ def _tanh_overload(v):
 def _activate(v, code, slope):
     zero, one = like(v, 0), like(v, 1)
     if code == RELU:
-        return v if v > 0 else v * zero  # not max(v, 0): NaN must propagate
+        return v if (v > 0 or v != v) else zero  # NaN propagates, as in the reference's maximum
     if code == SIGMOID:
         e = math.exp(-abs(v))
         return one / (one + e) if v >= 0 else e / (one + e)
@@ -93,7 +96,7 @@ def _activate(v, code, slope):
 @jit
 def _derivative_times(da, z, a, code, slope):
     if code == RELU:
-        return da if z > 0 else da * like(da, 0)
+        return da if z > 0 else da * like(da, 0)  # da · 0: a NaN gradient stays NaN
     if code == SIGMOID:
         return da * a * (like(a, 1) - a)
     if code == TANH:
@@ -172,7 +175,8 @@ def sum_rows(x, out):
 
 @jit
 def softmax_ce_delta(z, a, y, delta):
-    """J = −(1/N) Σ y (z − max − log Σ e^(z−max)) and δ = (A − Y) / N, in one pass.
+    """J = −(1/N) Σ y (z − max − log Σ e^(z−max)) and δ = (A·Σₖyₖ − Y) / N, in one pass
+    (the row sum keeps δ exact for target rows that do not sum to 1).
 
     ``a`` is softmax(z), so at the row's largest logit a = e⁰ / Σ e^(z−max): the log-sum-exp
     is −log a there, one logarithm per row instead of an exponential per element.
@@ -187,9 +191,12 @@ def softmax_ce_delta(z, a, y, delta):
                 top = j
         log_total = -math.log(a[i, top])
         row_max = z[i, top]
+        weight = like(delta, 0.0)
         for j in range(m):
             loss -= y[i, j] * (z[i, j] - row_max - log_total)
-            delta[i, j] = (a[i, j] - y[i, j]) / rows
+            weight += y[i, j]
+        for j in range(m):
+            delta[i, j] = (a[i, j] * weight - y[i, j]) / rows
     return loss / n
 
 
@@ -237,12 +244,12 @@ def sgd(param, grad, lr):
 
 
 @jit
-def sgd_momentum(param, grad, velocity, lr, momentum, dampening, nesterov, weight_decay, first):
+def sgd_momentum(param, grad, velocity, lr, momentum, carry, gain, nesterov, weight_decay):
     lr, momentum, weight_decay = like(param, lr), like(param, momentum), like(param, weight_decay)
-    one_minus_dampening = like(param, 1.0 - dampening)
+    carry, gain = like(param, carry), like(param, gain)
     for i in range(param.shape[0]):
         g = grad[i] + weight_decay * param[i]
-        v = g if first else momentum * velocity[i] + one_minus_dampening * g
+        v = carry * velocity[i] + gain * g
         velocity[i] = v
         param[i] -= lr * (g + momentum * v if nesterov else v)
 

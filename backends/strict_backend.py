@@ -16,7 +16,7 @@ from array_api_strict._array_object import Array as StrictArray
 from toolkit.backend import Backend
 from toolkit.errors import BackendError, InputError
 
-from .host import HostRandom
+from .host import HostRandom, host_array
 
 
 class StrictBackend(Backend):
@@ -37,7 +37,7 @@ class StrictBackend(Backend):
             if x.device != self.device:
                 x = xp_strict.asarray(x, copy=True, device=self.device)  # stands for a device copy
             return x if dtype is None else xp_strict.astype(x, dtype)
-        host = np.asarray(x)
+        host = host_array(x, self.name)
         try:
             return xp_strict.asarray(host, dtype=dtype, device=self.device)
         except TypeError as error:

@@ -1,25 +1,34 @@
 """The backend interface: one object that owns the array namespace ``xp``, the device,
 host transfers, random numbers and the named hot ops.
 
-Every hot op defaults to the plain Array-API reference in ``toolkit.ops.fused``; a
-concrete backend under ``backends/`` may override it with a fused kernel, and must
-fall back to ``super()`` when ``self.fused`` is false so tests can compare the two.
+Every hot op defaults to its pure Array-API reference (``toolkit.ops.reference``, and the update
+rules of ``toolkit.ops.optim``). A concrete backend may override an op with a fused kernel, and may
+register optimizer kernels in ``update_kernels`` (same signature as the rule's reference, writing
+in place). Which implementation runs is decided once, when the backend is built: with
+``fused=False`` every override is replaced by the reference, so tests can compare the two.
+
+Writes: the generic code never writes into an array; it replaces state through ``assign``, which
+copies into the existing buffer on mutable backends (keeping their buffers, views and
+allocation-free steps) and simply returns the new array on immutable ones (JAX). An ``out``
+argument is a hint: a buffer an op may write its result into and return; callers always use the
+returned array.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from types import MethodType
 from typing import Any, Protocol
 
-from .ops import fused as reference
-from .ops import optim
-from .ops.activations import Activation
+from .ops import optim, reference
+from .ops.activations import ActivationFunction
 
 Array = Any
 
 FLOAT_DTYPES = ("float32", "float64")
 
 
-class HostRandom(Protocol):
+class RandomSource(Protocol):
     """Random numbers drawn on the host (float64) and moved to the backend, so that one
     seed gives the same numbers on every backend."""
 
@@ -36,14 +45,28 @@ class Backend:
     """Base class of every backend. Subclasses set ``name`` and implement the transfer methods."""
 
     name = "abstract"
+    mutable = True  # arrays can be written in place (False: JAX)
+    reuses_buffers = False  # training steps write into scratch buffers kept by the model
+    HOT_OPS = ("matmul", "bias_activation", "activation_backward", "output_delta", "sum_rows", "compile_pass",
+               "compile_step")
 
     def __init__(self, xp: Any, device: Any = None, fused: bool = True) -> None:
         self.xp = xp
         self.device = device
         self.fused = fused
+        self.update_kernels: dict[str, Callable[..., None]] = {}
+        if fused:
+            self.register_kernels()
+        else:  # decided here, once: every op is its reference from now on
+            for op in self.HOT_OPS:
+                setattr(self, op, MethodType(getattr(Backend, op), self))
+            self.reuses_buffers = False
+
+    def register_kernels(self) -> None:
+        """Fill ``update_kernels`` (rule name -> in-place kernel); called once when fused."""
 
     def __repr__(self) -> str:
-        return f"<backend {self.name} device={self.device} fused={self.fused}>"
+        return f"Backend({self.name!r}, device={self.device!r}, fused={self.fused})"
 
     # -- arrays and transfers -------------------------------------------------------------
     def dtype(self, name: str) -> Any:
@@ -64,67 +87,78 @@ class Backend:
         """A host (NumPy) copy of ``x``, for saving, printing and comparing."""
         raise NotImplementedError
 
-    def random(self, seed: int | None) -> HostRandom:
+    def random(self, seed: int | None) -> RandomSource:
         raise NotImplementedError
 
     def zeros(self, shape: tuple[int, ...] | int, dtype: Any) -> Array:
         return self.xp.zeros(shape, dtype=dtype, device=self.device)
 
+    def empty(self, shape: tuple[int, ...] | int, dtype: Any) -> Array:
+        """An uninitialised buffer (scratch); only asked for when ``reuses_buffers``."""
+        return self.xp.empty(shape, dtype=dtype, device=self.device)
+
+    def assign(self, target: Array, value: Array) -> Array:
+        """The one way generic code changes state: ``state = backend.assign(state, new)``.
+
+        Mutable backends copy ``value`` into ``target`` and return ``target`` (its identity, and
+        every view of it, survive); immutable ones return ``value`` as the new state."""
+        if target is value:
+            return target
+        target[...] = value
+        return target
+
     def synchronize(self) -> None:
         """Wait for queued device work (a no-op on CPU backends)."""
 
-    def workspace(self, owner: object, name: str, shape: tuple[int, ...], dtype: Any) -> Array | None:
-        """A scratch array reused from step to step by a training pass, or None to let each op
-        allocate. Backends that keep steady-state steps allocation-free return buffers here."""
-        return None
-
-    def dense_stack_kernel(self, stack: Any) -> Any | None:
-        """A compiled gradient pass for a ``toolkit.dense_stack.DenseStack``, or None.
-
-        None (the default) makes the model run its layers one by one, which is the reference
-        such a kernel is tested against. A kernel is called as ``kernel(x, y)`` on a prepared
-        batch, fills ``stack.grads`` and returns ``(loss, [(Z, A) per layer])``, or None to
-        decline that batch (the model then runs it layer by layer).
-        """
-        return None
-
-    # -- named hot ops; overridable by fused kernels --------------------------------------
-    # An ``out`` argument is a scratch array from ``workspace`` that an op may write into and
-    # return; the generic references ignore it. Callers always use the returned array.
-    # ``*_into`` ops and ``db_out`` are different: they must write there (the flat gradient buffer).
-    # ``bias_activation`` receives the product it follows, fresh, and may overwrite it.
-    def bias_activation(self, z: Array, b: Array, activation: Activation, out: Array | None = None) -> tuple[Array, Array]:
-        return reference.bias_activation(z, b, activation, self.xp)
-
-    def activation_backward(
-        self, da: Array, z: Array, a: Array, activation: Activation, db_out: Array, out: Array | None = None
-    ) -> Array:
-        return reference.activation_backward(da, z, a, activation, db_out, self.xp)
-
-    def output_delta(self, pair: str, z: Array, a: Array, y: Array, out: Array | None = None) -> tuple[Array, Array]:
-        return reference.output_delta(pair, z, a, y, self.xp)
-
+    # -- named hot ops ----------------------------------------------------------------------
     def matmul(self, a: Array, b: Array, out: Array | None = None) -> Array:
         return a @ b
 
-    def matmul_into(self, a: Array, b: Array, out: Array) -> Array:
-        return reference.matmul_into(a, b, out, self.xp)
+    def bias_activation(self, z: Array, b: Array, activation: ActivationFunction,
+                        out: Array | None = None) -> tuple[Array, Array]:
+        """(Z, A) = (z + b, σ(z + b)); ``z`` is the fresh product, which a kernel may overwrite."""
+        return reference.bias_activation(z, b, activation, self.xp)
 
-    def sum_rows_into(self, x: Array, out: Array) -> Array:
-        return reference.sum_rows_into(x, out, self.xp)
+    def activation_backward(self, da: Array, z: Array, a: Array, activation: ActivationFunction,
+                            out: Array | None = None, db_out: Array | None = None) -> tuple[Array, Array]:
+        """(δ, db) = (dA ∘ σ'(Z), Σ_rows δ)."""
+        return reference.activation_backward(da, z, a, activation, self.xp)
 
-    def sgd_update(self, param: Array, grad: Array, lr: float) -> None:
-        reference.sgd_update(param, grad, lr, self.xp)
+    def output_delta(self, pair: str, z: Array, a: Array, y: Array, out: Array | None = None) -> tuple[Array, Array]:
+        """(loss, δ_out) of a pair in ``toolkit.ops.reference.OUTPUT_PAIRS``."""
+        return reference.output_delta(pair, z, a, y, self.xp)
 
-    def sgd_momentum_update(self, param: Array, grad: Array, velocity: Array, lr: float, momentum: float,
-                            dampening: float, nesterov: bool, weight_decay: float, step: int) -> None:
-        optim.sgd_momentum_update(param, grad, velocity, lr, momentum, dampening, nesterov,
-                                  weight_decay, step, self.xp)
+    def sum_rows(self, x: Array, out: Array | None = None) -> Array:
+        return reference.sum_rows(x, self.xp)
 
-    def adam_update(self, param: Array, grad: Array, m: Array, v: Array, lr: float, beta1: float,
-                    beta2: float, eps: float, weight_decay: float, decoupled: bool, step: int) -> None:
-        optim.adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step, self.xp)
+    def compile_pass(self, plan: Any) -> Callable[..., Any] | None:
+        """A compiled gradient pass for ``plan`` (``toolkit.engine.Plan``), or None.
 
-    def rmsprop_update(self, param: Array, grad: Array, square_avg: Array, lr: float, alpha: float,
-                       eps: float, weight_decay: float, step: int) -> None:
-        optim.rmsprop_update(param, grad, square_avg, lr, alpha, eps, weight_decay, step, self.xp)
+        None (the default) makes the model run the engine's layer-by-layer pass, which is the
+        reference such a runner is tested against. A runner is called as ``runner(params, grads,
+        x, y)`` on a prepared batch (flat parameter and gradient buffers) and returns ``(loss,
+        output, grads)`` with the gradients written into ``grads`` (mutable backends) or in a new
+        flat array, or None to decline that batch.
+        """
+        return None
+
+    def compile_step(self, plan: Any) -> Callable[..., Any] | None:
+        """A compiled whole training step for ``plan`` (gradient pass and optimizer update in one
+        call), or None (the default: the model runs the pass, then ``update``).
+
+        Called as ``step(params, state, x, y, rule, scalars)``; returns ``(loss, output, grads,
+        new_params, new_state)`` without changing its arguments, so the model can refuse a step
+        whose loss is not finite."""
+        return None
+
+    def update(self, rule: str, param: Array, grad: Array, state: tuple[Array, ...],
+               scalars: tuple[Any, ...]) -> tuple[Array, tuple[Array, ...]]:
+        """One optimizer step of ``toolkit.ops.optim.RULES[rule]``: (new param, new state)."""
+        kernel = self.update_kernels.get(rule)
+        if kernel is not None:
+            kernel(param, grad, *state, *scalars)
+            return param, state
+        new_param, *new_state = optim.RULES[rule].reference(param, grad, *state, *scalars, self.xp)
+        if not self.mutable:
+            return new_param, tuple(new_state)
+        return self.assign(param, new_param), tuple(self.assign(s, n) for s, n in zip(state, new_state, strict=True))

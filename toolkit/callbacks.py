@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -77,7 +78,7 @@ class EarlyStopping(Callback):
 
     def on_train_end(self, logs: dict[str, float]) -> None:
         if self.restore_best_weights and self._best_params is not None:
-            self.model.flat_params[...] = self._best_params
+            self.model.assign_params(self._best_params)
 
 
 class ModelCheckpoint(Callback):
@@ -99,7 +100,7 @@ class ModelCheckpoint(Callback):
             if not _improved(self.mode, value, self.best, 0.0):
                 return
             self.best = value
-        if getattr(self.model, "is_main_process", True):
+        if self.model.is_main:
             save(self.model, self.path.format(epoch=epoch + 1))
 
 
@@ -111,9 +112,11 @@ class LearningRateScheduler(Callback):
         self.schedule = schedule
 
     def on_epoch_begin(self, epoch: int) -> None:
-        lr = float(self.schedule(epoch))
-        if not math.isfinite(lr) or lr <= 0:
-            raise InputError(f"learning-rate schedule gave {lr!r} at epoch {epoch}; it must be > 0")
+        value = self.schedule(epoch)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+            raise InputError(f"LearningRateScheduler: the schedule gave {value!r} at epoch {epoch}; "
+                             "it must return a finite learning rate > 0")
+        lr = float(value)
         self.model.optimizer.lr = lr
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:

@@ -42,11 +42,14 @@ class DataParallel:
 
     def prepare(self, model: Any) -> None:
         """Bind to the model's backend; start every rank from rank 0's weights."""
+        if not model.backend.mutable:
+            raise InputError(f"data-parallel training needs a backend with mutable arrays; "
+                             f"{model.backend.name!r} has none (use numpy, numba or cupy)")
         if self.communicator is None:
             from backends.mpi import Communicator
 
             self.communicator = Communicator(model.backend)
-        model.is_main_process = self.is_main
+        model.is_main = self.is_main
         self.communicator.broadcast(model.flat_params)
 
     def check_batch_size(self, batch_size: int) -> None:
@@ -60,21 +63,25 @@ class DataParallel:
         start, stop = self.rank * n // self.size, (self.rank + 1) * n // self.size
         return x[start:stop, ...], y[start:stop, ...]
 
-    def compute_gradients(self, model: Any, x: Array, y: Array) -> Array:
-        """Local gradients weighted by this rank's share, then one all-reduce of gradients + loss."""
-        buffer = model.reduction_buffer
+    def compute_gradients(self, model: Any, x: Array, y: Array) -> tuple[Array, Array]:
+        """Local gradients weighted by this rank's share, then one all-reduce of gradients + loss.
+
+        Returns the global batch's loss and this rank's predictions (for its metrics)."""
+        backend, xp = model.backend, model.backend.xp
         share = x.shape[0] / self._global_rows
         if x.shape[0]:
-            loss = model.compute_gradients(x, y)
-            buffer[:-1] *= share  # Σ_r (n_r / B) ∇J_r = ∇ of the mean loss over the global batch
-            buffer[-1:] = loss * share
+            loss, output = model._gradients(x, y)
+            # Σ_r (n_r / B) ∇J_r = ∇ of the mean loss over the global batch; the loss rides along.
+            weighted = xp.concat([model.flat_grads * share, xp.reshape(loss * share, (1,))])
         else:
-            buffer[...] = 0.0
+            output = None
+            weighted = xp.zeros_like(model.reduction_buffer)
+        buffer = backend.assign(model.reduction_buffer, weighted)  # flat_grads is its view
         started = time.perf_counter()
         self.communicator.allreduce_sum(buffer)
         self.allreduce_seconds += time.perf_counter() - started
         self.steps += 1
-        return buffer[-1]
+        return buffer[-1], output
 
     def reduce_metrics(self, metrics: list[Any]) -> None:
         """Sum every metric's running totals over the ranks (exact for ratios like precision)."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import InputError
 
+if TYPE_CHECKING:
+    from .model import Sequential
 
-def gradcheck(model: Any, x: Any, y: Any, eps: float = 1e-6) -> dict[str, float]:
+
+def gradcheck(model: Sequential, x: Any, y: Any, eps: float = 1e-6) -> dict[str, float]:
     """Compare backpropagation with central differences (J(θ+ε) − J(θ−ε)) / 2ε, element by element.
 
     The model must be float64 (float32 round-off swamps the difference quotient) and compiled
@@ -25,25 +28,31 @@ def gradcheck(model: Any, x: Any, y: Any, eps: float = 1e-6) -> dict[str, float]
     """
     if model.dtype_name != "float64":
         raise InputError(f"gradcheck needs a float64 model (Sequential(..., dtype='float64')); got {model.dtype_name}")
-    backend, xp = model.backend, model.backend.xp
+    backend = model.backend
     x = model.as_input(x)
     y = model.prepare_targets(y, x.shape[0])
     model.compute_gradients(x, y)
     analytic = {name: backend.to_host(g).copy() for name, g in model.named_gradients()}
+    original = backend.to_host(model.flat_params).copy()
+
+    def loss_at(flat: Any) -> float:
+        model.assign_params(backend.asarray(flat, dtype=model.dtype))
+        return float(model.compute_gradients(x, y))
+
     worst: dict[str, float] = {}
-    for name, param in model.named_parameters():
-        flat = xp.reshape(param, (-1,))  # a view: writing into it perturbs the model
-        numeric = analytic[name].reshape(-1).copy()
-        for i in range(flat.shape[0]):
-            original = float(flat[i])
-            flat[i] = original + eps
-            plus = float(model.compute_gradients(x, y))
-            flat[i] = original - eps
-            minus = float(model.compute_gradients(x, y))
-            flat[i] = original
-            numeric[i] = (plus - minus) / (2 * eps)
-        exact = analytic[name].reshape(-1)
-        scale = max(abs(exact).max(), abs(numeric).max(), 1e-300)
-        worst[name] = float(abs(exact - numeric).max() / scale)
-    model.compute_gradients(x, y)  # leave the analytic gradients in place
+    try:
+        for slot in model.table.slots:
+            numeric = analytic[slot.key].reshape(-1).copy()
+            for i in range(slot.size):
+                perturbed = original.copy()
+                perturbed[slot.offset + i] = original[slot.offset + i] + eps
+                plus = loss_at(perturbed)
+                perturbed[slot.offset + i] = original[slot.offset + i] - eps
+                numeric[i] = (plus - loss_at(perturbed)) / (2 * eps)
+            exact = analytic[slot.key].reshape(-1)
+            scale = max(abs(exact).max(), abs(numeric).max(), 1e-300)
+            worst[slot.key] = float(abs(exact - numeric).max() / scale)
+    finally:
+        model.assign_params(backend.asarray(original, dtype=model.dtype))
+        model.compute_gradients(x, y)  # leave the analytic gradients in place
     return worst

@@ -7,34 +7,34 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from .backend import HostRandom
+from .backend import RandomSource
 
 Array = Any
-Initializer = Callable[[HostRandom, tuple[int, ...], int, int, Any], Array]
+Initializer = Callable[[RandomSource, tuple[int, ...], int, int, Any], Array]
 
 
-def he_normal(rng: HostRandom, shape: tuple[int, ...], fan_in: int, fan_out: int, dtype: Any) -> Array:
+def he_normal(rng: RandomSource, shape: tuple[int, ...], fan_in: int, fan_out: int, dtype: Any) -> Array:
     """N(0, 2 / fan_in): keeps the variance of ReLU activations constant across layers (He et al.)."""
     return rng.normal(shape, math.sqrt(2.0 / fan_in), dtype)
 
 
-def xavier_uniform(rng: HostRandom, shape: tuple[int, ...], fan_in: int, fan_out: int, dtype: Any) -> Array:
+def xavier_uniform(rng: RandomSource, shape: tuple[int, ...], fan_in: int, fan_out: int, dtype: Any) -> Array:
     """U(−l, l), l = √(6 / (fan_in + fan_out)): Glorot & Bengio's choice for tanh and sigmoid."""
     limit = math.sqrt(6.0 / (fan_in + fan_out))
     return rng.uniform(shape, -limit, limit, dtype)
 
 
-def xavier_normal(rng: HostRandom, shape: tuple[int, ...], fan_in: int, fan_out: int, dtype: Any) -> Array:
+def xavier_normal(rng: RandomSource, shape: tuple[int, ...], fan_in: int, fan_out: int, dtype: Any) -> Array:
     return rng.normal(shape, math.sqrt(2.0 / (fan_in + fan_out)), dtype)
 
 
-def uniform(rng: HostRandom, shape: tuple[int, ...], fan_in: int, fan_out: int, dtype: Any) -> Array:
+def uniform(rng: RandomSource, shape: tuple[int, ...], fan_in: int, fan_out: int, dtype: Any) -> Array:
     """U(−1/√fan_in, 1/√fan_in), PyTorch's default for nn.Linear."""
     limit = 1.0 / math.sqrt(fan_in)
     return rng.uniform(shape, -limit, limit, dtype)
 
 
-def zeros(rng: HostRandom, shape: tuple[int, ...], fan_in: int, fan_out: int, dtype: Any) -> Array:
+def zeros(rng: RandomSource, shape: tuple[int, ...], fan_in: int, fan_out: int, dtype: Any) -> Array:
     return rng.constant(shape, 0.0, dtype)
 
 

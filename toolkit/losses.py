@@ -16,8 +16,13 @@ class Loss:
     """Base class. ``value``/``gradient`` work on prepared targets (see ``prepare``)."""
 
     name = "loss"
-    # Output activation name -> fused pair understood by ``Backend.output_delta``.
-    fused_pairs: dict[str, str] = {}
+    # The pair of ``toolkit.ops.reference.OUTPUT_PAIRS`` this loss forms with its output
+    # activation (backward then starts from the fused δ_out = ŷ − y), or None.
+    output_pair: str | None = None
+
+    def __repr__(self) -> str:
+        arguments = ", ".join(f"{key}={value!r}" for key, value in self.get_config().items())
+        return f"{type(self).__name__}({arguments})"
 
     def prepare(self, pred_shape: tuple[int, ...], y: Any, backend: Backend, dtype: Any) -> Array:
         """Targets as a backend array of the predictions' shape and dtype; raises ShapeError.
@@ -66,7 +71,7 @@ class MeanSquaredError(Loss):
     """J = mean((ŷ − y)²) over every element."""
 
     name = "mse"
-    fused_pairs = {"identity": "identity_mse"}
+    output_pair = "identity_mse"
 
     def value(self, pred: Array, y: Array, xp: Any) -> Array:
         return ops.mse_value(pred, y, xp)
@@ -79,14 +84,16 @@ class BinaryCrossEntropy(Loss):
     """J = −mean(y log ŷ + (1 − y) log(1 − ŷ)); targets in [0, 1].
 
     With ``from_logits=True`` the predictions are z (no sigmoid applied) and the stable
-    form is used. After a sigmoid output layer the model uses the fused δ = ŷ − y.
+    form is used. After a sigmoid output layer the model uses the fused δ = ŷ − y, computed from
+    the logits. Otherwise ŷ is clipped to [1e-7, 1 − 1e-7], and the gradient is the gradient of
+    that clipped loss (the one reported): 0 where the clip acts.
     """
 
     name = "binary_crossentropy"
 
     def __init__(self, from_logits: bool = False) -> None:
-        self.from_logits = from_logits
-        self.fused_pairs = {} if from_logits else {"sigmoid": "sigmoid_bce"}
+        self.from_logits = bool(from_logits)
+        self.output_pair = None if from_logits else "sigmoid_bce"
 
     def validate(self, y: Array, backend: Backend) -> None:
         super().validate(y, backend)
@@ -108,17 +115,20 @@ class BinaryCrossEntropy(Loss):
 
 
 class CategoricalCrossEntropy(Loss):
-    """J = −(1/N) Σ y log softmax; targets are integer class labels (N,) or one-hot rows (N, C).
+    """J = −(1/N) Σ y log softmax; targets are integer class labels (N,) or rows (N, C).
 
-    With ``from_logits=True`` the predictions are logits (log-sum-exp form). After a softmax
-    output layer the model uses the fused δ = ŷ − y.
+    Target rows may be one-hot, soft (label smoothing) or any non-negative weights (multi-hot,
+    unnormalised): the gradient is the general ``ŷ·Σₖyₖ − y`` per row, which is ``ŷ − y`` when
+    the row sums to 1. With ``from_logits=True`` the predictions are logits (log-sum-exp form).
+    After a softmax output layer the model uses the fused δ. On probabilities (no logits) the
+    loss clips ŷ to [1e-7, 1 − 1e-7] and its gradient is the clipped loss's: 0 where the clip acts.
     """
 
     name = "categorical_crossentropy"
 
     def __init__(self, from_logits: bool = False) -> None:
-        self.from_logits = from_logits
-        self.fused_pairs = {} if from_logits else {"softmax": "softmax_ce"}
+        self.from_logits = bool(from_logits)
+        self.output_pair = None if from_logits else "softmax_ce"
 
     def prepare(self, pred_shape: tuple[int, ...], y: Any, backend: Backend, dtype: Any) -> Array:
         y = backend.asarray(y)

@@ -1,24 +1,35 @@
-"""The ``Sequential`` container: a stack of layers, its flat parameter buffer, and the
-explicit forward and backward passes through it.
+"""The ``Sequential`` container: a stack of layers, the state it owns (flat parameter and gradient
+buffers, scratch), and the forward and backward passes through it (run by ``toolkit.engine``).
 
-All parameters live in one flat array and all gradients in another; each layer's ``W`` and
-``b`` are views into them. An optimizer therefore updates the whole model in one call, and a
-data-parallel run all-reduces one buffer per step.
+All parameters live in one flat array and all gradients in another (``toolkit.parameters``); the
+model hands each layer its slices at every pass. State changes only by replacing a buffer through
+``Backend.assign`` (a copy into the existing buffer on mutable backends, the new array on JAX).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from typing import Any
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from .backend import Backend
 from .config import get_backend, load_backend
-from .dense_stack import describe_dense_stack
-from .errors import InputError, ShapeError
-from .layers import Dense, Layer
+from .engine import Engine, backward_pass, forward_pass, make_plan
+from .errors import InputError, ShapeError, ToolkitError
+from .layers import Layer
 from .losses import Loss, get_loss
+from .metrics import Metric, get_metric
+from .ops.optim import RULES
 from .optimizers import Optimizer, get_optimizer
+from .parameters import ParameterTable
+from .validation import check_int, check_seed
+
+if TYPE_CHECKING:
+    from .callbacks import Callback
+    from .distributed import DataParallel
+    from .training import History
 
 Array = Any
 
@@ -32,6 +43,11 @@ class Sequential:
         dtype: ``"float32"`` (default) or ``"float64"``.
         seed: seed of the initial weights; the same seed gives the same weights on every backend.
         backend: a backend name or object; defaults to the active one (``TOOLKIT_BACKEND``).
+
+    Thread safety: ``predict``, ``evaluate`` and ``forward(training=False)`` keep nothing on the
+    model and may run in any thread, also while another thread trains (they then see the weights
+    of some step). Training steps (``fit``, ``train_step``, ``compute_gradients``, ``backward``)
+    on one model from two threads at once are refused with a ``ToolkitError``.
 
     Example:
         >>> from toolkit import Dense, Sequential
@@ -52,84 +68,100 @@ class Sequential:
         self.layers: list[Layer] = list(layers)
         if not self.layers:
             raise InputError("Sequential needs at least one layer")
+        if any(not isinstance(layer, Layer) for layer in self.layers):
+            raise InputError(f"Sequential takes layers; got {[type(layer).__name__ for layer in self.layers]}")
         self.backend: Backend = get_backend() if backend is None else load_backend(backend)
         self.dtype = self.backend.dtype(dtype)
         self.dtype_name = dtype
-        self.seed = seed
+        self.seed = check_seed(seed)
         self.loss: Loss | None = None
         self.optimizer: Optimizer | None = None
-        self.metrics: list[Any] = []
+        self.metrics: list[Metric] = []
         self.stop_training = False
-        self.is_main_process = True  # False on the other ranks of a data-parallel run
+        self.is_main = True  # False on the other ranks of a data-parallel run
         self.built = False
-        self._output_pair: str | None = None
-        self._kernel: Any = None
-        self._kernel_for: Any = None  # the flat buffer the kernel was made for; None forces a lookup
+        self._engine: Engine | None = None
+        self._views_for: Any = None
+        self._step_lock = threading.Lock()
+        self._thread = threading.local()  # the tape of a hand-written forward(training=True), per thread
         first_dim = input_dim if input_dim is not None else getattr(self.layers[0], "declared_input_dim", None)
         if first_dim is not None:
             self.build(first_dim)
 
     # -- construction ---------------------------------------------------------------------
     def build(self, input_dim: int) -> None:
-        """Fix the layer widths, allocate the flat buffers and draw the initial weights."""
-        if not isinstance(input_dim, int) or input_dim < 1:
-            raise InputError(f"input_dim must be a positive integer; got {input_dim!r}")
-        width = input_dim
+        """Fix the layer shapes, lay out the flat buffers and draw the initial weights."""
+        input_dim = check_int("input_dim", input_dim, 1)
+        shape: tuple[int, ...] = (input_dim,)
         for layer in self.layers:
-            width = layer.configure(width)
-        shapes = [(index, layer, name, shape) for index, layer in enumerate(self.layers)
-                  for name, shape in layer.param_shapes().items()]
-        total = sum(math.prod(shape) for *_, shape in shapes)
-        xp = self.backend.xp
-        self.flat_params = self.backend.zeros(total, self.dtype)
-        # One slot past the gradients carries the batch loss, so a data-parallel step reduces
-        # gradients and loss together in a single all-reduce.
-        self.reduction_buffer = self.backend.zeros(total + 1, self.dtype)
-        self.flat_grads = self.reduction_buffer[:total]
-        offset = 0
-        # Where each parameter starts in the flat buffers, by (layer index, name): compiled
-        # whole-pass kernels address W and b by these offsets.
-        self.param_offsets: dict[tuple[int, str], int] = {}
-        for index, layer, name, shape in shapes:
-            size = math.prod(shape)
-            layer.params[name] = xp.reshape(self.flat_params[offset : offset + size], shape)
-            layer.grads[name] = xp.reshape(self.flat_grads[offset : offset + size], shape)
-            self.param_offsets[index, name] = offset
-            offset += size
+            shape = layer.configure(shape)
+        table = ParameterTable([layer.param_shapes() for layer in self.layers])
         rng = self.backend.random(self.seed)
+        initial: dict[str, Array] = {}
         for index, layer in enumerate(self.layers):
             layer.backend = self.backend
             layer.needs_input_grad = index > 0
-            layer.initialize(rng, self.dtype)
+            initial.update({f"{index}.{name}": value for name, value in layer.initial_params(rng, self.dtype).items()})
+        backend = self.backend
+        self.table = table
+        self.flat_params = table.flatten(initial, backend.xp) if table.size else backend.zeros(0, self.dtype)
+        if backend.mutable:
+            # One slot past the gradients carries the batch loss, so a data-parallel step reduces
+            # gradients and loss together in a single all-reduce.
+            self.reduction_buffer = backend.zeros(table.size + 1, self.dtype)
+            self.flat_grads = self.reduction_buffer[: table.size]
+        else:
+            self.reduction_buffer = None
+            self.flat_grads = backend.zeros(table.size, self.dtype)
         self.input_dim = input_dim
-        self.output_dim = width
+        self.output_dim = shape[-1]
         self.built = True
+        self._engine = None
+        self._views_for = None
         if self.optimizer is not None:
-            self.optimizer.bind(self.flat_params, self.backend)
+            self.optimizer.bind(self.flat_params, self.backend, owner=self)
 
     def compile(self, loss: str | Loss, optimizer: str | Optimizer = "sgd", metrics: Sequence[Any] = ()) -> None:
-        """Choose the loss, the optimizer and the metrics reported by ``fit``/``evaluate``."""
-        from .metrics import get_metric
+        """Choose the loss, the optimizer and the metrics reported by ``fit``/``evaluate``.
 
-        self.loss = get_loss(loss)
-        self.optimizer = get_optimizer(optimizer)
-        self.metrics = [get_metric(m) for m in metrics]
-        last = self.layers[-1]
-        # When the output activation and the loss pair up (sigmoid + BCE, softmax + CE),
-        # backward starts from the fused δ_out = ŷ − y instead of chaining ∂J/∂ŷ through σ'.
-        self._output_pair = (
-            self.loss.fused_pairs.get(last.activation.name) if isinstance(last, Dense) else None
-        )
-        self._kernel_for = None
+        An optimizer instance belongs to one model; passing one that trains another live model
+        is an ``InputError``."""
+        new_loss = get_loss(loss)
+        new_optimizer = get_optimizer(optimizer)
+        new_metrics = [get_metric(m) for m in metrics]
         if self.built:
-            self.optimizer.bind(self.flat_params, self.backend)
+            new_optimizer.bind(self.flat_params, self.backend, owner=self)
+        self.loss, self.optimizer, self.metrics = new_loss, new_optimizer, new_metrics
+        self._engine = None
+
+    def _engine_for_training(self) -> Engine:
+        """The engine of this model's plan, made on first use after each build/compile."""
+        if self._engine is None:
+            if self.loss is None:
+                raise RuntimeError("call compile(loss=..., optimizer=...) before training or evaluating")
+            self._engine = Engine(make_plan(self.layers, self.table, self.loss, self.dtype), self.backend)
+        return self._engine
+
+    # -- parameters -----------------------------------------------------------------------
+    def _views(self) -> tuple[list[dict[str, Array]], list[dict[str, Array]]]:
+        """Per layer, its parameters and its gradient slots (empty on immutable backends), cut once
+        per flat buffer: mutable backends keep theirs, so the cut is reused step after step."""
+        if self._views_for is not self.flat_params:
+            xp = self.backend.xp
+            self._param_views = self.table.views(self.flat_params, xp)
+            self._grad_slots = (self.table.views(self.flat_grads, xp) if self.backend.mutable
+                                else [{} for _ in self.layers])
+            self._views_for = self.flat_params
+        return self._param_views, self._grad_slots
 
     def named_parameters(self) -> list[tuple[str, Array]]:
-        """``("0.W", array), ("0.b", array), …`` in model order; the arrays are live views."""
-        return [(f"{i}.{name}", p) for i, layer in enumerate(self.layers) for name, p in layer.params.items()]
+        """``("0.W", array), ("0.b", array), …`` in model order (views on mutable backends)."""
+        views = self.table.views(self.flat_params, self.backend.xp)
+        return [(slot.key, views[slot.layer][slot.name]) for slot in self.table.slots]
 
     def named_gradients(self) -> list[tuple[str, Array]]:
-        return [(f"{i}.{name}", g) for i, layer in enumerate(self.layers) for name, g in layer.grads.items()]
+        views = self.table.views(self.flat_grads, self.backend.xp)
+        return [(slot.key, views[slot.layer][slot.name]) for slot in self.table.slots]
 
     def get_weights(self) -> dict[str, Any]:
         """Host (NumPy) copies of every parameter, by name."""
@@ -137,24 +169,30 @@ class Sequential:
 
     def set_weights(self, weights: dict[str, Any]) -> None:
         """Load parameters by name; every name and shape is checked before anything is written."""
-        params = dict(self.named_parameters())
-        if set(weights) != set(params):
-            raise ShapeError(f"weights name {sorted(weights)}, the model has {sorted(params)}")
+        slots = self.table.by_key
+        if set(weights) != set(slots):
+            raise ShapeError(f"weights name {sorted(weights)}, the model has {sorted(slots)}")
         converted = {}
         for name, value in weights.items():
             array = self.backend.asarray(value, dtype=self.dtype)
-            if tuple(array.shape) != tuple(params[name].shape):
-                raise ShapeError(f"weight {name}: shape {tuple(array.shape)}, model needs {tuple(params[name].shape)}")
+            if tuple(array.shape) != slots[name].shape:
+                raise ShapeError(f"weight {name}: shape {tuple(array.shape)}, model needs {slots[name].shape}")
             converted[name] = array
-        for name, array in converted.items():
-            params[name][...] = array
+        self.assign_params(self.table.flatten(converted, self.backend.xp))
+
+    def assign_params(self, flat: Array) -> None:
+        """Replace every parameter at once with a flat array laid out as ``flat_params``."""
+        if tuple(flat.shape) != tuple(self.flat_params.shape):
+            raise ShapeError(f"flat parameters of shape {tuple(flat.shape)}; the model has {tuple(self.flat_params.shape)}")
+        self.flat_params = self.backend.assign(self.flat_params, flat)
 
     # -- inputs ---------------------------------------------------------------------------
     def as_input(self, x: Any) -> Array:
         """``x`` as a (N, n_features) array of the model's backend, device and dtype.
 
         Host arrays (NumPy, lists) and arrays of another backend are copied onto the model's
-        device here, explicitly; integer, boolean and float16 inputs are refused.
+        device here, explicitly; integer, boolean and float16 inputs are refused, and so are
+        values that overflow the model's dtype (1e39 in a float32 model).
         """
         x = self.backend.asarray(x)
         xp = self.backend.xp
@@ -174,10 +212,19 @@ class Sequential:
             self.build(int(x.shape[1]))
         if x.shape[1] != self.input_dim:
             raise ShapeError(
-                f"inputs have {x.shape[1]} features but the first layer, {_describe(self.layers[0])}, "
+                f"inputs have {x.shape[1]} features but the first layer, {self.layers[0].describe()}, "
                 f"expects {self.input_dim}"
             )
-        return x if x.dtype == self.dtype else xp.astype(x, self.dtype)
+        if x.dtype == self.dtype:
+            return x
+        cast = xp.astype(x, self.dtype)
+        overflowed = int(xp.sum(xp.astype(xp.isfinite(x) & ~xp.isfinite(cast), xp.int32)))
+        if overflowed:
+            raise InputError(
+                f"inputs hold {overflowed} finite value(s) too large for the model's {self.dtype_name} "
+                f"(they would become inf); rescale the data or build the model with dtype='float64'"
+            )
+        return cast
 
     def prepare_targets(self, y: Any, n_rows: int, validate: bool = True) -> Array:
         """Targets checked against the model's output shape, converted once (labels → one-hot)."""
@@ -189,63 +236,97 @@ class Sequential:
         return targets
 
     # -- passes ---------------------------------------------------------------------------
+    @contextmanager
+    def _exclusive(self, what: str) -> Iterator[None]:
+        """One training step at a time per model: a second thread gets a clear error, not a
+        step that shares the first one's gradient and scratch buffers."""
+        if not self._step_lock.acquire(blocking=False):
+            raise ToolkitError(
+                f"{what}: this model is running a training step in another thread; train one model "
+                "from one thread at a time (predict and evaluate are safe from any thread)"
+            )
+        try:
+            yield
+        finally:
+            self._step_lock.release()
+
     def forward(self, x: Array, training: bool = False) -> Array:
-        """ŷ for a prepared batch; with ``training=True`` each layer keeps what backward needs."""
-        for layer in self.layers:
-            x = layer.forward(x, training)
-        return x
+        """ŷ for a prepared batch. With ``training=True`` the pass is kept (for this thread) for a
+        following ``backward``. The returned array is new and stays valid."""
+        if not self.built:
+            raise RuntimeError("the model is not built yet: give input_dim, or pass data through as_input first")
+        params, _ = self._views()
+        output, tape = forward_pass(self.layers, params, x, training, [None] * len(self.layers))
+        if training:
+            self._thread.last_pass = (params, tape, output)
+        return output
 
     def backward(self, y: Array) -> Array:
-        """Backpropagate the loss of the last training forward pass against prepared targets ``y``.
-
-        Fills every parameter gradient (``flat_grads``) and returns the loss as a 0-d array.
-        """
-        last = self.layers[-1]
-        if self._output_pair is not None:
-            z, a = last.cached_output
-            out = self.backend.workspace(self, "delta_out", z.shape, z.dtype)
-            loss, delta = self.backend.output_delta(self._output_pair, z, a, y, out=out)  # δ_out = (ŷ − y) / N
-            grad = last.backward_from_delta(delta)
-        else:
-            prediction = last.cached_output[1]
-            xp = self.backend.xp
-            loss = self.loss.value(prediction, y, xp)
-            grad = last.backward(self.loss.gradient(prediction, y, xp))
-        for layer in reversed(self.layers[:-1]):
-            grad = layer.backward(grad)  # δ[l] = (δ[l+1] W[l+1]ᵀ) ∘ σ'(Z[l])
+        """Backpropagate the loss of this thread's last training forward pass against prepared
+        targets ``y``. Fills every parameter gradient (``flat_grads``) and returns the loss (0-d)."""
+        last_pass = getattr(self._thread, "last_pass", None)
+        if last_pass is None:
+            raise RuntimeError("backward needs a forward pass with training=True first (in this thread)")
+        params, tape, output = last_pass
+        with self._exclusive("backward"):
+            engine = self._engine_for_training()
+            _, slots = self._views()
+            no_scratch = [None] * len(self.layers)
+            loss, grads = backward_pass(engine.plan, self.backend, params, tape, output, y, no_scratch, slots)
+            self.flat_grads = engine.gather(self.flat_grads, grads, slots)
         return loss
+
+    def _gradients(self, x: Array, y: Array) -> tuple[Array, Array]:
+        """(loss, ŷ) of one prepared batch, gradients in ``flat_grads``. ŷ may be a scratch
+        buffer that the next step overwrites: internal callers use it at once (metrics)."""
+        with self._exclusive("compute_gradients"):
+            engine = self._engine_for_training()
+            params, slots = self._views()
+            loss, output, self.flat_grads = engine.gradients(self.flat_params, self.flat_grads, params, slots, x, y)
+        return loss, output
 
     def compute_gradients(self, x: Array, y: Array) -> Array:
         """Forward and backward on a prepared batch; returns the loss; no update."""
-        kernel = self._stack_kernel()
-        result = None if kernel is None else kernel(x, y)
-        if result is not None:  # the backend ran the whole pass in one compiled call
-            loss, outputs = result
-            inputs = x
-            for layer, (z, a) in zip(self.layers, outputs, strict=True):
-                layer.keep_training_pass(inputs, z, a)
-                inputs = a
-            return loss
-        self.forward(x, training=True)
-        return self.backward(y)
-
-    def _stack_kernel(self) -> Any:
-        """The backend's whole-pass kernel for this model, looked up once per compile/build."""
-        if self._kernel_for is not self.flat_params:
-            stack = describe_dense_stack(self) if self.backend.fused else None
-            self._kernel = None if stack is None else self.backend.dense_stack_kernel(stack)
-            self._kernel_for = self.flat_params
-        return self._kernel
+        return self._gradients(x, y)[0]
 
     def apply_gradients(self) -> None:
-        self.optimizer.step(self.flat_params, self.flat_grads)
+        """One optimizer step with the gradients in ``flat_grads``."""
+        if self.optimizer is None:
+            raise RuntimeError("call compile(loss=..., optimizer=...) before training")
+        with self._exclusive("apply_gradients"):
+            self.flat_params = self.optimizer.step(self.flat_params, self.flat_grads)
+
+    def _train_batch(self, x: Array, y: Array) -> tuple[Array, Array, Callable[[], None]]:
+        """(loss, ŷ, commit): the step is computed and ``commit`` applies it; ``fit`` commits only
+        when the loss is finite, so a diverging step leaves the weights as they were.
+
+        Where the backend compiles whole steps (JAX), forward, backward and update are one call
+        and commit only keeps its results; elsewhere commit is the optimizer step."""
+        engine = self._engine_for_training()
+        step = engine.step
+        if step is None:
+            loss, output = self._gradients(x, y)
+            return loss, output, self.apply_gradients
+        optimizer = self.optimizer
+        rule, scalars = optimizer.rule(optimizer.iterations + 1)
+        names = RULES[rule].state
+        with self._exclusive("train_step"):
+            loss, output, grads, params, state = step(self.flat_params, tuple(optimizer.state[n] for n in names),
+                                                      x, y, rule, scalars)
+
+        def commit() -> None:
+            optimizer.iterations += 1
+            optimizer.state.update(zip(names, state, strict=True))
+            self.flat_grads, self.flat_params = grads, params
+
+        return loss, output, commit
 
     def train_step(self, x: Any, y: Any) -> Array:
         """One step of gradient descent on one batch (inputs and targets checked); returns the loss."""
         x = self.as_input(x)
         y = self.prepare_targets(y, x.shape[0])
-        loss = self.compute_gradients(x, y)
-        self.apply_gradients()
+        loss, _, commit = self._train_batch(x, y)
+        commit()
         return loss
 
     def predict(self, x: Any, batch_size: int | None = None) -> Array:
@@ -257,17 +338,22 @@ class Sequential:
     def __call__(self, x: Any) -> Array:
         return self.forward(self.as_input(x))
 
-    def fit(self, x: Any, y: Any, **kwargs: Any) -> Any:
+    def fit(self, x: Any, y: Any, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
+            validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
+            callbacks: Sequence[Callback] = (), verbose: int = 1, check_finite: bool = True,
+            seed: int | None = None, distributed: DataParallel | None = None) -> History:
         """Train; see ``toolkit.training.fit`` for the arguments. Returns a ``History``."""
         from .training import fit
 
-        return fit(self, x, y, **kwargs)
+        return fit(self, x, y, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
+                   validation_data=validation_data, validation_split=validation_split, callbacks=callbacks,
+                   verbose=verbose, check_finite=check_finite, seed=seed, distributed=distributed)
 
-    def evaluate(self, x: Any, y: Any, **kwargs: Any) -> dict[str, float]:
+    def evaluate(self, x: Any, y: Any, batch_size: int | None = 256) -> dict[str, float]:
         """Loss and metrics on ``(x, y)``; see ``toolkit.training.evaluate``."""
         from .training import evaluate
 
-        return evaluate(self, x, y, **kwargs)
+        return evaluate(self, x, y, batch_size=batch_size)
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -277,15 +363,15 @@ class Sequential:
             "layers": [{"class": type(layer).__name__, "config": layer.get_config()} for layer in self.layers],
         }
 
+    def __repr__(self) -> str:
+        lines = [f"Sequential(backend={self.backend.name!r}, dtype={self.dtype_name!r}) ["]
+        lines += [f"  ({i}) {layer.describe()}" for i, layer in enumerate(self.layers)]
+        return "\n".join([*lines, "]"])
+
     def summary(self) -> str:
         lines = [f"Sequential on {self.backend.name} ({self.dtype_name})"]
         for i, layer in enumerate(self.layers):
-            count = sum(math.prod(p.shape) for p in layer.params.values())
-            lines.append(f"  {i}: {_describe(layer):40s} -> {layer.output_dim}  params: {count}")
-        lines.append(f"  total params: {int(self.flat_params.shape[0]) if self.built else 'not built'}")
+            count = sum(math.prod(shape) for shape in layer.param_shapes().values()) if self.built else 0
+            lines.append(f"  {i}: {layer.describe():40s} -> {layer.output_dim}  params: {count}")
+        lines.append(f"  total params: {self.table.size if self.built else 'not built'}")
         return "\n".join(lines)
-
-
-def _describe(layer: Layer) -> str:
-    return layer.describe() if hasattr(layer, "describe") else type(layer).__name__
-

@@ -6,25 +6,28 @@ them as one fused kernel.
 
 from __future__ import annotations
 
-import math
+import weakref
 from typing import Any
 
 from .backend import Backend
 from .errors import InputError
+from .ops import optim
+from .validation import check_real
 
 Array = Any
 
 
 def _check_positive(name: str, value: float, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InputError(f"{name} must be a finite number; got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise InputError(f"{name} must be {'≥' if allow_zero else '>'} 0; got {value!r}")
-    return float(value)
+    return check_real(name, value, low=0.0, low_open=not allow_zero)
 
 
 class Optimizer:
-    """Base class. ``step(params, grads)`` updates the flat ``params`` in place.
+    """Base class. ``step(params, grads)`` returns the updated flat ``params``.
+
+    On mutable backends the update is written into ``params`` (and the returned array is
+    ``params`` itself); on immutable ones (JAX) a new array is returned, and the state arrays
+    are replaced. Callers always keep the returned array. An optimizer belongs to one model:
+    its moments and step count describe that model's parameters.
 
     ``lr`` may be changed between steps (learning-rate schedules do so); ``base_lr`` keeps
     the value it was created with.
@@ -38,21 +41,44 @@ class Optimizer:
         self.iterations = 0
         self.state: dict[str, Array] = {}
         self.backend: Backend | None = None
+        self._owner: Any = None
 
-    def bind(self, params: Array, backend: Backend) -> None:
-        """Allocate state like ``params`` (zeros), once, before the first step."""
+    def __repr__(self) -> str:
+        arguments = ", ".join(f"{key}={value!r}" for key, value in self.get_config().items())
+        return f"{type(self).__name__}({arguments})"
+
+    def bind(self, params: Array, backend: Backend, owner: object | None = None) -> None:
+        """Allocate state like ``params`` (zeros), once, before the first step.
+
+        ``owner`` is the model this optimizer trains; binding it to a second live model is an
+        ``InputError``, since the two would share moments and a step count."""
+        if owner is not None:
+            current = self._owner() if self._owner is not None else None
+            if current is not None and current is not owner:
+                raise InputError(
+                    f"this {type(self).__name__} already trains another model, and would mix the two "
+                    f"models' moments and step counts; give each model its own optimizer "
+                    f"(e.g. compile(optimizer={type(self).__name__}(lr={self.base_lr})))"
+                )
+            self._owner = weakref.ref(owner)
         self.backend = backend
         for name in self.state_names:
-            if name not in self.state or self.state[name].shape != params.shape:
-                self.state[name] = backend.xp.zeros_like(params)
+            if name not in self.state or tuple(self.state[name].shape) != tuple(params.shape):
+                self.state[name] = backend.zeros(tuple(params.shape), params.dtype)
 
-    def step(self, params: Array, grads: Array) -> None:
+    def step(self, params: Array, grads: Array) -> Array:
+        """One update; returns the new parameters (``params`` itself on mutable backends)."""
         if self.backend is None:
             raise RuntimeError(f"{self.name}: bind(params, backend) must be called before step()")
         self.iterations += 1
-        self._update(params, grads)
+        rule, scalars = self.rule(self.iterations)
+        state = tuple(self.state[name] for name in optim.RULES[rule].state)
+        params, state = self.backend.update(rule, params, grads, state, scalars)
+        self.state.update(zip(optim.RULES[rule].state, state, strict=True))
+        return params
 
-    def _update(self, params: Array, grads: Array) -> None:
+    def rule(self, step: int) -> tuple[str, tuple[Any, ...]]:
+        """The update rule (a key of ``toolkit.ops.optim.RULES``) and its scalars for ``step``."""
         raise NotImplementedError
 
     def get_config(self) -> dict[str, Any]:
@@ -82,20 +108,15 @@ class SGD(Optimizer):
         self.weight_decay = _check_positive("weight_decay", weight_decay, allow_zero=True)
         if nesterov and (self.momentum == 0 or self.dampening != 0):
             raise InputError("Nesterov momentum needs momentum > 0 and dampening = 0")
-        self.nesterov = nesterov
-        self.state_names = ("velocity",) if self.momentum else ()
+        self.nesterov = bool(nesterov)
+        # Weight decay without momentum runs the momentum rule with μ = 0: v = g + λθ.
+        self.state_names = ("velocity",) if self.momentum or self.weight_decay else ()
 
-    def _update(self, params: Array, grads: Array) -> None:
-        if not self.momentum and not self.weight_decay:
-            self.backend.sgd_update(params, grads, self.lr)
-            return
-        velocity = self.state.get("velocity")
-        if velocity is None:  # weight decay without momentum: a velocity-free step
-            grads = grads + self.weight_decay * params
-            self.backend.sgd_update(params, grads, self.lr)
-            return
-        self.backend.sgd_momentum_update(params, grads, velocity, self.lr, self.momentum,
-                                         self.dampening, self.nesterov, self.weight_decay, self.iterations)
+    def rule(self, step: int) -> tuple[str, tuple[Any, ...]]:
+        if not self.state_names:
+            return "sgd", (self.lr,)
+        carry, gain = (0.0, 1.0) if step == 1 else (self.momentum, 1.0 - self.dampening)
+        return "sgd_momentum", (self.lr, self.momentum, carry, gain, self.nesterov, self.weight_decay)
 
     def get_config(self) -> dict[str, Any]:
         return {"lr": self.base_lr, "momentum": self.momentum, "nesterov": self.nesterov,
@@ -112,16 +133,16 @@ class Adam(Optimizer):
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         super().__init__(lr)
-        for label, beta in (("beta1", beta1), ("beta2", beta2)):
-            if not 0.0 <= beta < 1.0:
-                raise InputError(f"{label} must lie in [0, 1); got {beta!r}")
-        self.beta1, self.beta2 = float(beta1), float(beta2)
+        self.beta1 = check_real("beta1", beta1, 0.0, 1.0, high_open=True)
+        self.beta2 = check_real("beta2", beta2, 0.0, 1.0, high_open=True)
         self.eps = _check_positive("eps", eps)
         self.weight_decay = _check_positive("weight_decay", weight_decay, allow_zero=True)
 
-    def _update(self, params: Array, grads: Array) -> None:
-        self.backend.adam_update(params, grads, self.state["m"], self.state["v"], self.lr, self.beta1,
-                                 self.beta2, self.eps, self.weight_decay, self.decoupled, self.iterations)
+    def rule(self, step: int) -> tuple[str, tuple[Any, ...]]:
+        step_size, sqrt_correction2 = optim.adam_step_constants(self.lr, self.beta1, self.beta2, step)
+        shrink = 1.0 - self.lr * self.weight_decay if self.decoupled else 1.0
+        l2 = 0.0 if self.decoupled else self.weight_decay
+        return "adam", (step_size, self.beta1, self.beta2, self.eps, shrink, l2, sqrt_correction2)
 
     def get_config(self) -> dict[str, Any]:
         return {"lr": self.base_lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
@@ -148,15 +169,12 @@ class RMSProp(Optimizer):
     def __init__(self, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0.0) -> None:
         super().__init__(lr)
-        if not 0.0 <= alpha < 1.0:
-            raise InputError(f"alpha must lie in [0, 1); got {alpha!r}")
-        self.alpha = float(alpha)
+        self.alpha = check_real("alpha", alpha, 0.0, 1.0, high_open=True)
         self.eps = _check_positive("eps", eps)
         self.weight_decay = _check_positive("weight_decay", weight_decay, allow_zero=True)
 
-    def _update(self, params: Array, grads: Array) -> None:
-        self.backend.rmsprop_update(params, grads, self.state["square_avg"], self.lr, self.alpha,
-                                    self.eps, self.weight_decay, self.iterations)
+    def rule(self, step: int) -> tuple[str, tuple[Any, ...]]:
+        return "rmsprop", (self.lr, self.alpha, self.eps, self.weight_decay)
 
     def get_config(self) -> dict[str, Any]:
         return {"lr": self.base_lr, "alpha": self.alpha, "eps": self.eps, "weight_decay": self.weight_decay}
@@ -166,6 +184,7 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": Ada
 
 
 def get_optimizer(optimizer: str | Optimizer) -> Optimizer:
+    """An optimizer from its name (``"sgd"``, ``"adam"``, ``"adamw"``, ``"rmsprop"``, defaults) or an instance."""
     if isinstance(optimizer, Optimizer):
         return optimizer
     if optimizer not in OPTIMIZERS:

@@ -69,7 +69,7 @@ def _restore(model: Sequential, tensors: dict[str, Any], metadata: dict[str, Any
         state = {k[len("optimizer/"):]: model.backend.asarray(v, dtype=model.dtype)
                  for k, v in tensors.items() if k.startswith("optimizer/")}
         model.optimizer.load_state_dict({**info, "state": state})
-        model.optimizer.bind(model.flat_params, model.backend)
+        model.optimizer.bind(model.flat_params, model.backend, owner=model)
 
 
 def load(path: str | os.PathLike, backend: Any = None) -> Sequential:
@@ -91,13 +91,26 @@ def load(path: str | os.PathLike, backend: Any = None) -> Sequential:
     return model
 
 
+# How a layer's weights were first drawn does not change what they mean: two models that differ
+# only in these settings hold interchangeable weights.
+_INITIAL_VALUE_SETTINGS = ("kernel_initializer", "bias_initializer")
+
+
+def _meaning(layers: Any) -> Any:
+    """The layer configs without the settings that only choose initial values."""
+    if not isinstance(layers, list):
+        return layers
+    return [{**spec, "config": {k: v for k, v in spec.get("config", {}).items() if k not in _INITIAL_VALUE_SETTINGS}}
+            if isinstance(spec, dict) else spec for spec in layers]
+
+
 def load_weights(model: Sequential, path: str | os.PathLike) -> None:
     """Load a checkpoint's weights (and optimizer state) into an existing model of the same
     architecture; on any mismatch the model is left untouched."""
     path = os.fspath(path)
     tensors, metadata = _read(path)
-    ours = model.get_config()["layers"]
-    theirs = metadata.get("model", {}).get("layers")
+    ours = _meaning(model.get_config()["layers"])
+    theirs = _meaning(metadata.get("model", {}).get("layers"))
     if theirs != ours:
         raise CheckpointError(f"{path!r} holds a different architecture: {theirs} vs this model's {ours}")
     _restore(model, tensors, metadata, path)

@@ -11,11 +11,16 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .callbacks import Callback, TerminateOnNaN
 from .errors import InputError, TrainingDiverged
 from .progress import Progress
+from .validation import check_int, check_real, check_seed
+
+if TYPE_CHECKING:
+    from .distributed import DataParallel
+    from .model import Sequential
 
 Array = Any
 
@@ -36,12 +41,6 @@ class History:
         return self.history[key]
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InputError(f"{name} must be an integer ≥ {minimum}; got {value!r}")
-    return value
-
-
 def _check_finite(x: Array, what: str, xp: Any) -> None:
     finite = xp.isfinite(x)
     if not bool(xp.all(finite)):
@@ -49,7 +48,7 @@ def _check_finite(x: Array, what: str, xp: Any) -> None:
         raise InputError(f"{what} contain {bad} NaN or inf value(s); clean the data or pass check_finite=False")
 
 
-def _reset_metrics(model: Any) -> None:
+def _reset_metrics(model: Sequential) -> None:
     """Zero every metric's totals and tell it whether the model outputs logits (threshold 0, not 0.5)."""
     for metric in model.metrics:
         metric.reset()
@@ -61,7 +60,7 @@ def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
 
 
 def fit(
-    model: Any,
+    model: Sequential,
     x: Any,
     y: Any,
     epochs: int = 1,
@@ -73,7 +72,7 @@ def fit(
     verbose: int = 1,
     check_finite: bool = True,
     seed: int | None = None,
-    distributed: Any = None,
+    distributed: DataParallel | None = None,
 ) -> History:
     """Train ``model`` with mini-batch gradient descent.
 
@@ -96,10 +95,13 @@ def fit(
     """
     if model.loss is None or model.optimizer is None:
         raise RuntimeError("call model.compile(loss=..., optimizer=...) before fit()")
-    epochs = _check_int("epochs", epochs, 0)
-    batch_size = _check_int("batch_size", batch_size, 1)
-    if not 0.0 <= validation_split < 1.0:
-        raise InputError(f"validation_split must lie in [0, 1); got {validation_split!r}")
+    epochs = check_int("epochs", epochs, 0)
+    batch_size = check_int("batch_size", batch_size, 1)
+    try:
+        validation_split = check_real("validation_split", validation_split, 0.0, 1.0, high_open=True)
+    except InputError:
+        raise InputError(f"validation_split must lie in [0, 1); got {validation_split!r}") from None
+    seed = check_seed(seed)
     backend, xp = model.backend, model.backend.xp
 
     x = model.as_input(x)
@@ -148,10 +150,11 @@ def fit(
                 rows = order[start:stop]
                 xb, yb = xp.take(x, rows, axis=0), xp.take(y, rows, axis=0)
             if distributed is None:
-                loss = model.compute_gradients(xb, yb)
+                loss, prediction, commit = model._train_batch(xb, yb)
             else:  # this rank's share of the global batch, then one all-reduce of gradients and loss
                 xb, yb = distributed.local_batch(xb, yb)
-                loss = distributed.compute_gradients(model, xb, yb)
+                loss, prediction = distributed.compute_gradients(model, xb, yb)
+                commit = model.apply_gradients
             if check_finite and not math.isfinite(float(loss)):
                 message = (
                     f"loss became {float(loss)} at epoch {epoch + 1}, batch {batch + 1}; training stopped and "
@@ -162,11 +165,10 @@ def fit(
                 warnings.warn(message, RuntimeWarning, stacklevel=2)
                 model.stop_training = True
                 break
-            model.apply_gradients()
+            commit()
             loss_sum = loss_sum + loss * (stop - start)
             seen += stop - start
             if model.metrics and xb.shape[0]:
-                prediction = model.layers[-1].cached_output[1]
                 for metric in model.metrics:
                     metric.update(prediction, yb, xp)
             progress.batch_end(lambda total=loss_sum, count=seen: float(total) / count)
@@ -190,26 +192,26 @@ def fit(
     return history
 
 
-def _batched_forward(model: Any, x: Array, batch_size: int | None) -> list[Array]:
+def _batched_forward(model: Sequential, x: Array, batch_size: int | None) -> list[Array]:
     n = x.shape[0]
-    size = n if batch_size is None else _check_int("batch_size", batch_size, 1)
+    size = n if batch_size is None else check_int("batch_size", batch_size, 1)
     return [model.forward(x[start:stop, ...]) for start, stop in _batches(n, size)]
 
 
-def predict(model: Any, x: Any, batch_size: int | None = None) -> Array:
+def predict(model: Sequential, x: Any, batch_size: int | None = None) -> Array:
     """ŷ for every row of ``x``, computed ``batch_size`` rows at a time (all at once by default)."""
     x = model.as_input(x)
     parts = _batched_forward(model, x, batch_size)
     return parts[0] if len(parts) == 1 else model.backend.xp.concat(parts, axis=0)
 
 
-def evaluate(model: Any, x: Any, y: Any, batch_size: int | None = 256, _prepared: bool = False) -> dict[str, float]:
+def evaluate(model: Sequential, x: Any, y: Any, batch_size: int | None = 256, _prepared: bool = False) -> dict[str, float]:
     """Mean loss and every compiled metric over ``(x, y)``."""
     xp = model.backend.xp
     if not _prepared:
         x = model.as_input(x)
         y = model.prepare_targets(y, x.shape[0])
-    size = x.shape[0] if batch_size is None else _check_int("batch_size", batch_size, 1)
+    size = x.shape[0] if batch_size is None else check_int("batch_size", batch_size, 1)
     _reset_metrics(model)
     total = 0.0
     for start, stop in _batches(x.shape[0], size):

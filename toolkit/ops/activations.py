@@ -43,7 +43,7 @@ def tanh_backward(da: Array, z: Array, a: Array, xp: Any) -> Array:
 
 
 def relu(z: Array, xp: Any) -> Array:
-    return xp.maximum(z, 0.0)
+    return xp.maximum(z, 0.0)  # the standard's maximum propagates NaN, so divergence stays visible
 
 
 def relu_backward(da: Array, z: Array, a: Array, xp: Any) -> Array:
@@ -76,27 +76,37 @@ def softmax_backward(da: Array, z: Array, a: Array, xp: Any) -> Array:
 
 
 @dataclass(frozen=True)
-class Activation:
-    """A named activation: ``forward(z, xp)`` and ``backward(da, z, a, xp) -> dz``."""
+class ActivationFunction:
+    """A named activation: ``forward(z, xp)`` and ``backward(da, z, a, xp) -> dz``.
+
+    ``code`` is its number in the compiled kernels (numba, CUDA), which branch on it; the
+    table below is the only place codes are assigned.
+    """
 
     name: str
+    code: int
     forward: Callable[..., Array]
     backward: Callable[..., Array]
     elementwise: bool = True
 
 
-ACTIVATIONS: dict[str, Activation] = {
-    "identity": Activation("identity", identity, identity_backward),
-    "sigmoid": Activation("sigmoid", sigmoid, sigmoid_backward),
-    "tanh": Activation("tanh", tanh, tanh_backward),
-    "relu": Activation("relu", relu, relu_backward),
-    "leaky_relu": Activation("leaky_relu", leaky_relu, leaky_relu_backward),
-    "softmax": Activation("softmax", softmax, softmax_backward, elementwise=False),
+_TABLE = [
+    ("identity", identity, identity_backward, True),
+    ("sigmoid", sigmoid, sigmoid_backward, True),
+    ("tanh", tanh, tanh_backward, True),
+    ("relu", relu, relu_backward, True),
+    ("leaky_relu", leaky_relu, leaky_relu_backward, True),
+    ("softmax", softmax, softmax_backward, False),
+]
+ACTIVATIONS: dict[str, ActivationFunction] = {
+    name: ActivationFunction(name, code, forward, backward, elementwise)
+    for code, (name, forward, backward, elementwise) in enumerate(_TABLE)
 }
+CODES: dict[str, int] = {name: function.code for name, function in ACTIVATIONS.items()}
 _ALIASES = {None: "identity", "linear": "identity"}
 
 
-def get_activation(name: str | None) -> Activation:
+def get_activation(name: str | None) -> ActivationFunction:
     """Look an activation up by name (``None`` and ``"linear"`` mean identity)."""
     key = _ALIASES.get(name, name)
     if key not in ACTIVATIONS:

@@ -21,6 +21,12 @@ def _clip_probabilities(p: Array, xp: Any) -> Array:
     return xp.clip(p, PROBABILITY_CLIP, 1.0 - PROBABILITY_CLIP)
 
 
+def _inside_clip(p: Array, xp: Any) -> Array:
+    """1 where the clip leaves p alone, 0 where it is active: the clipped loss is flat there, so
+    its gradient is 0 (the gradient always belongs to the loss that is reported)."""
+    return xp.astype((p >= PROBABILITY_CLIP) & (p <= 1.0 - PROBABILITY_CLIP), p.dtype)
+
+
 def one_hot(labels: Array, n_classes: int, dtype: Any, xp: Any) -> Array:
     """Integer class labels of shape (N,) to a one-hot matrix of shape (N, n_classes)."""
     classes = xp.arange(n_classes, dtype=labels.dtype, device=labels.device)
@@ -44,8 +50,8 @@ def bce_value(p: Array, y: Array, xp: Any) -> Array:
 
 
 def bce_grad(p: Array, y: Array, xp: Any) -> Array:
-    p = _clip_probabilities(p, xp)
-    return (p - y) / (p * (1.0 - p)) / p.size
+    clipped = _clip_probabilities(p, xp)
+    return (clipped - y) / (clipped * (1.0 - clipped)) / p.size * _inside_clip(p, xp)
 
 
 # Binary cross-entropy from logits: J = mean(max(z, 0) − z y + log(1 + e^(−|z|))), never overflows.
@@ -69,7 +75,8 @@ def softmax_ce_logits_value(z: Array, y_one_hot: Array, xp: Any) -> Array:
 
 
 def softmax_ce_logits_grad(z: Array, y_one_hot: Array, xp: Any) -> Array:
-    return (softmax(z, xp) - y_one_hot) / z.shape[0]
+    # ŷ·Σₖyₖ − y, exact for target rows that do not sum to 1 (ŷ − y when they do).
+    return (softmax(z, xp) * xp.sum(y_one_hot, axis=-1, keepdims=True) - y_one_hot) / z.shape[0]
 
 
 # Categorical cross-entropy on probabilities (after a softmax layer), p clipped.
@@ -78,4 +85,4 @@ def categorical_ce_value(p: Array, y_one_hot: Array, xp: Any) -> Array:
 
 
 def categorical_ce_grad(p: Array, y_one_hot: Array, xp: Any) -> Array:
-    return -y_one_hot / _clip_probabilities(p, xp) / p.shape[0]
+    return -y_one_hot / _clip_probabilities(p, xp) / p.shape[0] * _inside_clip(p, xp)

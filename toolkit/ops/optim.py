@@ -1,49 +1,67 @@
 """Optimizer update rules on flat parameter buffers, written as PyTorch documents them
-(torch.optim.SGD, Adam, AdamW, RMSprop), so the same hyper-parameters give the same
-trajectory. Each updates ``param`` and its state arrays in place; ``step`` counts from 1.
+(torch.optim.SGD, Adam, AdamW, RMSprop), so the same hyper-parameters give the same trajectory.
+
+Each rule is a pure function ``rule(param, grad, *state, *scalars, xp) -> (param, *state)`` that
+returns new arrays; it never writes into its arguments, so it runs unchanged on immutable arrays
+(JAX) and inside ``jax.jit``. ``RULES`` is the one table of rules: its order of state and scalar
+names is the signature every backend kernel must have (the consistency test checks it). Per-step
+quantities (bias corrections, the first momentum step) arrive as scalars computed on the host by
+``toolkit.optimizers``, so a rule has no branch on the step count.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 Array = Any
 
 
-def sgd_momentum_update(
-    param: Array, grad: Array, velocity: Array, lr: float, momentum: float,
-    dampening: float, nesterov: bool, weight_decay: float, step: int, xp: Any,
-) -> None:
-    """g ← g + λθ; v ← μ v + (1 − τ) g (v ← g on step 1); θ ← θ − η (g + μ v if Nesterov else v)."""
-    if weight_decay:
-        grad = grad + weight_decay * param
-    if step == 1:
-        velocity[...] = grad
-    else:
-        velocity[...] = momentum * velocity + (1.0 - dampening) * grad
-    direction = grad + momentum * velocity if nesterov else velocity
-    param -= lr * direction
+def sgd(param: Array, grad: Array, lr: float, xp: Any) -> tuple[Array]:
+    """θ ← θ − η ∇θ."""
+    return (param - lr * grad,)
 
 
-def adam_update(
-    param: Array, grad: Array, m: Array, v: Array, lr: float, beta1: float, beta2: float,
-    eps: float, weight_decay: float, decoupled: bool, step: int, xp: Any,
-) -> None:
-    """Adam (L2 decay added to g) or AdamW (decoupled: θ ← θ (1 − ηλ)), with bias correction:
+def sgd_momentum(
+    param: Array, grad: Array, velocity: Array, lr: float, momentum: float, carry: float, gain: float,
+    nesterov: bool, weight_decay: float, xp: Any,
+) -> tuple[Array, Array]:
+    """g ← g + λθ;  v ← c v + k g;  θ ← θ − η (g + μ v if Nesterov else v).
+
+    ``carry`` c and ``gain`` k are (0, 1) on the first step, so v ← g as PyTorch starts, and
+    (μ, 1 − τ) after it (τ the dampening)."""
+    g = grad + weight_decay * param
+    v = carry * velocity + gain * g
+    direction = g + momentum * v if nesterov else v
+    return param - lr * direction, v
+
+
+def adam(
+    param: Array, grad: Array, m: Array, v: Array, step_size: float, beta1: float, beta2: float,
+    eps: float, shrink: float, l2: float, sqrt_correction2: float, xp: Any,
+) -> tuple[Array, Array, Array]:
+    """Adam (L2 decay ``l2`` added to g) or AdamW (decoupled: θ ← θ·shrink, shrink = 1 − ηλ):
     m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;  θ ← θ − η m̂ / (√v̂ + ε).
 
-    Evaluated as PyTorch does, θ ← θ − (η / c₁) · m / (√v / √c₂ + ε) with cₖ = 1 − βₖᵗ:
-    the same number, with one division per element fewer."""
-    if weight_decay and decoupled:
-        param *= 1.0 - lr * weight_decay
-    elif weight_decay:
-        grad = grad + weight_decay * param
-    m[...] = beta1 * m + (1.0 - beta1) * grad
-    v[...] = beta2 * v + (1.0 - beta2) * (grad * grad)
-    step_size, sqrt_correction2 = adam_step_constants(lr, beta1, beta2, step)
-    denominator = xp.sqrt(v) / sqrt_correction2 + eps
-    param -= step_size * (m / denominator)
+    Evaluated as PyTorch does, θ ← θ − (η / c₁) · m / (√v / √c₂ + ε) with cₖ = 1 − βₖᵗ
+    (``step_size`` = η / c₁): the same number, with one division per element fewer."""
+    p = param * shrink
+    g = grad + l2 * p
+    m = beta1 * m + (1.0 - beta1) * g
+    v = beta2 * v + (1.0 - beta2) * (g * g)
+    return p - step_size * (m / (xp.sqrt(v) / sqrt_correction2 + eps)), m, v
+
+
+def rmsprop(
+    param: Array, grad: Array, square_avg: Array, lr: float, alpha: float, eps: float, weight_decay: float,
+    xp: Any,
+) -> tuple[Array, Array]:
+    """s ← α s + (1 − α) g²;  θ ← θ − η g / (√s + ε)."""
+    g = grad + weight_decay * param
+    s = alpha * square_avg + (1.0 - alpha) * (g * g)
+    return param - lr * g / (xp.sqrt(s) + eps), s
 
 
 def adam_step_constants(lr: float, beta1: float, beta2: float, step: int) -> tuple[float, float]:
@@ -51,12 +69,23 @@ def adam_step_constants(lr: float, beta1: float, beta2: float, step: int) -> tup
     return lr / (1.0 - beta1**step), math.sqrt(1.0 - beta2**step)
 
 
-def rmsprop_update(
-    param: Array, grad: Array, square_avg: Array, lr: float, alpha: float, eps: float,
-    weight_decay: float, step: int, xp: Any,
-) -> None:
-    """s ← α s + (1 − α) g²;  θ ← θ − η g / (√s + ε)."""
-    if weight_decay:
-        grad = grad + weight_decay * param
-    square_avg[...] = alpha * square_avg + (1.0 - alpha) * (grad * grad)
-    param -= lr * grad / (xp.sqrt(square_avg) + eps)
+@dataclass(frozen=True)
+class UpdateRule:
+    """One optimizer update: its state arrays and scalars, in signature order, and its reference."""
+
+    name: str
+    state: tuple[str, ...]
+    scalars: tuple[str, ...]
+    reference: Callable[..., tuple[Array, ...]]
+
+
+RULES: dict[str, UpdateRule] = {
+    rule.name: rule for rule in (
+        UpdateRule("sgd", (), ("lr",), sgd),
+        UpdateRule("sgd_momentum", ("velocity",),
+                   ("lr", "momentum", "carry", "gain", "nesterov", "weight_decay"), sgd_momentum),
+        UpdateRule("adam", ("m", "v"),
+                   ("step_size", "beta1", "beta2", "eps", "shrink", "l2", "sqrt_correction2"), adam),
+        UpdateRule("rmsprop", ("square_avg",), ("lr", "alpha", "eps", "weight_decay"), rmsprop),
+    )
+}

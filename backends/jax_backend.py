@@ -1,0 +1,117 @@
+"""JAX backend: immutable arrays, and whole training steps compiled by ``jax.jit``.
+
+JAX arrays cannot be written in place, so this backend sets ``mutable = False``: the model replaces
+its flat buffers after each step instead of writing into them (``Backend.assign`` returns the new
+array), and every op returns new arrays (the references of ``toolkit.ops``). For speed, the
+toolkit's own pass — the engine's forward loop, the δ terms, the layers' explicit backward, and the
+optimizer's update rule, not ``jax.grad`` — is traced once per model and batch shape and compiled
+into one XLA program (``compile_step``); ``compile_pass`` compiles the gradient pass alone, for
+``compute_gradients``, data-parallel and hand-written loops.
+
+``jax`` (CPU, the default) or ``jax:gpu`` / ``jax:gpu:1`` / ``jax:cuda``. Loading it turns on
+``jax_enable_x64`` for the process, so float64 models are float64 (JAX's default is 32-bit only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from toolkit.backend import Backend
+from toolkit.engine import Plan, backward_pass, forward_pass
+from toolkit.errors import BackendError
+from toolkit.ops.optim import RULES
+
+from .host import HostRandom, host_array
+
+
+class JaxBackend(Backend):
+    name = "jax"
+    mutable = False
+
+    def __init__(self, device: Any = None, fused: bool = True) -> None:
+        jax.config.update("jax_enable_x64", True)
+        platform, _, index = (device or "cpu").partition(":")
+        platform = {"cuda": "gpu"}.get(platform, platform)
+        try:
+            devices = jax.devices(platform)
+        except RuntimeError as error:
+            raise BackendError(
+                f"backend 'jax' cannot reach a {platform!r} device ({error}); use 'jax' for the CPU, or "
+                "install a CUDA build of jax (pip install 'jax[cuda12]') on a machine with an NVIDIA GPU"
+            ) from error
+        number = int(index) if index else 0
+        if not 0 <= number < len(devices):
+            raise BackendError(f"backend 'jax' has {len(devices)} {platform} device(s); device {number} does not exist")
+        super().__init__(jnp, devices[number], fused)
+
+    def is_native(self, x: Any) -> bool:
+        return isinstance(x, jax.Array) and self.device in x.devices()
+
+    def asarray(self, x: Any, dtype: Any = None) -> Any:
+        if not isinstance(x, jax.Array):
+            x = jnp.asarray(host_array(x, self.name))
+        x = jax.device_put(x, self.device)
+        return x if dtype is None or x.dtype == dtype else x.astype(dtype)
+
+    def to_host(self, x: Any) -> np.ndarray:
+        return np.asarray(x)
+
+    def random(self, seed: int | None) -> HostRandom:
+        return HostRandom(seed, self.asarray)
+
+    def zeros(self, shape: tuple[int, ...] | int, dtype: Any) -> Any:
+        return jnp.zeros(shape, dtype=dtype, device=self.device)
+
+    def assign(self, target: Any, value: Any) -> Any:
+        return value  # immutable: the new array is the new state
+
+    def synchronize(self) -> None:
+        jax.block_until_ready(jnp.zeros((), device=self.device))
+
+    # -- compiled passes -------------------------------------------------------------------
+    def _gradient_function(self, plan: Plan) -> Callable[..., Any]:
+        """The engine's pass as a pure function of (flat params, x, y), ready to trace."""
+        none = [None] * len(plan.layers)
+        no_slots: list[dict[str, Any]] = [{} for _ in plan.layers]
+
+        def gradients(flat: Any, x: Any, y: Any) -> tuple[Any, Any, Any]:
+            params = plan.table.views(flat, jnp)
+            output, tape = forward_pass(plan.layers, params, x, True, none)
+            loss, grads = backward_pass(plan, self, params, tape, output, y, none, no_slots)
+            by_key = {f"{i}.{name}": g for i, layer in enumerate(grads) for name, g in layer.items()}
+            flat_grads = plan.table.flatten(by_key, jnp) if plan.table.size else jnp.zeros_like(flat)
+            return loss, output, flat_grads
+
+        return gradients
+
+    def compile_pass(self, plan: Plan) -> Callable[..., Any] | None:
+        compiled = jax.jit(self._gradient_function(plan))
+        return lambda params, grads, x, y: compiled(params, x, y)
+
+    def compile_step(self, plan: Plan) -> Callable[..., Any] | None:
+        gradients = self._gradient_function(plan)
+        compiled: dict[tuple[str, tuple[Any, ...]], Callable[..., Any]] = {}
+
+        def step(params: Any, state: tuple[Any, ...], x: Any, y: Any, rule: str, scalars: tuple[Any, ...]):
+            # Booleans (Nesterov) choose code paths: they are part of what is compiled. Floats
+            # (learning rate, bias corrections) are traced, so a schedule never recompiles.
+            flags = tuple(s if isinstance(s, bool) else None for s in scalars)
+            function = compiled.get((rule, flags))
+            if function is None:
+                def whole_step(params, state, x, y, floats):
+                    values = iter(floats)
+                    merged = tuple(next(values) if flag is None else flag for flag in flags)
+                    loss, output, flat_grads = gradients(params, x, y)
+                    new_params, *new_state = RULES[rule].reference(params, flat_grads, *state, *merged, jnp)
+                    return loss, output, flat_grads, new_params, tuple(new_state)
+
+                function = compiled[rule, flags] = jax.jit(whole_step)
+            floats = tuple(float(s) for s in scalars if not isinstance(s, bool))
+            return function(params, state, x, y, floats)
+
+        return step

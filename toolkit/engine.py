@@ -1,0 +1,117 @@
+"""The engine: one description of a gradient pass (``Plan``) and the one loop that runs it.
+
+    forward:   for each layer l:          x, saved[l] = layer.forward(params[l], x)        (a tape)
+    δ_out:     fused pair (ŷ − y)          or ∂J/∂ŷ chained through the output layer
+    backward:  for each layer, last first: g, grads[l] = layer.backward(params[l], saved[l], g)
+
+The tape lives only as long as the pass, so nothing a pass needs is kept on a layer or on a
+process-global object. A backend may compile a faster runner from the same ``Plan``
+(``Backend.compile_pass``); the plan fixes the layers, the output pair and the parameter layout,
+and the tests compare any runner with this loop. ``Engine`` binds a plan to one model and owns
+that model's scratch buffers, which die with the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .backend import Backend
+from .layers import Dense, Layer, Scratch
+from .losses import Loss
+from .ops.reference import OUTPUT_PAIRS
+from .parameters import ParameterTable
+
+Array = Any
+Params = dict[str, Array]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one gradient pass of a model is: its layers, the output/loss pair that starts the
+    backward pass (None: chain ∂J/∂ŷ through the output layer), the loss, the parameter layout."""
+
+    layers: tuple[Layer, ...]
+    table: ParameterTable
+    loss: Loss
+    pair: str | None
+    dtype: Any
+
+
+def make_plan(layers: Sequence[Layer], table: ParameterTable, loss: Loss, dtype: Any) -> Plan:
+    """The plan of a built, compiled model: the output pair is used when the loss names one and
+    the last layer is a Dense layer with the pair's activation."""
+    last = layers[-1]
+    pair = loss.output_pair
+    if pair is not None and not (isinstance(last, Dense) and last.activation.name == OUTPUT_PAIRS[pair].activation):
+        pair = None
+    return Plan(tuple(layers), table, loss, pair, dtype)
+
+
+def forward_pass(layers: Sequence[Layer], params: Sequence[Params], x: Array, training: bool,
+                 scratch: Sequence[Scratch | None]) -> tuple[Array, list[Any]]:
+    """ŷ, and the tape of what each layer's backward needs (None entries when not training)."""
+    tape = []
+    for layer, layer_params, layer_scratch in zip(layers, params, scratch, strict=True):
+        x, saved = layer.forward(layer_params, x, training, layer_scratch)
+        tape.append(saved)
+    return x, tape
+
+
+def backward_pass(plan: Plan, backend: Backend, params: Sequence[Params], tape: Sequence[Any], output: Array,
+                  y: Array, scratch: Sequence[Scratch | None], grad_out: Sequence[Params]) -> tuple[Array, list[Params]]:
+    """The loss (0-d array) and every layer's parameter gradients, last layer first computed."""
+    layers = plan.layers
+    last = len(layers) - 1
+    grads: list[Params] = [{} for _ in layers]
+    if plan.pair is not None:
+        saved = tape[last]
+        delta_buffer = None if scratch[last] is None else scratch[last].get("delta", tuple(output.shape), output.dtype)
+        loss, delta = backend.output_delta(plan.pair, saved[1], saved[2], y, out=delta_buffer)  # δ_out = ŷ − y
+        grad, grads[last] = layers[last].backward_from_delta(params[last], saved, delta, scratch[last], grad_out[last])
+    else:
+        xp = backend.xp
+        loss = plan.loss.value(output, y, xp)
+        grad, grads[last] = layers[last].backward(params[last], tape[last], plan.loss.gradient(output, y, xp),
+                                                  scratch[last], grad_out[last])
+    for index in range(last - 1, -1, -1):  # δ[l] = (δ[l+1] W[l+1]ᵀ) ∘ σ'(Z[l])
+        grad, grads[index] = layers[index].backward(params[index], tape[index], grad, scratch[index], grad_out[index])
+    return loss, grads
+
+
+class Engine:
+    """A plan bound to one model: its scratch buffers and its backend's compiled runner, if any."""
+
+    def __init__(self, plan: Plan, backend: Backend) -> None:
+        self.plan = plan
+        self.backend = backend
+        self.scratch: list[Scratch | None] = [Scratch(backend) if backend.reuses_buffers else None
+                                              for _ in plan.layers]
+        self.runner: Callable[..., Any] | None = backend.compile_pass(plan)
+        self.step: Callable[..., Any] | None = backend.compile_step(plan)
+
+    def gradients(self, flat_params: Array, flat_grads: Array, params: list[Params], grad_out: list[Params],
+                  x: Array, y: Array) -> tuple[Array, Array, Array]:
+        """(loss, ŷ, flat gradients) of one batch; on mutable backends the gradients are written
+        into ``flat_grads`` (and it is returned); on immutable ones a new flat array is returned."""
+        if self.runner is not None:
+            result = self.runner(flat_params, flat_grads, x, y)
+            if result is not None:
+                return result
+        output, tape = forward_pass(self.plan.layers, params, x, True, self.scratch)
+        loss, grads = backward_pass(self.plan, self.backend, params, tape, output, y, self.scratch, grad_out)
+        return loss, output, self.gather(flat_grads, grads, grad_out)
+
+    def gather(self, flat_grads: Array, grads: list[Params], grad_out: list[Params]) -> Array:
+        """The layers' gradients in the flat buffer: already there when every op wrote into its
+        slot; copied into the slots (mutable) or concatenated into a new array (immutable) else."""
+        backend = self.backend
+        if not backend.mutable:
+            return self.plan.table.flatten({f"{i}.{name}": g for i, layer in enumerate(grads) for name, g in layer.items()},
+                                           backend.xp)
+        for layer_grads, slots in zip(grads, grad_out, strict=True):
+            for name, value in layer_grads.items():
+                if value is not slots[name]:
+                    backend.assign(slots[name], value)
+        return flat_grads

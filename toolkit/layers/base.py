@@ -1,0 +1,98 @@
+"""The layer interface: a layer describes a computation; the model owns its state.
+
+A layer holds its configuration only. Its parameters arrive as a dict at every pass (cut from
+the model's flat buffer by ``toolkit.parameters.ParameterTable``), and what backward needs from
+forward is returned by ``forward`` and handed back to ``backward`` (the engine keeps it on a
+tape local to the pass). So a layer keeps no arrays between calls: inference never disturbs a
+training pass, and the same code runs on immutable arrays and inside ``jax.jit``.
+
+Shapes exclude the batch axis: a Dense layer on 64 features has input shape ``(64,)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..backend import Backend, RandomSource
+
+Array = Any
+Params = dict[str, Array]
+
+
+class Scratch:
+    """Buffers one layer reuses from step to step (numba's allocation-free steps).
+
+    Owned by the model (``toolkit.engine.Engine``), so it dies with it; ``get`` returns None on
+    backends that allocate per op, and ops then return fresh arrays."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.buffers: dict[str, Array] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: Any) -> Array | None:
+        buffer = self.buffers.get(name)
+        if buffer is None or tuple(buffer.shape) != tuple(shape) or buffer.dtype != dtype:
+            buffer = self.buffers[name] = self.backend.empty(shape, dtype)
+        return buffer
+
+
+def scratch_buffer(scratch: Scratch | None, name: str, shape: tuple[int, ...], dtype: Any) -> Array | None:
+    return None if scratch is None else scratch.get(name, shape, dtype)
+
+
+class Layer:
+    """Base class of every layer.
+
+    Subclasses implement ``configure`` (shapes), ``param_shapes`` and ``initial_params`` if they
+    have parameters, and the pair ``forward``/``backward``:
+
+        forward(params, x, training, scratch) -> (y, saved)
+        backward(params, saved, dy, scratch, grad_out) -> (dx or None, {name: gradient})
+
+    ``grad_out`` maps parameter names to buffers the gradients may be written into (views into
+    the model's flat gradient buffer on mutable backends; empty otherwise).
+    """
+
+    backend: Backend
+
+    def __init__(self) -> None:
+        self.input_shape: tuple[int, ...] | None = None
+        self.output_shape: tuple[int, ...] | None = None
+        # The first layer has no one to pass ∂J/∂a to; skipping that product saves a GEMM.
+        self.needs_input_grad = True
+
+    def configure(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Fix the input shape (batch axis excluded); return the output shape."""
+        self.input_shape = self.output_shape = tuple(input_shape)
+        return self.output_shape
+
+    @property
+    def input_dim(self) -> int | None:
+        return None if self.input_shape is None else self.input_shape[-1]
+
+    @property
+    def output_dim(self) -> int | None:
+        return None if self.output_shape is None else self.output_shape[-1]
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {}
+
+    def initial_params(self, rng: RandomSource, dtype: Any) -> Params:
+        """Fresh initial values of every parameter, drawn from the model's seeded generator."""
+        return {}
+
+    def forward(self, params: Params, x: Array, training: bool, scratch: Scratch | None) -> tuple[Array, Any]:
+        raise NotImplementedError
+
+    def backward(self, params: Params, saved: Any, grad_output: Array, scratch: Scratch | None,
+                 grad_out: Params) -> tuple[Array | None, Params]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def __repr__(self) -> str:
+        return self.describe()
+
+    def get_config(self) -> dict[str, Any]:
+        return {}

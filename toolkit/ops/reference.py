@@ -1,0 +1,71 @@
+"""Plain Array-API references of the named hot ops, and the table of output/loss pairs.
+
+A backend (``toolkit.backend.Backend``) runs these unless it registered a faster kernel for the
+op; the test suite checks every such kernel against the function here. Each reference is pure:
+it returns new arrays and writes into nothing, so it also runs on immutable arrays (JAX).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from . import losses
+from .activations import ActivationFunction
+
+Array = Any
+
+
+@dataclass(frozen=True)
+class OutputPair:
+    """An output activation and a loss whose gradient with respect to Z collapses to
+    δ_out = ŷ − y (scaled): backward starts there instead of chaining ∂J/∂ŷ through σ'.
+
+    ``code`` numbers the pair in compiled kernels; this table is the only place pairs are listed.
+    """
+
+    name: str
+    code: int
+    activation: str
+
+
+OUTPUT_PAIRS: dict[str, OutputPair] = {
+    pair.name: pair for pair in (
+        OutputPair("softmax_ce", 0, "softmax"),  # δ = (ŷ·Σₖyₖ − y) / N: ŷ − y when rows of y sum to 1
+        OutputPair("sigmoid_bce", 1, "sigmoid"),  # δ = (ŷ − y) / (N·k)
+        OutputPair("identity_mse", 2, "identity"),  # δ = 2 (ŷ − y) / (N·k)
+    )
+}
+
+
+def bias_activation(z: Array, b: Array, activation: ActivationFunction, xp: Any) -> tuple[Array, Array]:
+    """Forward of a dense layer after its matrix product: Z = z + b, A = σ(Z)."""
+    z = z + b
+    return z, activation.forward(z, xp)
+
+
+def activation_backward(da: Array, z: Array, a: Array, activation: ActivationFunction, xp: Any) -> tuple[Array, Array]:
+    """δ = dA ∘ σ'(Z), and the bias gradient db = Σ_rows δ."""
+    dz = activation.backward(da, z, a, xp)
+    return dz, xp.sum(dz, axis=0)
+
+
+def output_delta(pair: str, z: Array, a: Array, y: Array, xp: Any) -> tuple[Array, Array]:
+    """Loss value and δ_out for a matched output activation and loss (see ``OUTPUT_PAIRS``).
+
+    The value is computed from the logits ``z`` (stable); ``a`` is σ(z) or softmax(z).
+    """
+    if pair == "sigmoid_bce":
+        return losses.bce_logits_value(z, y, xp), (a - y) / z.size
+    if pair == "softmax_ce":
+        # ∂/∂z of −Σₖ yₖ log softmax(z)ₖ is ŷ·Σₖyₖ − y: the row sum keeps the gradient exact for
+        # targets that are not distributions (multi-hot, scaled); it is ŷ − y when rows sum to 1.
+        return losses.softmax_ce_logits_value(z, y, xp), (a * xp.sum(y, axis=-1, keepdims=True) - y) / z.shape[0]
+    if pair == "identity_mse":
+        return losses.mse_value(a, y, xp), losses.mse_grad(a, y, xp)
+    raise ValueError(f"unknown output/loss pair {pair!r}; expected one of {sorted(OUTPUT_PAIRS)}")
+
+
+def sum_rows(x: Array, xp: Any) -> Array:
+    """Σ over the batch axis (the bias gradient of a layer fed δ directly)."""
+    return xp.sum(x, axis=0)
