@@ -15,35 +15,18 @@ import numpy as np
 
 from toolkit.backend import Backend
 from toolkit.errors import BackendError
-from toolkit.ops.activations import CODES, LEAKY_RELU_SLOPE, ActivationFunction
+from toolkit.ops.activations import LEAKY_RELU_SLOPE, ActivationFunction
 
+from .cuda_sources import CUDA_ACTIVATIONS, activation_branches
 from .host import HostRandom, host_array
-
-# CUDA of each element-wise activation of toolkit.ops.activations.ACTIVATIONS: (A from v = Z,
-# dZ from da, z, a). The kernels' branches are generated from this and the toolkit's codes, so a
-# new activation is one entry here (the consistency test checks that none is missing; softmax,
-# which needs a whole row, runs the reference).
-CUDA_ACTIVATIONS = {
-    "identity": ("a = v;", "dz = da;"),
-    "sigmoid": ("T e = exp(-fabs(v)); a = v >= 0 ? (T)1 / ((T)1 + e) : e / ((T)1 + e);", "dz = da * a * ((T)1 - a);"),
-    "tanh": ("a = tanh(v);", "dz = da * ((T)1 - a * a);"),
-    "relu": ("a = (v > 0 || isnan(v)) ? v : (T)0;", "dz = z > 0 ? da : da * (T)0;"),  # NaN propagates
-    "leaky_relu": ("a = v > 0 ? v : slope * v;", "dz = z > 0 ? da : slope * da;"),
-}
-
-
-def _branches(part: int) -> str:
-    cases = [f"if (code == {CODES[name]}) {{ {sources[part]} }}" for name, sources in CUDA_ACTIVATIONS.items()]
-    return "\n    else ".join(cases)
-
 
 _bias_activation = cupy.ElementwiseKernel(
     "T z, raw T b, int32 m, int32 code, T slope", "T z_out, T a",
-    "T v = z + b[i % m]; z_out = v;\n    " + _branches(0), "toolkit_bias_activation",
+    "T v = z + b[i % m]; z_out = v;\n    " + activation_branches(0), "toolkit_bias_activation",
 )
 
 _activation_backward = cupy.ElementwiseKernel(
-    "T da, T z, T a, int32 code, T slope", "T dz", _branches(1), "toolkit_activation_backward",
+    "T da, T z, T a, int32 code, T slope", "T dz", activation_branches(1), "toolkit_activation_backward",
 )
 
 _sgd = cupy.ElementwiseKernel("T g, T lr", "T p", "p -= lr * g", "toolkit_sgd")

@@ -44,7 +44,7 @@ def main() -> None:
                         validation_data=(x_test, y_test), distributed=parallel)
     seconds = time.perf_counter() - started
     scores = model.evaluate(x_test, y_test)
-    if not model.is_main_process:
+    if not model.is_main:
         return  # only rank 0 reports and writes files
     args.out.mkdir(parents=True, exist_ok=True)
     toolkit.save(model, args.out / "digits_mlp.safetensors")

@@ -38,7 +38,7 @@ def manual_training(model: Sequential, x: np.ndarray, y: np.ndarray, epochs: int
             xb, yb = xp.take(x, batch, axis=0), xp.take(y, batch, axis=0)
             model.forward(xb, training=True)        # Z[l] = a[l-1] W[l] + b[l],  a[l] = σ(Z[l])
             loss = model.backward(yb)               # δ[2] = ŷ − y,  δ[1] = (δ[2] W[2]ᵀ) ∘ σ'(Z[1]) → dW, db
-            model.optimizer.step(model.flat_params, model.flat_grads)  # W ← W − η dW
+            model.apply_gradients()                 # W ← W − η dW (one optimizer step over the flat buffer)
             total += float(loss) * xb.shape[0]
         print(f"epoch {epoch + 1}/{epochs}  loss={total / x.shape[0]:.4f}")
 

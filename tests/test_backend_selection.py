@@ -27,7 +27,7 @@ def test_unknown_backend_names_the_valid_ones():
     result = run_python("import toolkit; toolkit.get_backend()", TOOLKIT_BACKEND="bogus")
     assert result.returncode != 0
     assert "BackendError: unknown backend 'bogus'" in result.stderr
-    assert "valid backends are: array_api_strict, cupy, numba, numpy" in result.stderr
+    assert "valid backends are: array_api_strict, cupy, jax, numba, numpy" in result.stderr
 
 
 def test_environment_variable_picks_the_backend():

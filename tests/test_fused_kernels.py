@@ -1,18 +1,29 @@
-"""Every fused kernel a backend provides against its plain Array-API reference (``fused=False``)."""
+"""Every fused kernel a backend provides against its plain Array-API reference (``fused=False``),
+and the consistency of the tables the kernels are generated from (in the spirit of thinc's
+``test_ops_consistency``): same signatures, nothing listed without a kernel or an explicit fallback."""
+
+import inspect
 
 import numpy as np
 import pytest
 
 import toolkit
-from tests.conftest import to_numpy
+from tests.conftest import to_numpy, unavailable_reason
 from tests.helpers import TOLERANCE, relative_error
+from toolkit.backend import Backend
 from toolkit.ops.activations import ACTIVATIONS
+from toolkit.ops.optim import RULES
+from toolkit.ops.reference import OUTPUT_PAIRS
 
 
 def _pair(backend):
     """(fused, reference) instances of the test's backend."""
     spec = backend.name if backend.name != "array_api_strict" else "array_api_strict"
     return toolkit.config.load_backend(spec, fused=True), toolkit.config.load_backend(spec, fused=False)
+
+
+def _buffer(side, shape, dtype, use_buffers):
+    return side.empty(shape, dtype) if use_buffers and side.reuses_buffers else None
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -25,12 +36,12 @@ def test_bias_activation_and_backward(backend, rng, name, dtype, use_buffers):
 
     def run(side):
         t = side.dtype(dtype)
-        out = side.workspace("test", "a", (9, 5), t) if use_buffers else None
+        out = _buffer(side, (9, 5), t, use_buffers)
         # bias_activation may overwrite the product it is given: hand it a fresh copy.
         zz, a = side.bias_activation(side.asarray(z.copy(), t), side.asarray(b, t), activation, out=out)
-        db = side.zeros(5, t)
-        dz_out = side.workspace("test", "dz", (9, 5), t) if use_buffers else None
-        dz = side.activation_backward(side.asarray(da, t), zz, a, activation, db, out=dz_out)
+        db_out = _buffer(side, (5,), t, use_buffers)
+        dz, db = side.activation_backward(side.asarray(da, t), zz, a, activation,
+                                          out=_buffer(side, (9, 5), t, use_buffers), db_out=db_out)
         return [to_numpy(side, v) for v in (zz, a, dz, db)]
 
     for got, want in zip(run(fused), run(reference), strict=True):
@@ -38,11 +49,11 @@ def test_bias_activation_and_backward(backend, rng, name, dtype, use_buffers):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("pair", ["softmax_ce", "sigmoid_bce", "identity_mse"])
+@pytest.mark.parametrize("pair", sorted(OUTPUT_PAIRS))
 def test_output_delta(backend, rng, pair, dtype):
     fused, reference = _pair(backend)
     width = {"softmax_ce": 4, "sigmoid_bce": 1, "identity_mse": 3}[pair]
-    activation = ACTIVATIONS[{"softmax_ce": "softmax", "sigmoid_bce": "sigmoid", "identity_mse": "identity"}[pair]]
+    activation = ACTIVATIONS[OUTPUT_PAIRS[pair].activation]
     z = rng.normal(size=(7, width)) * 5
     y = {"softmax_ce": lambda: np.eye(4)[rng.integers(0, 4, size=7)],
          "sigmoid_bce": lambda: rng.integers(0, 2, size=(7, 1)).astype(float),
@@ -59,45 +70,54 @@ def test_output_delta(backend, rng, pair, dtype):
     assert relative_error(delta_f, delta_r) <= TOLERANCE[dtype]
 
 
-def test_sum_rows_into_and_matmul_into(backend, rng):
+def test_sum_rows_and_matmul(backend, rng):
     fused, reference = _pair(backend)
     x, w = rng.normal(size=(6, 3)), rng.normal(size=(6, 4))
     sums, products = [], []
     for side in (fused, reference):
-        out = side.zeros(3, side.dtype("float64"))
-        side.sum_rows_into(side.asarray(x), out)
-        sums.append(to_numpy(side, out))
-        product = side.zeros((3, 4), side.dtype("float64"))
-        returned = side.matmul_into(side.asarray(x).T, side.asarray(w), product)
-        products.append(to_numpy(side, product))
-        np.testing.assert_array_equal(to_numpy(side, returned), products[-1])
+        t = side.dtype("float64")
+        out = side.zeros(3, t) if side.mutable else None
+        sums.append(to_numpy(side, side.sum_rows(side.asarray(x), out=out)))
+        product = side.zeros((3, 4), t) if side.mutable else None
+        returned = side.matmul(side.asarray(x).T, side.asarray(w), out=product)
+        products.append(to_numpy(side, returned))
+        if product is not None and returned is product:  # a kernel that took the hint wrote there
+            np.testing.assert_array_equal(to_numpy(side, product), products[-1])
     assert relative_error(*sums) < 1e-14
     assert relative_error(*products) < 1e-14
 
 
+def _momentum(nesterov, weight_decay):
+    def scalars(step):
+        carry, gain = (0.0, 1.0) if step == 1 else (0.9, 1.0)
+        return 0.1, 0.9, carry, gain, nesterov, weight_decay
+    return scalars
+
+
 OPTIMIZER_CALLS = {
-    "sgd": lambda side, p, g, s, step: side.sgd_update(p, g, 0.1),
-    "momentum": lambda side, p, g, s, step: side.sgd_momentum_update(p, g, s[0], 0.1, 0.9, 0.0, False, 0.01, step),
-    "nesterov": lambda side, p, g, s, step: side.sgd_momentum_update(p, g, s[0], 0.1, 0.9, 0.0, True, 0.0, step),
-    "adam": lambda side, p, g, s, step: side.adam_update(p, g, s[0], s[1], 1e-2, 0.9, 0.999, 1e-8, 0.01, False, step),
-    "adamw": lambda side, p, g, s, step: side.adam_update(p, g, s[0], s[1], 1e-2, 0.9, 0.999, 1e-8, 0.1, True, step),
-    "rmsprop": lambda side, p, g, s, step: side.rmsprop_update(p, g, s[0], 1e-2, 0.99, 1e-8, 0.01, step),
+    "sgd": ("sgd", lambda step: (0.1,)),
+    "momentum": ("sgd_momentum", _momentum(False, 0.01)),
+    "nesterov": ("sgd_momentum", _momentum(True, 0.0)),
+    "adam": ("adam", lambda step: (1e-2 / (1 - 0.9**step), 0.9, 0.999, 1e-8, 1.0, 0.01, (1 - 0.999**step) ** 0.5)),
+    "adamw": ("adam", lambda step: (1e-2 / (1 - 0.9**step), 0.9, 0.999, 1e-8, 1 - 1e-3, 0.0, (1 - 0.999**step) ** 0.5)),
+    "rmsprop": ("rmsprop", lambda step: (1e-2, 0.99, 1e-8, 0.01)),
 }
 
 
 @pytest.mark.parametrize("size", [50, 70_001], ids=["small", "large"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("rule", sorted(OPTIMIZER_CALLS))
-def test_optimizer_updates(backend, rng, rule, dtype, size):
+@pytest.mark.parametrize("case", sorted(OPTIMIZER_CALLS))
+def test_optimizer_updates(backend, rng, case, dtype, size):
     fused, reference = _pair(backend)
+    rule, scalars = OPTIMIZER_CALLS[case]
     p0, grads = rng.normal(size=size), [rng.normal(size=size) for _ in range(3)]
 
     def run(side):
         t = side.dtype(dtype)
-        p = side.asarray(p0.copy(), t)  # updated in place; numpy would alias p0
-        state = [side.zeros(size, t), side.zeros(size, t)]
+        p = side.asarray(p0.copy(), t)  # updated in place on mutable backends; numpy would alias p0
+        state = tuple(side.zeros(size, t) for _ in RULES[rule].state)
         for step, g in enumerate(grads, start=1):
-            OPTIMIZER_CALLS[rule](side, p, side.asarray(g, t), state, step)
+            p, state = side.update(rule, p, side.asarray(g, t), state, scalars(step))
         return [to_numpy(side, v) for v in (p, *state)]
 
     for got, want in zip(run(fused), run(reference), strict=True):
@@ -107,7 +127,7 @@ def test_optimizer_updates(backend, rng, rule, dtype, size):
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_buffer_reuse_is_bit_identical_to_fresh_allocations(optimizer):
     """numba's steady-state steps write into reused buffers; results must not change by one bit."""
-    reason = __import__("tests.conftest", fromlist=["unavailable_reason"]).unavailable_reason("numba")
+    reason = unavailable_reason("numba")
     if reason:
         pytest.skip(reason)
     rng = np.random.default_rng(0)
@@ -115,7 +135,7 @@ def test_buffer_reuse_is_bit_identical_to_fresh_allocations(optimizer):
 
     def train(reuse):
         with toolkit.use_backend("numba") as backend:
-            backend.reuse_buffers = reuse
+            backend.reuses_buffers = reuse
             model = toolkit.Sequential([toolkit.Dense(16, activation="relu", input_dim=12),
                                         toolkit.Dense(16, activation="tanh"),
                                         toolkit.Dense(4, activation="softmax")], dtype="float64")
@@ -126,3 +146,47 @@ def test_buffer_reuse_is_bit_identical_to_fresh_allocations(optimizer):
     reused, fresh = train(True), train(False)
     for name in fresh:
         np.testing.assert_array_equal(reused[name], fresh[name])
+
+
+# -- consistency of the tables ----------------------------------------------------------------
+def _parameters(function):
+    function = getattr(function, "py_func", function)  # a numba dispatcher wraps the Python function
+    return [name for name in inspect.signature(function).parameters if name != "xp"]
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_update_rule_signatures_agree_with_the_table(rule):
+    spec = RULES[rule]
+    assert _parameters(spec.reference) == ["param", "grad", *spec.state, *spec.scalars]
+
+
+def test_every_backend_kernel_has_its_references_signature(backend):
+    fused, _ = _pair(backend)
+    for rule, kernel in fused.update_kernels.items():
+        assert rule in RULES, f"{fused.name} registers a kernel for unknown rule {rule!r}"
+        assert _parameters(kernel) == _parameters(RULES[rule].reference), (fused.name, rule)
+    for op in Backend.HOT_OPS:
+        mine, theirs = inspect.signature(getattr(type(fused), op)), inspect.signature(getattr(Backend, op))
+        assert list(mine.parameters) == list(theirs.parameters), (fused.name, op)
+
+
+def test_reference_backend_runs_no_kernel(backend):
+    _, reference = _pair(backend)
+    assert reference.update_kernels == {} and not reference.reuses_buffers
+    for op in Backend.HOT_OPS:
+        assert getattr(reference, op).__func__ is getattr(Backend, op), op
+
+
+def test_every_activation_and_pair_has_a_compiled_kernel_or_an_explicit_fallback():
+    from backends.cuda_sources import CUDA_ACTIVATIONS
+
+    elementwise = {name for name, activation in ACTIVATIONS.items() if activation.elementwise}
+    assert set(CUDA_ACTIVATIONS) == elementwise  # softmax (a whole row) runs the reference on cupy
+    assert sorted(activation.code for activation in ACTIVATIONS.values()) == list(range(len(ACTIVATIONS)))
+    assert sorted(pair.code for pair in OUTPUT_PAIRS.values()) == list(range(len(OUTPUT_PAIRS)))
+    for pair in OUTPUT_PAIRS.values():
+        assert pair.activation in ACTIVATIONS
+    if unavailable_reason("numba") is None:
+        from backends import numba_backend
+
+        assert set(numba_backend._DELTA_KERNELS) | {"identity_mse"} == set(OUTPUT_PAIRS)

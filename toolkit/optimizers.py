@@ -21,6 +21,14 @@ def _check_positive(name: str, value: float, allow_zero: bool = False) -> float:
     return check_real(name, value, low=0.0, low_open=not allow_zero)
 
 
+def _check_fraction(name: str, value: float) -> float:
+    """A decay factor in [0, 1) (β₁, β₂, α)."""
+    number = check_real(name, value)
+    if not 0.0 <= number < 1.0:
+        raise InputError(f"{name} must lie in [0, 1); got {value!r}")
+    return number
+
+
 class Optimizer:
     """Base class. ``step(params, grads)`` returns the updated flat ``params``.
 
@@ -133,8 +141,8 @@ class Adam(Optimizer):
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         super().__init__(lr)
-        self.beta1 = check_real("beta1", beta1, 0.0, 1.0, high_open=True)
-        self.beta2 = check_real("beta2", beta2, 0.0, 1.0, high_open=True)
+        self.beta1 = _check_fraction("beta1", beta1)
+        self.beta2 = _check_fraction("beta2", beta2)
         self.eps = _check_positive("eps", eps)
         self.weight_decay = _check_positive("weight_decay", weight_decay, allow_zero=True)
 
@@ -169,7 +177,7 @@ class RMSProp(Optimizer):
     def __init__(self, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0.0) -> None:
         super().__init__(lr)
-        self.alpha = check_real("alpha", alpha, 0.0, 1.0, high_open=True)
+        self.alpha = _check_fraction("alpha", alpha)
         self.eps = _check_positive("eps", eps)
         self.weight_decay = _check_positive("weight_decay", weight_decay, allow_zero=True)
 
