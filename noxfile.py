@@ -3,9 +3,16 @@
     nox                     # every session that can run here
     nox -s "tests(numba)"   # one backend
     nox -s lint
+
+The CPU sessions share one environment: the one ``pip install -e ".[dev]"`` filled (the README's
+test command, and ``.ci/run``), so nothing is installed once per session. The cupy session makes
+its own (cupy is a GPU library of ~900 MB) and only where an NVIDIA driver is present.
 """
 
 from __future__ import annotations
+
+import os
+import shutil
 
 import nox
 
@@ -15,6 +22,7 @@ nox.options.error_on_missing_interpreters = False
 CPU_BACKENDS = {
     "numpy": "numpy",
     "numba": "numba",
+    "jax": "jax",
     # The strict namespace on its default device and on a simulated second device, which
     # catches every array created on the wrong device.
     "array_api_strict": "array_api_strict,array_api_strict:device1",
@@ -24,22 +32,27 @@ CUPY_PROBE = "import cupy; n = cupy.cuda.runtime.getDeviceCount(); assert n > 0,
 
 def _pytest(session: nox.Session, backends: str, run_backend: str) -> None:
     session.run(
-        "pytest", "-q", *session.posargs,
+        "pytest", "-q", "-m", "not mpi", *session.posargs,
         env={"TOOLKIT_TEST_BACKENDS": backends, "TOOLKIT_BACKEND": run_backend},
     )
 
 
-@nox.session
+@nox.session(venv_backend="none")
 @nox.parametrize("backend", list(CPU_BACKENDS), ids=list(CPU_BACKENDS))
 def tests(session: nox.Session, backend: str) -> None:
     """The whole suite with this backend active; cross-backend tests compare it with numpy."""
-    session.install("-e", ".[test]")
     _pytest(session, CPU_BACKENDS[backend], backend)
+
+
+def _nvidia_driver() -> bool:
+    return os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi") is not None
 
 
 @nox.session(name="tests(cupy)")
 def tests_cupy(session: nox.Session) -> None:
     """The suite on a CUDA GPU; skipped, with the reason, where there is none."""
+    if not _nvidia_driver():
+        session.skip("no NVIDIA driver here (no /proc/driver/nvidia, no nvidia-smi), so cupy is not even installed")
     session.install("-e", ".[test,cupy]")
     try:
         session.run("python", "-c", CUPY_PROBE, silent=True)
@@ -48,18 +61,16 @@ def tests_cupy(session: nox.Session) -> None:
     _pytest(session, "cupy", "cupy")
 
 
-@nox.session
+@nox.session(venv_backend="none")
 def distributed(session: nox.Session) -> None:
-    """Data-parallel tests over MPI (2 ranks on loopback); skipped where MPI cannot be installed."""
-    session.install("-e", ".[test]")
+    """Data-parallel tests over MPI (2 ranks on loopback); skipped where mpi4py is missing."""
     try:
-        session.install("mpi4py", "mpich")
+        session.run("python", "-c", "import mpi4py", silent=True)
     except nox.command.CommandFailed:
-        session.skip("mpi4py/mpich could not be installed here, so MPI cannot run")
+        session.skip('mpi4py is not installed here (pip install -e ".[dev]" installs it with mpich)')
     session.run("pytest", "-q", "-m", "mpi", *session.posargs, env={"TOOLKIT_REQUIRE_MPI": "1"})
 
 
-@nox.session
+@nox.session(venv_backend="none")
 def lint(session: nox.Session) -> None:
-    session.install("ruff")
     session.run("ruff", "check", "toolkit", "backends", "tests", "examples", "benchmarks", "noxfile.py")

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from toolkit.ops.activations import LEAKY_RELU_SLOPE, ActivationFunction
+
 from . import numba_kernels as kernels
 from .numba_stack import DensePassRunner, covers
 from .numpy_backend import NumpyBackend

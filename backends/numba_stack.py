@@ -114,7 +114,7 @@ class DensePassRunner:
         table = plan.table
         self.widths = [plan.layers[0].input_dim, *(layer.units for layer in plan.layers)]
         self.layout = np.array([(n_in, n_out, table.by_key[f"{i}.W"].offset, table.by_key[f"{i}.b"].offset)
-                                for i, (n_in, n_out) in enumerate(zip(self.widths[:-1], self.widths[1:]))],
+                                for i, (n_in, n_out) in enumerate(zip(self.widths[:-1], self.widths[1:], strict=True))],
                                dtype=np.int64)
         self.codes = np.array([CODES[layer.activation.name] for layer in plan.layers], dtype=np.int64)
         self.pair = OUTPUT_PAIRS[plan.pair].code
