@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from typing import Any
 
@@ -28,17 +29,42 @@ def _digest(tensors: dict[str, np.ndarray]) -> str:
     return sha.hexdigest()
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _mode_for(path: str) -> int:
+    """The permissions the file gets: those of the file it replaces, or what ``open`` would give
+    a new file under the process's umask (0644 under umask 022), not mkstemp's private 0600."""
+    try:
+        existing = os.stat(path)
+    except FileNotFoundError:
+        return 0o666 & ~_current_umask()
+    if not existing.st_mode & stat.S_IWUSR:
+        raise CheckpointError(
+            f"{path!r} exists and is read-only; a checkpoint never replaces a file its owner protected "
+            "(make it writable, delete it, or save under another name)"
+        )
+    return stat.S_IMODE(existing.st_mode)
+
+
 def write(path: str | os.PathLike, tensors: dict[str, Any], metadata: dict[str, Any]) -> None:
     """Write tensors (host arrays) and JSON-able metadata to ``path`` atomically: a crash
-    leaves the previous file intact."""
+    leaves the previous file intact. A read-only file at ``path`` is a ``CheckpointError``."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise CheckpointError(f"cannot save to {path!r}: the directory {directory!r} does not exist")
+    mode = _mode_for(path)
     arrays = {name: np.ascontiguousarray(value) for name, value in tensors.items()}
     header = {key: json.dumps(value) for key, value in metadata.items()}
     header[_DIGEST_KEY] = _digest(arrays)
     payload = save(arrays, metadata=header)
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=directory)
     try:
+        os.fchmod(handle, mode)
         with os.fdopen(handle, "wb") as stream:
             stream.write(payload)
             stream.flush()

@@ -217,14 +217,14 @@ class Sequential:
             )
         if x.dtype == self.dtype:
             return x
-        cast = xp.astype(x, self.dtype)
-        overflowed = int(xp.sum(xp.astype(xp.isfinite(x) & ~xp.isfinite(cast), xp.int32)))
+        largest = xp.finfo(self.dtype).max
+        overflowed = int(xp.sum(xp.astype(xp.isfinite(x) & (xp.abs(x) > largest), xp.int32)))
         if overflowed:
             raise InputError(
                 f"inputs hold {overflowed} finite value(s) too large for the model's {self.dtype_name} "
                 f"(they would become inf); rescale the data or build the model with dtype='float64'"
             )
-        return cast
+        return xp.astype(x, self.dtype)
 
     def prepare_targets(self, y: Any, n_rows: int, validate: bool = True) -> Array:
         """Targets checked against the model's output shape, converted once (labels → one-hot)."""
