@@ -120,7 +120,7 @@ class DensePassRunner:
         self.pair = OUTPUT_PAIRS[plan.pair].code
         self.dtype = np.dtype(plan.dtype)
         self.slope = self.dtype.type(LEAKY_RELU_SLOPE)
-        self._scratch: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._scratch: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self.max_rows = self.SINGLE_THREAD_PRODUCT // int(np.max(self.layout[:, 0] * self.layout[:, 1]))
 
     def _scratch_layout(self, n: int) -> tuple[np.ndarray, int]:
@@ -133,11 +133,14 @@ class DensePassRunner:
         places.append((offset, offset + n * widest))
         return np.array(places, dtype=np.int64), offset + 2 * n * widest
 
-    def _scratch_for(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def _scratch_for(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(scratch, offsets, the output A of the last layer as an (n, width) view into scratch)."""
         found = self._scratch.get(n)
         if found is None:
             places, size = self._scratch_layout(n)
-            found = (np.empty(size, dtype=self.dtype), places)
+            scratch = np.empty(size, dtype=self.dtype)
+            at = int(places[-2, 1])
+            found = (scratch, places, scratch[at : at + n * self.widths[-1]].reshape(n, -1))
             if len(self._scratch) >= self.MAX_BATCH_SIZES:
                 self._scratch.pop(next(iter(self._scratch)))
             self._scratch[n] = found
@@ -148,8 +151,6 @@ class DensePassRunner:
         if n > self.max_rows:
             return None
         x, y = np.ascontiguousarray(x), np.ascontiguousarray(y)
-        scratch, places = self._scratch_for(n)
+        scratch, places, output = self._scratch_for(n)
         loss = dense_pass(x, y, params, grads, self.layout, self.codes, self.slope, self.pair, scratch, places)
-        output_at = places[-2, 1]
-        output = scratch[output_at : output_at + n * self.widths[-1]].reshape(n, -1)
         return np.asarray(loss, dtype=self.dtype), output, grads

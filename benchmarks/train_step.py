@@ -4,7 +4,8 @@ in one process, interleaved block by block in shuffled order over several rounds
     python benchmarks/train_step.py                  # every config, every contender
     python benchmarks/train_step.py --configs a c --rounds 5
 
-Contenders: the toolkit on numpy and numba (SGD and Adam), PyTorch CPU eager (same threads),
+Contenders: the toolkit on numpy, numba and JAX (SGD and Adam; on JAX each step is one
+jit-compiled XLA program of the toolkit's own forward, δ terms and update), PyTorch CPU eager (same threads),
 a hand-written NumPy step (the same math, no framework), the GEMM floor (only the matrix
 products a step needs, into preallocated outputs) and scikit-learn's MLPClassifier.partial_fit.
 Prints ms/step (median and spread), samples/s, ratio to PyTorch and to the floor; writes JSON
@@ -84,8 +85,10 @@ def toolkit_step(config: Config, backend: str, optimizer: str) -> Callable[[], N
     def step() -> None:
         xb, yb = batches[cursor[0] % N_BATCHES]
         cursor[0] += 1
-        model.compute_gradients(xb, yb)
-        model.apply_gradients()
+        loss, _, commit = model._train_batch(xb, yb)  # what fit runs per step (one jitted call on JAX)
+        commit()
+        if hasattr(loss, "block_until_ready"):  # JAX dispatches asynchronously: time the finished step
+            loss.block_until_ready()
 
     return step
 
@@ -225,13 +228,15 @@ def sklearn_step(config: Config) -> Callable[[], None]:
     return step
 
 
-def contenders(config_name: str, with_torch: bool, with_numba: bool) -> dict[str, Callable[[], None]]:
+def contenders(config_name: str, with_torch: bool, with_numba: bool, with_jax: bool = False) -> dict[str, Callable[[], None]]:
     config = CONFIGS[config_name]
     found: dict[str, Callable[[], None]] = {}
     for opt in ("sgd", "adam"):
         found[f"toolkit-numpy-{opt}"] = toolkit_step(config, "numpy", opt)
         if with_numba:
             found[f"toolkit-numba-{opt}"] = toolkit_step(config, "numba", opt)
+        if with_jax:
+            found[f"toolkit-jax-{opt}"] = toolkit_step(config, "jax", opt)
         if with_torch:
             found[f"torch-{opt}"] = torch_step(config, opt)
         found[f"numpy-hand-{opt}"] = numpy_step(config, opt)
@@ -303,6 +308,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--block-seconds", type=float, default=0.15)
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--no-jax", action="store_true", help="leave out the toolkit on JAX (jit-compiled steps)")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "train_step.json"))
     args = parser.parse_args()
 
@@ -322,12 +328,20 @@ def main() -> None:
     except ImportError:
         with_numba = False
 
+    with_jax = not args.no_jax
+    if with_jax:
+        try:
+            import jax  # noqa: F401
+        except ImportError:
+            print('JAX not installed (pip install -e ".[jax]"): its rows are left out', file=sys.stderr)
+            with_jax = False
+
     report = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
                           "torch": sys.modules["torch"].__version__ if with_torch else None},
               "configs": {}}
     for name in args.configs:
         config = CONFIGS[name]
-        steps = contenders(name, with_torch, with_numba)
+        steps = contenders(name, with_torch, with_numba, with_jax)
         rounds = args.rounds if name != "d" else max(3, args.rounds // 2)
         samples = interleaved_timings(steps, rounds, args.block_seconds if name != "d" else 1.0)
         medians = {k: statistics.median(v) for k, v in samples.items()}

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .backend import Backend
@@ -32,6 +31,26 @@ if TYPE_CHECKING:
     from .training import History
 
 Array = Any
+
+
+class _StepGuard:
+    """``with _StepGuard(lock, what):`` takes ``lock`` without waiting, or raises a ToolkitError.
+    A class, not a generator: it is entered twice per training step."""
+
+    __slots__ = ("lock", "what")
+
+    def __init__(self, lock: Any, what: str) -> None:
+        self.lock, self.what = lock, what
+
+    def __enter__(self) -> None:
+        if not self.lock.acquire(False):
+            raise ToolkitError(
+                f"{self.what}: this model is running a training step in another thread; train one model "
+                "from one thread at a time (predict and evaluate are safe from any thread)"
+            )
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.lock.release()
 
 
 class Sequential:
@@ -236,19 +255,10 @@ class Sequential:
         return targets
 
     # -- passes ---------------------------------------------------------------------------
-    @contextmanager
-    def _exclusive(self, what: str) -> Iterator[None]:
+    def _exclusive(self, what: str) -> _StepGuard:
         """One training step at a time per model: a second thread gets a clear error, not a
         step that shares the first one's gradient and scratch buffers."""
-        if not self._step_lock.acquire(blocking=False):
-            raise ToolkitError(
-                f"{what}: this model is running a training step in another thread; train one model "
-                "from one thread at a time (predict and evaluate are safe from any thread)"
-            )
-        try:
-            yield
-        finally:
-            self._step_lock.release()
+        return _StepGuard(self._step_lock, what)
 
     def forward(self, x: Array, training: bool = False) -> Array:
         """ŷ for a prepared batch. With ``training=True`` the pass is kept (for this thread) for a
@@ -279,10 +289,15 @@ class Sequential:
     def _gradients(self, x: Array, y: Array) -> tuple[Array, Array]:
         """(loss, ŷ) of one prepared batch, gradients in ``flat_grads``. ŷ may be a scratch
         buffer that the next step overwrites: internal callers use it at once (metrics)."""
-        with self._exclusive("compute_gradients"):
-            engine = self._engine_for_training()
-            params, slots = self._views()
+        engine = self._engine_for_training()
+        params, slots = self._views()
+        lock = self._step_lock  # taken inline, not through _exclusive: this runs every step
+        if not lock.acquire(False):
+            self._exclusive("compute_gradients").__enter__()  # raises the error that names the problem
+        try:
             loss, output, self.flat_grads = engine.gradients(self.flat_params, self.flat_grads, params, slots, x, y)
+        finally:
+            lock.release()
         return loss, output
 
     def compute_gradients(self, x: Array, y: Array) -> Array:
@@ -293,8 +308,13 @@ class Sequential:
         """One optimizer step with the gradients in ``flat_grads``."""
         if self.optimizer is None:
             raise RuntimeError("call compile(loss=..., optimizer=...) before training")
-        with self._exclusive("apply_gradients"):
+        lock = self._step_lock
+        if not lock.acquire(False):
+            self._exclusive("apply_gradients").__enter__()  # raises the error that names the problem
+        try:
             self.flat_params = self.optimizer.step(self.flat_params, self.flat_grads)
+        finally:
+            lock.release()
 
     def _train_batch(self, x: Array, y: Array) -> tuple[Array, Array, Callable[[], None]]:
         """(loss, ŷ, commit): the step is computed and ``commit`` applies it; ``fit`` commits only

@@ -17,6 +17,9 @@ from .validation import check_real
 Array = Any
 
 
+_STATE_NAMES = {name: rule.state for name, rule in optim.RULES.items()}
+
+
 def _check_positive(name: str, value: float, allow_zero: bool = False) -> float:
     return check_real(name, value, low=0.0, low_open=not allow_zero)
 
@@ -80,9 +83,11 @@ class Optimizer:
             raise RuntimeError(f"{self.name}: bind(params, backend) must be called before step()")
         self.iterations += 1
         rule, scalars = self.rule(self.iterations)
-        state = tuple(self.state[name] for name in optim.RULES[rule].state)
-        params, state = self.backend.update(rule, params, grads, state, scalars)
-        self.state.update(zip(optim.RULES[rule].state, state, strict=True))
+        names = _STATE_NAMES[rule]
+        if not names:  # plain SGD: no state to hand over or take back
+            return self.backend.update(rule, params, grads, (), scalars)[0]
+        params, state = self.backend.update(rule, params, grads, tuple(self.state[name] for name in names), scalars)
+        self.state.update(zip(names, state, strict=True))
         return params
 
     def rule(self, step: int) -> tuple[str, tuple[Any, ...]]:
