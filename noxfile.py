@@ -23,6 +23,7 @@ CPU_BACKENDS = {
     "numpy": "numpy",
     "numba": "numba",
     "jax": "jax",
+    "torch": "torch",
     # The strict namespace on its default device and on a simulated second device, which
     # catches every array created on the wrong device.
     "array_api_strict": "array_api_strict,array_api_strict:device1",

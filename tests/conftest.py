@@ -16,7 +16,7 @@ import pytest
 import toolkit
 from toolkit.errors import BackendError
 
-ALL_BACKENDS = ["numpy", "numba", "jax", "array_api_strict", "array_api_strict:device1", "cupy"]
+ALL_BACKENDS = ["numpy", "numba", "jax", "torch", "array_api_strict", "array_api_strict:device1", "cupy"]
 
 
 def selected_backends() -> list[str]:

@@ -79,8 +79,8 @@ def test_a_failing_rank_ends_the_job_instead_of_hanging(tmp_path):
 
 
 def test_auto_is_off_without_a_launcher(monkeypatch):
-    from backends import mpi
     from toolkit.distributed import auto
+    from toolkit_backends import mpi
 
     for name in mpi.LAUNCH_SIZE_VARIABLES:
         monkeypatch.delenv(name, raising=False)

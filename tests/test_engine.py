@@ -220,7 +220,7 @@ def test_float32_tanh_of_the_kernels_is_within_7_ulp():
         pytest.skip(reason)
     import numba
 
-    from backends.numba_kernels import tanh
+    from toolkit_backends.numba_kernels import tanh
 
     @numba.njit
     def apply(z, out):

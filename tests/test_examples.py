@@ -18,13 +18,16 @@ pytest.importorskip("sklearn", reason="the examples need scikit-learn: pip insta
     ("logistic_regression.py", "test accuracy:"),
     ("digits_mlp.py", "test accuracy:"),
     ("regression.py", "test R²: toolkit MLP"),
+    ("export_onnx.py", "onnxruntime predicts"),
 ])
 def test_example_smoke(script, expected, tmp_path):
     name, *extra = script.split()
     command = [sys.executable, str(EXAMPLES / name), "--epochs", "1", *extra]
-    if name == "digits_mlp.py":
+    if name in ("digits_mlp.py", "export_onnx.py"):
         command += ["--out", str(tmp_path)]
-    if "--manual" not in extra:
+    if name == "export_onnx.py":
+        pytest.importorskip("ndonnx")
+    elif "--manual" not in extra:
         command += ["--verbose", "0"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=240, env=dict(os.environ))
     assert result.returncode == 0, result.stderr

@@ -178,7 +178,7 @@ def test_reference_backend_runs_no_kernel(backend):
 
 
 def test_every_activation_and_pair_has_a_compiled_kernel_or_an_explicit_fallback():
-    from backends.cuda_sources import CUDA_ACTIVATIONS
+    from toolkit_backends.cuda_sources import CUDA_ACTIVATIONS
 
     elementwise = {name for name, activation in ACTIVATIONS.items() if activation.elementwise}
     assert set(CUDA_ACTIVATIONS) == elementwise  # softmax (a whole row) runs the reference on cupy
@@ -187,6 +187,6 @@ def test_every_activation_and_pair_has_a_compiled_kernel_or_an_explicit_fallback
     for pair in OUTPUT_PAIRS.values():
         assert pair.activation in ACTIVATIONS
     if unavailable_reason("numba") is None:
-        from backends import numba_backend
+        from toolkit_backends import numba_backend
 
         assert set(numba_backend._DELTA_KERNELS) | {"identity_mse"} == set(OUTPUT_PAIRS)

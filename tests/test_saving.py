@@ -111,7 +111,7 @@ def test_other_architecture_is_refused_and_model_untouched(numpy_backend, saved)
 
 def test_crash_during_save_keeps_the_previous_checkpoint(numpy_backend, saved, monkeypatch):
     good = saved.read_bytes()
-    import backends.checkpoint_io as checkpoint_io
+    import toolkit_backends.checkpoint_io as checkpoint_io
 
     def crash(*args, **kwargs):
         raise OSError("simulated crash: disk pulled mid-write")

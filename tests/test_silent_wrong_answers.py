@@ -11,7 +11,6 @@ import pytest
 
 import toolkit
 from tests.conftest import to_numpy
-from tests.helpers import relative_error
 from toolkit import Adam, CheckpointError, Dense, InputError, Sequential, ToolkitError, gradcheck
 from toolkit.callbacks import LearningRateScheduler
 

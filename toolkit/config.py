@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from . import registry
 from .backend import Backend
 
 ENV_VARIABLE = "TOOLKIT_BACKEND"
@@ -26,9 +27,7 @@ def load_backend(spec: str | Backend, fused: bool = True) -> Backend:
     """Build a backend from ``NAME[:DEVICE]``; raises ``BackendError`` naming the valid choices."""
     if isinstance(spec, Backend):
         return spec
-    import backends  # the registry imports each library lazily, only for the backend asked for
-
-    return backends.load(spec, fused=fused)
+    return registry.load_backend(spec, fused=fused)  # imports that backend's library, and only it
 
 
 def get_backend() -> Backend:

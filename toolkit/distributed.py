@@ -4,7 +4,7 @@ all-reduce per step averages the gradients (and the loss) over the flat gradient
 N ranks with global batch B take the same steps as one process with batch B: each rank draws
 the same seeded permutation, takes a contiguous slice of every batch, weights its gradient
 by its share of the batch, and the all-reduce sums the shares. The engine is MPI (mpi4py),
-in ``backends/mpi.py``; this module stays Array-API only.
+registered as the ``mpi`` service (``toolkit.registry``); this module stays Array-API only.
 
     python examples/digits_mlp.py                    # one process
     mpiexec -n 2 python examples/digits_mlp.py       # the same script on two
@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from . import registry
 from .errors import InputError
 
 Array = Any
@@ -46,9 +47,7 @@ class DataParallel:
             raise InputError(f"data-parallel training needs a backend with mutable arrays; "
                              f"{model.backend.name!r} has none (use numpy, numba or cupy)")
         if self.communicator is None:
-            from backends.mpi import Communicator
-
-            self.communicator = Communicator(model.backend)
+            self.communicator = registry.service("mpi").Communicator(model.backend)
         model.is_main = self.is_main
         self.communicator.broadcast(model.flat_params)
 
@@ -94,6 +93,4 @@ class DataParallel:
 def auto() -> DataParallel | None:
     """A ``DataParallel`` when the script was started by an MPI launcher with several
     processes, else None: the same script then runs unchanged on one process or N."""
-    from backends.mpi import launched_size
-
-    return DataParallel() if launched_size() > 1 else None
+    return DataParallel() if registry.service("mpi").launched_size() > 1 else None

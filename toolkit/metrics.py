@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import InputError
+from .ops.losses import count
 
 Array = Any
 
@@ -103,7 +104,7 @@ class MeanSquaredErrorMetric(Metric):
 
     def update(self, pred: Array, y: Array, xp: Any) -> None:
         diff = pred - y
-        self._add(xp.sum(diff * diff), diff.size)
+        self._add(xp.sum(diff * diff), count(diff))
 
     def result(self) -> float:
         total, count = self._totals
@@ -114,7 +115,7 @@ class MeanAbsoluteError(Metric):
     name = "mae"
 
     def update(self, pred: Array, y: Array, xp: Any) -> None:
-        self._add(xp.sum(xp.abs(pred - y)), pred.size)
+        self._add(xp.sum(xp.abs(pred - y)), count(pred))
 
     def result(self) -> float:
         total, count = self._totals

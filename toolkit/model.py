@@ -375,6 +375,12 @@ class Sequential:
 
         return evaluate(self, x, y, batch_size=batch_size)
 
+    def export_onnx(self, path: str) -> Any:
+        """Export as ONNX by running this model's own forward pass on ndonnx; see ``toolkit.export_onnx``."""
+        from .interop import export_onnx
+
+        return export_onnx(self, path)
+
     def get_config(self) -> dict[str, Any]:
         return {
             "input_dim": self.input_dim if self.built else None,

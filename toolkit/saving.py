@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from . import registry
 from .errors import CheckpointError, ToolkitError
 from .layers import LAYERS
 from .losses import LOSSES
@@ -18,9 +19,7 @@ VERSION = 1
 
 
 def _io() -> Any:
-    from backends import checkpoint_io  # host-side file format; toolkit/ itself stays Array-API only
-
-    return checkpoint_io
+    return registry.service("checkpoint_io")  # host-side file format; toolkit/ itself stays Array-API only
 
 
 def save(model: Sequential, path: str | os.PathLike, include_optimizer: bool = True) -> None:

@@ -8,6 +8,7 @@ and are the numerically stable ones.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .activations import sigmoid, softmax
@@ -15,6 +16,11 @@ from .activations import sigmoid, softmax
 Array = Any
 
 PROBABILITY_CLIP = 1e-7
+
+
+def count(x: Array) -> int:
+    """Number of elements: ``math.prod(x.shape)`` (``x.size`` is a method on torch tensors)."""
+    return math.prod(x.shape)
 
 
 def _clip_probabilities(p: Array, xp: Any) -> Array:
@@ -40,7 +46,7 @@ def mse_value(pred: Array, y: Array, xp: Any) -> Array:
 
 
 def mse_grad(pred: Array, y: Array, xp: Any) -> Array:
-    return (2.0 / pred.size) * (pred - y)
+    return (2.0 / count(pred)) * (pred - y)
 
 
 # Binary cross-entropy on probabilities: J = −mean(y log p + (1 − y) log(1 − p)), p clipped.
@@ -51,7 +57,7 @@ def bce_value(p: Array, y: Array, xp: Any) -> Array:
 
 def bce_grad(p: Array, y: Array, xp: Any) -> Array:
     clipped = _clip_probabilities(p, xp)
-    return (clipped - y) / (clipped * (1.0 - clipped)) / p.size * _inside_clip(p, xp)
+    return (clipped - y) / (clipped * (1.0 - clipped)) / count(p) * _inside_clip(p, xp)
 
 
 # Binary cross-entropy from logits: J = mean(max(z, 0) − z y + log(1 + e^(−|z|))), never overflows.
@@ -60,7 +66,7 @@ def bce_logits_value(z: Array, y: Array, xp: Any) -> Array:
 
 
 def bce_logits_grad(z: Array, y: Array, xp: Any) -> Array:
-    return (sigmoid(z, xp) - y) / z.size
+    return (sigmoid(z, xp) - y) / count(z)
 
 
 def log_softmax(z: Array, xp: Any) -> Array:

@@ -12,6 +12,7 @@ from typing import Any
 
 from . import losses
 from .activations import ActivationFunction
+from .losses import count
 
 Array = Any
 
@@ -56,7 +57,7 @@ def output_delta(pair: str, z: Array, a: Array, y: Array, xp: Any) -> tuple[Arra
     The value is computed from the logits ``z`` (stable); ``a`` is σ(z) or softmax(z).
     """
     if pair == "sigmoid_bce":
-        return losses.bce_logits_value(z, y, xp), (a - y) / z.size
+        return losses.bce_logits_value(z, y, xp), (a - y) / count(z)
     if pair == "softmax_ce":
         # ∂/∂z of −Σₖ yₖ log softmax(z)ₖ is ŷ·Σₖyₖ − y: the row sum keeps the gradient exact for
         # targets that are not distributions (multi-hot, scaled); it is ŷ − y when rows sum to 1.

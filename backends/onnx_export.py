@@ -1,0 +1,72 @@
+"""ONNX export by running the model's own inference forward pass on ndonnx arrays.
+
+ndonnx is an Array API library whose arrays record an ONNX graph instead of computing. The
+layers' forward code, unchanged, is therefore the exporter: the input is a symbolic
+``(N, n_features)`` argument, the weights are constants, and the recorded graph is the model.
+There is no per-layer export code; a layer whose forward uses something ONNX cannot express is
+reported by name.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any
+
+import ndonnx as ndx
+import numpy as np
+import onnx
+
+from toolkit.backend import Backend
+from toolkit.engine import forward_pass
+from toolkit.errors import ToolkitError
+
+INPUT_NAME, OUTPUT_NAME = "input", "output"
+
+
+class NdonnxTraceBackend(Backend):
+    """ndonnx as a backend for one inference pass: every op is the plain reference."""
+
+    name = "ndonnx"
+    mutable = False
+
+    def __init__(self) -> None:
+        super().__init__(ndx, None, fused=False)
+
+    def asarray(self, x: Any, dtype: Any = None) -> Any:
+        return ndx.asarray(np.asarray(x), dtype=dtype)
+
+    def to_host(self, x: Any) -> np.ndarray:
+        return x.unwrap_numpy()
+
+
+def export(model: Any, path: str | os.PathLike) -> onnx.ModelProto:
+    """Write ``model`` as an ONNX file with a dynamic batch axis; returns the ModelProto."""
+    if not model.built:
+        raise ToolkitError("cannot export a model that is not built yet (give input_dim or train it first)")
+    tracer = NdonnxTraceBackend()
+    dtype = getattr(ndx, model.dtype_name)
+    layers = []
+    for layer in model.layers:  # shallow copies: layers hold configuration only; the model's stay untouched
+        traced = copy.copy(layer)
+        traced.backend = tracer
+        layers.append(traced)
+    weights = model.get_weights()
+    params: list[dict[str, Any]] = [{} for _ in layers]
+    for slot in model.table.slots:
+        params[slot.layer][slot.name] = ndx.asarray(weights[slot.key], dtype=dtype)
+    x = ndx.argument(shape=("N", model.input_dim), dtype=dtype)
+    output = x
+    for index, layer in enumerate(layers):
+        try:
+            output, _ = forward_pass([layer], [params[index]], output, False, [None])
+        except Exception as error:  # noqa: BLE001 - whatever ndonnx refused, named with its layer
+            raise ToolkitError(
+                f"layer {index}, {layer.describe()}, cannot be exported to ONNX: its forward pass uses an "
+                f"operation ndonnx cannot record ({type(error).__name__}: {error})"
+            ) from error
+    proto = ndx.build({INPUT_NAME: x}, {OUTPUT_NAME: output})
+    proto.doc_string = (f"toolkit {model.get_config()['layers']!r}; input '{INPUT_NAME}': (N, {model.input_dim}) "
+                        f"{model.dtype_name}; output '{OUTPUT_NAME}': (N, {model.output_dim}), what predict returns")
+    onnx.save(proto, os.fspath(path))
+    return proto
