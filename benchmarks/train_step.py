@@ -4,8 +4,9 @@ in one process, interleaved block by block in shuffled order over several rounds
     python benchmarks/train_step.py                  # every config, every contender
     python benchmarks/train_step.py --configs a c --rounds 5
 
-Contenders: the toolkit on numpy, numba and JAX (SGD and Adam; on JAX each step is one
-jit-compiled XLA program of the toolkit's own forward, δ terms and update), PyTorch CPU eager (same threads),
+Contenders: the toolkit on numpy, numba, JAX and torch (SGD and Adam; on JAX each step is one
+jit-compiled XLA program of the toolkit's own forward, δ terms and update; on torch the toolkit's
+layer code runs on PyTorch's own kernels), PyTorch CPU eager (same threads),
 a hand-written NumPy step (the same math, no framework), the GEMM floor (only the matrix
 products a step needs, into preallocated outputs) and scikit-learn's MLPClassifier.partial_fit.
 Prints ms/step (median and spread), samples/s, ratio to PyTorch and to the floor; writes JSON
@@ -238,6 +239,7 @@ def contenders(config_name: str, with_torch: bool, with_numba: bool, with_jax: b
         if with_jax:
             found[f"toolkit-jax-{opt}"] = toolkit_step(config, "jax", opt)
         if with_torch:
+            found[f"toolkit-torch-{opt}"] = toolkit_step(config, "torch", opt)  # the toolkit's layers on torch's kernels
             found[f"torch-{opt}"] = torch_step(config, opt)
         found[f"numpy-hand-{opt}"] = numpy_step(config, opt)
     found["gemm-floor"] = gemm_floor(config)
