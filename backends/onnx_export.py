@@ -55,7 +55,7 @@ def export(model: Any, path: str | os.PathLike) -> onnx.ModelProto:
     params: list[dict[str, Any]] = [{} for _ in layers]
     for slot in model.table.slots:
         params[slot.layer][slot.name] = ndx.asarray(weights[slot.key], dtype=dtype)
-    x = ndx.argument(shape=("N", model.input_dim), dtype=dtype)
+    x = ndx.argument(shape=("N", *model.input_shape), dtype=dtype)
     output = x
     for index, layer in enumerate(layers):
         try:
@@ -66,7 +66,7 @@ def export(model: Any, path: str | os.PathLike) -> onnx.ModelProto:
                 f"operation ndonnx cannot record ({type(error).__name__}: {error})"
             ) from error
     proto = ndx.build({INPUT_NAME: x}, {OUTPUT_NAME: output})
-    proto.doc_string = (f"toolkit {model.get_config()['layers']!r}; input '{INPUT_NAME}': (N, {model.input_dim}) "
+    proto.doc_string = (f"toolkit {model.get_config()['layers']!r}; input '{INPUT_NAME}': (N, *{model.input_shape}) "
                         f"{model.dtype_name}; output '{OUTPUT_NAME}': (N, {model.output_dim}), what predict returns")
     onnx.save(proto, os.fspath(path))
     return proto

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from types import MethodType
 from typing import Any, Protocol
 
-from .ops import optim, reference
+from .ops import conv, optim, reference
 from .ops.activations import ActivationFunction
 
 Array = Any
@@ -47,8 +47,8 @@ class Backend:
     name = "abstract"
     mutable = True  # arrays can be written in place (False: JAX)
     reuses_buffers = False  # training steps write into scratch buffers kept by the model
-    HOT_OPS = ("matmul", "bias_activation", "activation_backward", "output_delta", "sum_rows", "compile_pass",
-               "compile_step")
+    HOT_OPS = ("matmul", "bias_activation", "activation_backward", "output_delta", "sum_rows", "im2col", "col2im",
+               "compile_pass", "compile_step")
 
     def __init__(self, xp: Any, device: Any = None, fused: bool = True) -> None:
         self.xp = xp
@@ -130,6 +130,14 @@ class Backend:
 
     def sum_rows(self, x: Array, out: Array | None = None) -> Array:
         return reference.sum_rows(x, self.xp)
+
+    def im2col(self, x: Array, window: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int]) -> Array:
+        """(N, Hp, Wp, C) → (N, Ho, Wo, kh·kw, C): every window of a (padded) image batch."""
+        return conv.im2col(x, window, strides, out_hw, self.xp)
+
+    def col2im(self, cols: Array, padded_hw: tuple[int, int], window: tuple[int, int], strides: tuple[int, int]) -> Array:
+        """The adjoint of ``im2col``: each window's values added back into an (N, Hp, Wp, C) batch."""
+        return conv.col2im(cols, padded_hw, window, strides, self.xp)
 
     def compile_pass(self, plan: Any) -> Callable[..., Any] | None:
         """A compiled gradient pass for ``plan`` (``toolkit.engine.Plan``), or None.

@@ -59,6 +59,8 @@ class Sequential:
     Args:
         layers: the layers, first to last.
         input_dim: number of input features (or give ``input_dim`` to the first ``Dense``).
+        input_shape: the shape of one sample, batch axis excluded: ``(28, 28, 1)`` for channels-last
+            images (or give ``input_shape`` to the first ``Conv2D``); ``(n,)`` is ``input_dim=n``.
         dtype: ``"float32"`` (default) or ``"float64"``.
         seed: seed of the initial weights; the same seed gives the same weights on every backend.
         backend: a backend name or object; defaults to the active one (``TOOLKIT_BACKEND``).
@@ -83,6 +85,7 @@ class Sequential:
         dtype: str = "float32",
         seed: int = 0,
         backend: str | Backend | None = None,
+        input_shape: tuple[int, ...] | None = None,
     ) -> None:
         self.layers: list[Layer] = list(layers)
         if not self.layers:
@@ -103,15 +106,26 @@ class Sequential:
         self._views_for: Any = None
         self._step_lock = threading.Lock()
         self._thread = threading.local()  # the tape of a hand-written forward(training=True), per thread
-        first_dim = input_dim if input_dim is not None else getattr(self.layers[0], "declared_input_dim", None)
-        if first_dim is not None:
-            self.build(first_dim)
+        if input_dim is not None and input_shape is not None:
+            raise InputError("give input_dim or input_shape, not both")
+        declared = (input_shape if input_shape is not None else input_dim if input_dim is not None
+                    else getattr(self.layers[0], "declared_input_shape", None)
+                    or getattr(self.layers[0], "declared_input_dim", None))
+        if declared is not None:
+            self.build(declared)
 
     # -- construction ---------------------------------------------------------------------
-    def build(self, input_dim: int) -> None:
-        """Fix the layer shapes, lay out the flat buffers and draw the initial weights."""
-        input_dim = check_int("input_dim", input_dim, 1)
-        shape: tuple[int, ...] = (input_dim,)
+    def build(self, input_shape: int | tuple[int, ...]) -> None:
+        """Fix the layer shapes, lay out the flat buffers and draw the initial weights.
+
+        ``input_shape`` is one sample's shape without the batch axis; an int n means ``(n,)``."""
+        if isinstance(input_shape, (tuple, list)):
+            shape: tuple[int, ...] = tuple(check_int("input_shape", size, 1) for size in input_shape)
+            if not shape:
+                raise InputError("input_shape must name at least one axis")
+        else:
+            shape = (check_int("input_dim", input_shape, 1),)
+        self.input_shape = shape
         for layer in self.layers:
             shape = layer.configure(shape)
         table = ParameterTable([layer.param_shapes() for layer in self.layers])
@@ -132,7 +146,8 @@ class Sequential:
         else:
             self.reduction_buffer = None
             self.flat_grads = backend.zeros(table.size, self.dtype)
-        self.input_dim = input_dim
+        self.input_dim = self.input_shape[-1] if len(self.input_shape) == 1 else None
+        self.output_shape = shape
         self.output_dim = shape[-1]
         self.built = True
         self._engine = None
@@ -223,17 +238,24 @@ class Sequential:
             )
         if x.dtype not in (xp.float32, xp.float64):
             raise InputError(f"inputs have dtype {dtype_name}, which is not supported; use float32 or float64")
-        if x.ndim != 2:
-            raise ShapeError(f"inputs must be a 2-D batch (N, n_features); got shape {tuple(x.shape)}")
+        if not self.built and x.ndim >= 2:
+            self.build(tuple(int(size) for size in x.shape[1:]))
+        rank = 1 + (len(self.input_shape) if self.built else 1)
+        if x.ndim != rank:
+            if rank == 2:
+                raise ShapeError(f"inputs must be a 2-D batch (N, n_features); got shape {tuple(x.shape)}")
+            raise ShapeError(f"inputs must be a batch of shape (N, {', '.join(map(str, self.input_shape))}); "
+                             f"got shape {tuple(x.shape)}")
         if x.shape[0] == 0:
             raise InputError("empty batch: inputs have 0 rows")
-        if not self.built:
-            self.build(int(x.shape[1]))
-        if x.shape[1] != self.input_dim:
-            raise ShapeError(
-                f"inputs have {x.shape[1]} features but the first layer, {self.layers[0].describe()}, "
-                f"expects {self.input_dim}"
-            )
+        if tuple(x.shape[1:]) != self.input_shape:
+            if rank == 2:
+                raise ShapeError(
+                    f"inputs have {x.shape[1]} features but the first layer, {self.layers[0].describe()}, "
+                    f"expects {self.input_dim}"
+                )
+            raise ShapeError(f"inputs have samples of shape {tuple(x.shape[1:])} but the first layer, "
+                             f"{self.layers[0].describe()}, expects {self.input_shape}")
         if x.dtype == self.dtype:
             return x
         largest = xp.finfo(self.dtype).max
@@ -249,7 +271,7 @@ class Sequential:
         """Targets checked against the model's output shape, converted once (labels → one-hot)."""
         if self.loss is None:
             raise RuntimeError("call compile(loss=..., optimizer=...) before training or evaluating")
-        targets = self.loss.prepare((n_rows, self.output_dim), y, self.backend, self.dtype)
+        targets = self.loss.prepare((n_rows, *self.output_shape), y, self.backend, self.dtype)
         if validate:
             self.loss.validate(targets, self.backend)
         return targets
@@ -384,6 +406,7 @@ class Sequential:
     def get_config(self) -> dict[str, Any]:
         return {
             "input_dim": self.input_dim if self.built else None,
+            "input_shape": list(self.input_shape) if self.built else None,
             "dtype": self.dtype_name,
             "seed": self.seed,
             "layers": [{"class": type(layer).__name__, "config": layer.get_config()} for layer in self.layers],
@@ -398,6 +421,6 @@ class Sequential:
         lines = [f"Sequential on {self.backend.name} ({self.dtype_name})"]
         for i, layer in enumerate(self.layers):
             count = sum(math.prod(shape) for shape in layer.param_shapes().values()) if self.built else 0
-            lines.append(f"  {i}: {layer.describe():40s} -> {layer.output_dim}  params: {count}")
+            lines.append(f"  {i}: {layer.describe():40s} -> {layer.output_shape}  params: {count}")
         lines.append(f"  total params: {self.table.size if self.built else 'not built'}")
         return "\n".join(lines)

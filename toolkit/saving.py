@@ -54,7 +54,9 @@ def _build(config: dict[str, Any], backend: Any) -> Sequential:
         if spec["class"] not in LAYERS:
             raise CheckpointError(f"checkpoint names an unknown layer {spec['class']!r}")
         layers.append(LAYERS[spec["class"]](**spec["config"]))
-    return Sequential(layers, input_dim=config["input_dim"], dtype=config["dtype"], seed=config["seed"], backend=backend)
+    shape = config.get("input_shape") or config["input_dim"]
+    return Sequential(layers, input_shape=None if shape is None else tuple(shape) if isinstance(shape, list) else (shape,),
+                      dtype=config["dtype"], seed=config["seed"], backend=backend)
 
 
 def _restore(model: Sequential, tensors: dict[str, Any], metadata: dict[str, Any], path: str) -> None:
