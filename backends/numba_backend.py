@@ -56,6 +56,27 @@ class NumbaBackend(NumpyBackend):
         kernels.sum_rows(x, out)  # one pass, rows in order: no temporaries, unlike np.sum's pairwise blocks
         return out
 
+    def im2col(self, x, window, strides, out_hw):
+        out = np.empty((x.shape[0], *out_hw, window[0] * window[1], x.shape[3]), dtype=x.dtype)
+        kernels.im2col(np.ascontiguousarray(x), *window, *strides, out)
+        return out
+
+    def col2im(self, cols, padded_hw, window, strides):
+        out = np.empty((cols.shape[0], *padded_hw, cols.shape[4]), dtype=cols.dtype)
+        kernels.col2im(np.ascontiguousarray(cols), *window, *strides, out)
+        return out
+
+    def max_pool(self, x, window, strides, out_hw):
+        shape = (x.shape[0], *out_hw, x.shape[3])
+        out, winners = np.empty(shape, dtype=x.dtype), np.empty(shape, dtype=np.int64)
+        kernels.max_pool(np.ascontiguousarray(x), *window, *strides, out, winners)
+        return out, winners
+
+    def max_pool_backward(self, grad, winners, input_hw, window, strides):
+        out = np.empty((grad.shape[0], *input_hw, grad.shape[3]), dtype=grad.dtype)
+        kernels.max_pool_backward(np.ascontiguousarray(grad), winners, window[1], *strides, out)
+        return out
+
     def output_delta(self, pair: str, z, a, y, out=None):
         delta = np.empty_like(z) if out is None else out
         if pair == "identity_mse":

@@ -278,3 +278,68 @@ def rmsprop(param, grad, square_avg, lr, alpha, eps, weight_decay):
         s = alpha * square_avg[i] + one_minus_alpha * (g * g)
         square_avg[i] = s
         param[i] -= lr * g / (math.sqrt(s) + eps)
+
+
+# Windows of channels-last images (toolkit.ops.conv): one pass each, no temporaries.
+@jit
+def im2col(x, kh, kw, sh, sw, out):
+    """out[n, y, x, i·kw + j, c] = x[n, y·sh + i, x·sw + j, c]."""
+    n, ho, wo = out.shape[0], out.shape[1], out.shape[2]
+    channels = x.shape[3]
+    for b in range(n):
+        for y in range(ho):
+            for z in range(wo):
+                for i in range(kh):
+                    for j in range(kw):
+                        k = i * kw + j
+                        for c in range(channels):
+                            out[b, y, z, k, c] = x[b, y * sh + i, z * sw + j, c]
+
+
+@jit
+def col2im(cols, kh, kw, sh, sw, out):
+    """The adjoint of im2col: out[n, y·sh + i, x·sw + j, c] += cols[n, y, x, i·kw + j, c]."""
+    n, ho, wo = cols.shape[0], cols.shape[1], cols.shape[2]
+    channels = cols.shape[4]
+    out[...] = 0
+    for b in range(n):
+        for y in range(ho):
+            for z in range(wo):
+                for i in range(kh):
+                    for j in range(kw):
+                        k = i * kw + j
+                        for c in range(channels):
+                            out[b, y * sh + i, z * sw + j, c] += cols[b, y, z, k, c]
+
+
+@jit
+def max_pool(x, kh, kw, sh, sw, out, winners):
+    """Largest value of each window and its offset i·kw + j (the first one on ties)."""
+    n, ho, wo, channels = out.shape
+    for b in range(n):
+        for y in range(ho):
+            for z in range(wo):
+                for c in range(channels):
+                    best = x[b, y * sh, z * sw, c]
+                    where = 0
+                    for i in range(kh):
+                        for j in range(kw):
+                            v = x[b, y * sh + i, z * sw + j, c]
+                            if v > best or (v != v and best == best):  # NaN wins, as in the reference's max
+                                best = v
+                                where = i * kw + j
+                    out[b, y, z, c] = best
+                    winners[b, y, z, c] = where
+
+
+@jit
+def max_pool_backward(grad, winners, kw, sh, sw, out):
+    """Each window's gradient added to its winner's pixel; every other pixel 0."""
+    n, ho, wo, channels = grad.shape
+    out[...] = 0
+    for b in range(n):
+        for y in range(ho):
+            for z in range(wo):
+                for c in range(channels):
+                    i, j = divmod(winners[b, y, z, c], kw)
+                    out[b, y * sh + i, z * sw + j, c] += grad[b, y, z, c]

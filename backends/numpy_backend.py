@@ -51,6 +51,26 @@ class NumpyBackend(Backend):
     def sum_rows(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         return np.sum(x, axis=0, out=out)
 
+    # Windows of images: strided views copied once (im2col), and the adjoint as one in-place add per
+    # kernel offset (col2im) instead of the reference's zero-stuffing and padding.
+    def im2col(self, x, window, strides, out_hw):
+        (kh, kw), (sh, sw), (ho, wo) = window, strides, out_hw
+        views = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(1, 2))  # (N, Hp-kh+1, Wp-kw+1, C, kh, kw)
+        views = views[:, : sh * (ho - 1) + 1 : sh, : sw * (wo - 1) + 1 : sw]
+        n, c = x.shape[0], x.shape[3]
+        out = np.empty((n, ho, wo, kh, kw, c), dtype=x.dtype)
+        np.copyto(out, views.transpose(0, 1, 2, 4, 5, 3))
+        return out.reshape(n, ho, wo, kh * kw, c)
+
+    def col2im(self, cols, padded_hw, window, strides):
+        (kh, kw), (sh, sw), (hp, wp) = window, strides, padded_hw
+        n, ho, wo, _, c = cols.shape
+        out = np.zeros((n, hp, wp, c), dtype=cols.dtype)
+        for k in range(kh * kw):
+            i, j = divmod(k, kw)
+            out[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :] += cols[:, :, :, k, :]
+        return out
+
     # Optimizer updates with ufuncs writing into one reused scratch array: the reference's
     # temporaries, each as large as the whole model, cost a page-faulting allocation apiece.
     def _scratch_like(self, param: np.ndarray) -> np.ndarray:

@@ -190,3 +190,26 @@ def test_every_activation_and_pair_has_a_compiled_kernel_or_an_explicit_fallback
         from toolkit_backends import numba_backend
 
         assert set(numba_backend._DELTA_KERNELS) | {"identity_mse"} == set(OUTPUT_PAIRS)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("window,strides", [((3, 3), (1, 1)), ((2, 3), (2, 1)), ((2, 2), (3, 3)), ((1, 1), (1, 1))])
+def test_window_kernels(backend, rng, window, strides, dtype):
+    """im2col, col2im, max_pool and its backward against their references (ties included)."""
+    fused, reference = _pair(backend)
+    x = np.round(rng.normal(size=(2, 7, 8, 3)) * 2) / 2  # half-integers: many tied maxima
+    hw = ((7 - window[0]) // strides[0] + 1, (8 - window[1]) // strides[1] + 1)
+    cols = rng.normal(size=(2, *hw, window[0] * window[1], 3))
+    grad = rng.normal(size=(2, *hw, 3))
+
+    def run(side):
+        t = side.dtype(dtype)
+        taken = side.im2col(side.asarray(x, t), window, strides, hw)
+        added = side.col2im(side.asarray(cols, t), (7, 8), window, strides)
+        largest, winners = side.max_pool(side.asarray(x, t), window, strides, hw)
+        routed = side.max_pool_backward(side.asarray(grad, t), winners, (7, 8), window, strides)
+        return [to_numpy(side, v) for v in (taken, added, largest, winners, routed)]
+
+    for got, want in zip(run(fused), run(reference), strict=True):
+        assert got.shape == want.shape
+        assert relative_error(got, want) <= TOLERANCE[dtype]

@@ -48,7 +48,7 @@ class Backend:
     mutable = True  # arrays can be written in place (False: JAX)
     reuses_buffers = False  # training steps write into scratch buffers kept by the model
     HOT_OPS = ("matmul", "bias_activation", "activation_backward", "output_delta", "sum_rows", "im2col", "col2im",
-               "compile_pass", "compile_step")
+               "max_pool", "max_pool_backward", "compile_pass", "compile_step")
 
     def __init__(self, xp: Any, device: Any = None, fused: bool = True) -> None:
         self.xp = xp
@@ -138,6 +138,16 @@ class Backend:
     def col2im(self, cols: Array, padded_hw: tuple[int, int], window: tuple[int, int], strides: tuple[int, int]) -> Array:
         """The adjoint of ``im2col``: each window's values added back into an (N, Hp, Wp, C) batch."""
         return conv.col2im(cols, padded_hw, window, strides, self.xp)
+
+    def max_pool(self, x: Array, window: tuple[int, int], strides: tuple[int, int],
+                 out_hw: tuple[int, int]) -> tuple[Array, Array]:
+        """(max, arg-max offset) of every window of an (N, H, W, C) batch."""
+        return conv.max_pool(x, window, strides, out_hw, self.xp)
+
+    def max_pool_backward(self, grad: Array, winners: Array, input_hw: tuple[int, int], window: tuple[int, int],
+                          strides: tuple[int, int]) -> Array:
+        """Each window's gradient routed to its arg-max."""
+        return conv.max_pool_backward(grad, winners, input_hw, window, strides, self.xp)
 
     def compile_pass(self, plan: Any) -> Callable[..., Any] | None:
         """A compiled gradient pass for ``plan`` (``toolkit.engine.Plan``), or None.

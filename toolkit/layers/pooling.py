@@ -63,17 +63,12 @@ class MaxPool2D(_Pool2D):
         self.declared_input_shape = None if input_shape is None else tuple(input_shape)
 
     def forward(self, params: Params, x: Array, training: bool, scratch: Scratch | None) -> tuple[Array, Any]:
-        xp = self.backend.xp
-        windows = self._windows(x)
-        return xp.max(windows, axis=3), (xp.argmax(windows, axis=3) if training else None)
+        largest, winners = self.backend.max_pool(x, self.pool_size, self.strides, self.out_hw)
+        return largest, (winners if training else None)
 
     def backward(self, params: Params, saved: Any, grad_output: Array, scratch: Scratch | None,
                  grad_out: Params) -> tuple[Array | None, Params]:
-        xp = self.backend.xp
-        area = self.pool_size[0] * self.pool_size[1]
-        offsets = xp.arange(area, dtype=saved.dtype, device=self.backend.device)[None, None, None, :, None]
-        winner = xp.astype(saved[:, :, :, None, :] == offsets, grad_output.dtype)  # one-hot over the window
-        return self._scatter(winner * grad_output[:, :, :, None, :]), {}
+        return self.backend.max_pool_backward(grad_output, saved, self.input_shape[:2], self.pool_size, self.strides), {}
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

@@ -77,3 +77,19 @@ def col2im(cols: Array, padded_hw: tuple[int, int], window: tuple[int, int], str
         placed = xpx.pad(part, ((0, 0), (i, hp - i - part.shape[1]), (j, wp - j - part.shape[2]), (0, 0)), xp=xp)
         total = placed if total is None else total + placed
     return total
+
+
+def max_pool(x: Array, window: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int], xp: Any) -> tuple[Array, Array]:
+    """(largest value, its offset in the window) of every window: (N, Ho, Wo, C) each. The offset is
+    ``i·kw + j``; ties go to the first maximum in row-major window order."""
+    windows = im2col(x, window, strides, out_hw, xp)
+    return xp.max(windows, axis=3), xp.argmax(windows, axis=3)
+
+
+def max_pool_backward(grad: Array, winners: Array, input_hw: tuple[int, int], window: tuple[int, int],
+                      strides: tuple[int, int], xp: Any) -> Array:
+    """Each window's gradient to its winner, the others 0: (N, Ho, Wo, C) → (N, H, W, C)."""
+    area = window[0] * window[1]
+    offsets = xp.reshape(xp.arange(area, dtype=winners.dtype), (1, 1, 1, area, 1))
+    one_hot = xp.astype(winners[:, :, :, None, :] == offsets, grad.dtype)
+    return col2im(one_hot * grad[:, :, :, None, :], input_hw, window, strides, xp)
