@@ -8,8 +8,19 @@ import pytest
 import toolkit
 from tests.conftest import to_numpy
 from tests.helpers import TOLERANCE, relative_error
-from toolkit import (AvgPool2D, Conv2D, Dense, Flatten, GlobalAveragePooling2D, InputError, MaxPool2D, Reshape,
-                     Sequential, ShapeError, gradcheck)
+from toolkit import (
+    AvgPool2D,
+    Conv2D,
+    Dense,
+    Flatten,
+    GlobalAveragePooling2D,
+    InputError,
+    MaxPool2D,
+    Reshape,
+    Sequential,
+    ShapeError,
+    gradcheck,
+)
 from toolkit.ops import conv
 
 

@@ -79,7 +79,8 @@ def col2im(cols: Array, padded_hw: tuple[int, int], window: tuple[int, int], str
     return total
 
 
-def max_pool(x: Array, window: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int], xp: Any) -> tuple[Array, Array]:
+def max_pool(x: Array, window: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int],
+             xp: Any) -> tuple[Array, Array]:
     """(largest value, its offset in the window) of every window: (N, Ho, Wo, C) each. The offset is
     ``i·kw + j``; ties go to the first maximum in row-major window order."""
     windows = im2col(x, window, strides, out_hw, xp)
