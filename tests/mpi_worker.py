@@ -21,11 +21,11 @@ class FailOnRankOne(Callback):
 
 
 def main() -> None:
-    mode, out, backend = sys.argv[1], sys.argv[2], sys.argv[3]
+    mode, out, backend, kind = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
     toolkit.set_backend(backend)
-    x, y = make_problem()
+    x, y = make_problem(kind)
     # Different seeds per rank: the broadcast from rank 0 must make the start identical anyway.
-    model = make_model(seed=MPI.COMM_WORLD.Get_rank() + 100 if mode == "train" else 0)
+    model = make_model(seed=MPI.COMM_WORLD.Get_rank() + 100 if mode == "train" else 0, kind=kind)
     callbacks = [FailOnRankOne()] if mode == "raise" else []
     parallel = DataParallel()
     history = model.fit(x, y, epochs=EPOCHS, batch_size=GLOBAL_BATCH, verbose=0, seed=3, distributed=parallel,

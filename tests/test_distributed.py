@@ -10,22 +10,27 @@ import numpy as np
 import pytest
 
 import toolkit
-from toolkit import Dense, Sequential
+from toolkit import Conv2D, Dense, Flatten, MaxPool2D, Sequential
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EPOCHS, GLOBAL_BATCH = 2, 10
 pytestmark = pytest.mark.mpi
 
 
-def make_problem():
+def make_problem(kind="mlp"):
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(37, 6))  # 37 rows: the last global batch (7) splits unevenly, 3 + 4
+    # 37 rows: the last global batch (7) splits unevenly, 3 + 4
+    x = rng.normal(size=(37, 6)) if kind == "mlp" else rng.normal(size=(37, 6, 5, 2))
     return x, rng.integers(0, 3, size=37)
 
 
-def make_model(seed=0):
-    model = Sequential([Dense(8, activation="tanh", input_dim=6), Dense(3, activation="softmax")], dtype="float64",
-                       seed=seed)
+def make_model(seed=0, kind="mlp"):
+    if kind == "cnn":
+        layers = [Conv2D(3, 3, padding="same", activation="relu", input_shape=(6, 5, 2)), MaxPool2D(2), Flatten(),
+                  Dense(3, activation="softmax")]
+    else:
+        layers = [Dense(8, activation="tanh", input_dim=6), Dense(3, activation="softmax")]
+    model = Sequential(layers, dtype="float64", seed=seed)
     model.compile(loss="categorical_crossentropy", optimizer=toolkit.Adam(lr=0.01), metrics=["accuracy"])
     return model
 
@@ -40,20 +45,20 @@ def _mpi_ready():
     return None
 
 
-def launch(mode, out, backend, timeout=120):
+def launch(mode, out, backend, timeout=120, kind="mlp"):
     reason = _mpi_ready()
     if reason:
         if os.environ.get("TOOLKIT_REQUIRE_MPI"):
             pytest.fail(reason)
         pytest.skip(reason)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    command = ["mpiexec", "-n", "2", sys.executable, str(ROOT / "tests" / "mpi_worker.py"), mode, str(out), backend]
+    command = ["mpiexec", "-n", "2", sys.executable, str(ROOT / "tests" / "mpi_worker.py"), mode, str(out), backend, kind]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
 
 
-@pytest.mark.parametrize("backend", ["numpy", "numba"])
-def test_two_ranks_equal_one_process(tmp_path, backend):
-    result = launch("train", tmp_path / "out.npz", backend)
+@pytest.mark.parametrize("backend,kind", [("numpy", "mlp"), ("numba", "mlp"), ("numpy", "cnn")])
+def test_two_ranks_equal_one_process(tmp_path, backend, kind):
+    result = launch("train", tmp_path / "out.npz", backend, kind=kind)
     assert result.returncode == 0, result.stderr
     data = np.load(tmp_path / "out.npz")
     assert int(data["size"]) == 2
@@ -62,8 +67,8 @@ def test_two_ranks_equal_one_process(tmp_path, backend):
     assert int(data["steps"]) == EPOCHS * steps_per_epoch  # one all-reduce per step
 
     with toolkit.use_backend(backend):
-        single = make_model(seed=100)  # rank 0's seed: the broadcast start
-        history = single.fit(*make_problem(), epochs=EPOCHS, batch_size=GLOBAL_BATCH, verbose=0, seed=3)
+        single = make_model(seed=100, kind=kind)  # rank 0's seed: the broadcast start
+        history = single.fit(*make_problem(kind), epochs=EPOCHS, batch_size=GLOBAL_BATCH, verbose=0, seed=3)
     reference = np.asarray(single.backend.to_host(single.flat_params))
     error = np.max(np.abs(data["weights"] - reference)) / np.max(np.abs(reference))
     assert error <= 1e-10, error

@@ -49,7 +49,7 @@ def test_torch_module_of_another_shape_is_refused(numpy_backend):
     before = model.get_weights()
     with pytest.raises(ShapeError, match=r"layer 1, Dense\(2, activation='identity'\), is 4→2 but the torch"):
         toolkit.load_torch_weights(model, torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 5)))
-    with pytest.raises(ShapeError, match="2 Dense layers but the torch module has 1 Linear"):
+    with pytest.raises(ShapeError, match="2 Dense/Conv2D layers but the torch module has 1 Linear/Conv2d"):
         toolkit.load_torch_weights(model, torch.nn.Sequential(torch.nn.Linear(3, 4)))
     for name, value in model.get_weights().items():
         np.testing.assert_array_equal(value, before[name])
@@ -116,3 +116,24 @@ def test_a_layer_that_cannot_be_exported_is_named(numpy_backend, tmp_path):
     with pytest.raises(ToolkitError, match=r"layer 1, Peek\(\), cannot be exported to ONNX"):
         model.export_onnx(str(tmp_path / "m.onnx"))
     assert model.predict(np.ones((2, 2))).shape == (2, 3)  # the model itself is untouched
+
+
+def test_torch_cnn_weights_in_and_out(backend):
+    """Conv2d (channels-first) and the Linear after Flatten (C, H, W order) map onto the toolkit's layout."""
+    torch = pytest.importorskip("torch")
+    from toolkit import Conv2D, Flatten, MaxPool2D
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                              torch.nn.Conv2d(4, 5, (2, 3), stride=(1, 2)), torch.nn.Tanh(), torch.nn.Flatten(),
+                              torch.nn.Linear(5 * 3 * 1, 3)).double()
+    model = Sequential([Conv2D(4, 3, padding=1, activation="relu", input_shape=(8, 6, 2)), MaxPool2D(2),
+                        Conv2D(5, (2, 3), strides=(1, 2), activation="tanh"), Flatten(), Dense(3)], dtype="float64")
+    toolkit.load_torch_weights(model, net)
+    x = np.random.default_rng(0).normal(size=(4, 8, 6, 2))  # channels-last here
+    expected = net(torch.tensor(x.transpose(0, 3, 1, 2))).detach().numpy()  # channels-first there
+    np.testing.assert_allclose(to_numpy(backend, model.predict(x)), expected, rtol=1e-12, atol=1e-12)
+    model.set_weights({name: value * 1.5 for name, value in model.get_weights().items()})
+    toolkit.store_torch_weights(model, net)
+    expected = net(torch.tensor(x.transpose(0, 3, 1, 2))).detach().numpy()
+    np.testing.assert_allclose(to_numpy(backend, model.predict(x)), expected, rtol=1e-12, atol=1e-12)

@@ -4,7 +4,8 @@ Nothing here imports torch or onnx: a torch module is read through its own metho
 ONNX exporter is the ``onnx`` service (``toolkit_backends.onnx_export``, which needs ndonnx).
 
 Layouts: ``torch.nn.Linear.weight`` is ``(out, in)``, the transpose of a ``Dense`` layer's ``W``
-``(in, out)``; the bias is the same vector.
+``(in, out)``; ``torch.nn.Conv2d.weight`` is ``(F, C, kh, kw)``, a ``Conv2D``'s ``W`` is ``(kh, kw, C, F)``;
+biases are the same vectors. Images are channels-first in torch and channels-last here.
 """
 
 from __future__ import annotations
@@ -14,36 +15,61 @@ from typing import TYPE_CHECKING, Any
 
 from . import registry
 from .errors import ShapeError
-from .layers import Dense
+from .layers import Conv2D, Dense, Flatten
 
 if TYPE_CHECKING:
     from .model import Sequential
 
 
-def _linear_modules(module: Any) -> list[Any]:
-    return [child for child in module.modules() if type(child).__name__ == "Linear"]
+_TORCH_KINDS = {"Linear": Dense, "Conv2d": Conv2D}
+
+
+def _weighted_modules(module: Any) -> list[Any]:
+    return [child for child in module.modules() if type(child).__name__ in _TORCH_KINDS]
+
+
+def _flattened_from(model: Sequential, index: int) -> tuple[int, int, int] | None:
+    """(H, W, C) when layer ``index`` is a Dense fed by a Flatten of images, else None: torch flattens
+    (C, H, W), the toolkit (H, W, C), so such a layer's input rows are permuted between the two."""
+    previous = model.layers[index - 1] if index else None
+    if isinstance(previous, Flatten) and len(previous.input_shape) == 3:
+        return previous.input_shape  # type: ignore[return-value]
+    return None
 
 
 def _pairs(model: Sequential, module: Any) -> list[tuple[int, Any]]:
-    """(index of each Dense layer, the torch Linear it corresponds to), checked for count and shapes."""
-    denses = [index for index, layer in enumerate(model.layers) if isinstance(layer, Dense)]
-    linears = _linear_modules(module)
-    if len(denses) != len(linears):
-        raise ShapeError(f"the model has {len(denses)} Dense layers but the torch module has {len(linears)} Linear layers")
-    for index, linear in zip(denses, linears, strict=True):
+    """(index of each Dense/Conv2D layer, the torch module it corresponds to), checked kind by kind."""
+    ours = [index for index, layer in enumerate(model.layers) if isinstance(layer, (Dense, Conv2D))]
+    theirs = _weighted_modules(module)
+    if len(ours) != len(theirs):
+        raise ShapeError(f"the model has {len(ours)} Dense/Conv2D layers but the torch module has {len(theirs)} "
+                         "Linear/Conv2d layers")
+    for index, torch_layer in zip(ours, theirs, strict=True):
         layer = model.layers[index]
-        if linear.bias is None:
-            raise ShapeError(f"torch Linear {linear} has no bias; Dense layers always have one (use bias=True)")
-        if (linear.out_features, linear.in_features) != (layer.units, layer.input_dim):
+        if not isinstance(layer, _TORCH_KINDS[type(torch_layer).__name__]):
+            raise ShapeError(f"layer {index}, {layer.describe()}, faces a torch {torch_layer}")
+        if torch_layer.bias is None:
+            raise ShapeError(f"torch {torch_layer} has no bias; the toolkit's layers always have one (use bias=True)")
+        if isinstance(layer, Dense) and (torch_layer.out_features, torch_layer.in_features) != (layer.units, layer.input_dim):
             raise ShapeError(f"layer {index}, {layer.describe()}, is {layer.input_dim}→{layer.units} but the torch "
-                             f"{linear} is {linear.in_features}→{linear.out_features}")
-    return list(zip(denses, linears, strict=True))
+                             f"{torch_layer} is {torch_layer.in_features}→{torch_layer.out_features}")
+        if isinstance(layer, Conv2D):
+            expected = (layer.filters, layer.input_shape[2], *layer.kernel_size)
+            if tuple(torch_layer.weight.shape) != expected or tuple(torch_layer.stride) != layer.strides:
+                raise ShapeError(f"layer {index}, {layer.describe()}, does not match the torch {torch_layer}")
+    return list(zip(ours, theirs, strict=True))
+
+
+def _host(tensor: Any) -> Any:
+    return tensor.detach().cpu().numpy()
 
 
 def load_torch_weights(model: Sequential, module: Any) -> None:
-    """Copy the weights of an equivalent torch ``nn.Sequential`` into ``model`` (``W = weight.T``).
+    """Copy the weights of an equivalent torch ``nn.Sequential`` into ``model``.
 
-    Activations carry no weights and are not compared: build the same ones on both sides.
+    ``Linear.weight`` (out, in) is ``Wᵀ``; ``Conv2d.weight`` (F, C, kh, kw) is ``W`` (kh, kw, C, F)
+    permuted; a Linear after ``nn.Flatten`` of (C, H, W) maps get its inputs reordered to the toolkit's
+    (H, W, C) flattening. Activations and pooling carry no weights: build the same ones on both sides.
 
     Example:
         >>> import torch
@@ -56,18 +82,36 @@ def load_torch_weights(model: Sequential, module: Any) -> None:
         True
     """
     weights = {}
-    for index, linear in _pairs(model, module):
-        weights[f"{index}.W"] = linear.weight.detach().cpu().numpy().T
-        weights[f"{index}.b"] = linear.bias.detach().cpu().numpy()
+    for index, torch_layer in _pairs(model, module):
+        w = _host(torch_layer.weight)
+        if isinstance(model.layers[index], Conv2D):
+            w = w.transpose(2, 3, 1, 0)  # (F, C, kh, kw) → (kh, kw, C, F)
+        else:
+            images = _flattened_from(model, index)
+            if images is not None:  # inputs in torch's (C, H, W) order → the toolkit's (H, W, C)
+                h, w_, c = images
+                w = w.reshape(w.shape[0], c, h, w_).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
+            w = w.T
+        weights[f"{index}.W"], weights[f"{index}.b"] = w, _host(torch_layer.bias)
     model.set_weights(weights)
 
 
 def store_torch_weights(model: Sequential, module: Any) -> None:
-    """Write ``model``'s weights into an equivalent torch ``nn.Sequential`` (``weight = W.T``), in place."""
+    """Write ``model``'s weights into an equivalent torch ``nn.Sequential``, in place (the inverse
+    of ``load_torch_weights``)."""
     pairs = _pairs(model, module)
     weights = model.get_weights()
-    for index, linear in pairs:
-        for target, value in ((linear.weight, weights[f"{index}.W"].T), (linear.bias, weights[f"{index}.b"])):
+    for index, torch_layer in pairs:
+        w = weights[f"{index}.W"]
+        if isinstance(model.layers[index], Conv2D):
+            w = w.transpose(3, 2, 0, 1)  # (kh, kw, C, F) → (F, C, kh, kw)
+        else:
+            w = w.T
+            images = _flattened_from(model, index)
+            if images is not None:
+                h, w_, c = images
+                w = w.reshape(w.shape[0], h, w_, c).transpose(0, 3, 1, 2).reshape(w.shape[0], -1)
+        for target, value in ((torch_layer.weight, w), (torch_layer.bias, weights[f"{index}.b"])):
             target.data.copy_(target.data.new_tensor(value.copy()))
 
 
