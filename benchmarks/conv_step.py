@@ -172,7 +172,7 @@ def gemm_floor(n: int) -> Callable[[], None]:
                        np.empty((rows, fan_in), np.float32) if needs_dx else None))
 
     def step() -> None:
-        for cols, w, z, dw, dx in arrays:
+        for cols, w, z, _, _ in arrays:
             np.matmul(cols, w, out=z)
         for cols, w, z, dw, dx in reversed(arrays):
             np.matmul(cols.T, z, out=dw)
