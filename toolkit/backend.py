@@ -48,7 +48,7 @@ class Backend:
     mutable = True  # arrays can be written in place (False: JAX)
     reuses_buffers = False  # training steps write into scratch buffers kept by the model
     HOT_OPS = ("matmul", "bias_activation", "activation_backward", "output_delta", "sum_rows", "im2col", "col2im",
-               "max_pool", "max_pool_backward", "compile_pass", "compile_step")
+               "max_pool", "max_pool_backward", "compile_pass", "compile_step", "compile_forward")
 
     def __init__(self, xp: Any, device: Any = None, fused: bool = True) -> None:
         self.xp = xp
@@ -167,6 +167,11 @@ class Backend:
         Called as ``step(params, state, x, y, rule, scalars)``; returns ``(loss, output, grads,
         new_params, new_state)`` without changing its arguments, so the model can refuse a step
         whose loss is not finite."""
+        return None
+
+    def compile_forward(self, layers: Any, table: Any) -> Callable[..., Any] | None:
+        """A compiled inference pass ``forward(flat_params, x) -> ŷ`` of these layers, or None (the
+        default: the engine's loop runs op by op)."""
         return None
 
     def update(self, rule: str, param: Array, grad: Array, state: tuple[Array, ...],

@@ -151,6 +151,7 @@ class Sequential:
         self.output_dim = shape[-1]
         self.built = True
         self._engine = None
+        self._inference: tuple[Any] | None = None  # (compiled inference pass or None,), made on first use
         self._views_for = None
         if self.optimizer is not None:
             self.optimizer.bind(self.flat_params, self.backend, owner=self)
@@ -287,6 +288,11 @@ class Sequential:
         following ``backward``. The returned array is new and stays valid."""
         if not self.built:
             raise RuntimeError("the model is not built yet: give input_dim, or pass data through as_input first")
+        if not training:
+            if self._inference is None:
+                self._inference = (self.backend.compile_forward(self.layers, self.table),)
+            if self._inference[0] is not None:  # a compiled inference pass (JAX)
+                return self._inference[0](self.flat_params, x)
         params, _ = self._views()
         output, tape = forward_pass(self.layers, params, x, training, [None] * len(self.layers))
         if training:
