@@ -3,6 +3,8 @@ of whatever a user passes (lists, NumPy, CuPy, torch tensors) into a host array.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -56,3 +58,23 @@ def host_array(x: Any, backend_name: str, dtype: Any = None) -> np.ndarray:
             f"backend {backend_name!r} cannot take an array of type {type(x).__name__} on device {device}: {error}. "
             "Move it to the host first (or build the model on that array's backend)"
         ) from error
+
+
+class UpdateScratch:
+    """One scratch array per (thread, shape, dtype) for in-place optimizer kernels, at most
+    ``entries`` of them: reused step after step, bounded so a sweep over model sizes cannot grow it,
+    and per thread because two models may train in two threads."""
+
+    def __init__(self, empty_like: Callable[[Any], Any], entries: int = 4) -> None:
+        self._empty_like = empty_like
+        self._entries = entries
+        self._buffers: OrderedDict[tuple[int, tuple[int, ...], str], Any] = OrderedDict()
+
+    def like(self, param: Any) -> Any:
+        key = (threading.get_ident(), tuple(param.shape), str(param.dtype))
+        buffer = self._buffers.get(key)
+        if buffer is None:
+            buffer = self._buffers[key] = self._empty_like(param)
+            while len(self._buffers) > self._entries:
+                self._buffers.popitem(last=False)
+        return buffer

@@ -5,8 +5,6 @@ and runs SGD and Adam as ufuncs into one reused scratch array."""
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from typing import Any
 
 import array_api_compat.numpy as xp_numpy
@@ -15,17 +13,16 @@ import numpy as np
 from toolkit.backend import Backend
 from toolkit.errors import BackendError
 
-from .host import HostRandom, host_array
+from .host import HostRandom, UpdateScratch, host_array
 
 
 class NumpyBackend(Backend):
     name = "numpy"
-    SCRATCH_ENTRIES = 4  # one per (thread, model size) in use; bounded, so a sweep cannot grow it
 
     def __init__(self, device: Any = None, fused: bool = True) -> None:
         if device not in (None, "cpu"):
             raise BackendError(f"backend {self.name!r} runs on the CPU only; got device {device!r}")
-        self._update_scratch: OrderedDict[tuple[int, int, str], np.ndarray] = OrderedDict()
+        self._update_scratch = UpdateScratch(np.empty_like)
         super().__init__(xp_numpy, "cpu", fused)
 
     def register_kernels(self) -> None:
@@ -73,21 +70,12 @@ class NumpyBackend(Backend):
 
     # Optimizer updates with ufuncs writing into one reused scratch array: the reference's
     # temporaries, each as large as the whole model, cost a page-faulting allocation apiece.
-    def _scratch_like(self, param: np.ndarray) -> np.ndarray:
-        key = (threading.get_ident(), param.shape[0], param.dtype.str)  # two models may train in two threads
-        buffer = self._update_scratch.get(key)
-        if buffer is None:
-            buffer = self._update_scratch[key] = np.empty_like(param)
-            while len(self._update_scratch) > self.SCRATCH_ENTRIES:
-                self._update_scratch.popitem(last=False)
-        return buffer
-
     def _sgd(self, param: np.ndarray, grad: np.ndarray, lr: float) -> None:
-        step = np.multiply(grad, lr, out=self._scratch_like(param))
+        step = np.multiply(grad, lr, out=self._update_scratch.like(param))
         np.subtract(param, step, out=param)
 
     def _adam(self, param, grad, m, v, step_size, beta1, beta2, eps, shrink, l2, sqrt_correction2) -> None:
-        scratch = self._scratch_like(param)
+        scratch = self._update_scratch.like(param)
         if shrink != 1.0:
             np.multiply(param, shrink, out=param)
         if l2:

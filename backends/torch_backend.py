@@ -12,8 +12,6 @@ Tensors already on the model's device and of its dtype are used as they are, wit
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from typing import Any
 
 import array_api_compat.torch as xp_torch
@@ -25,7 +23,7 @@ from toolkit.backend import Backend
 from toolkit.errors import BackendError, InputError
 from toolkit.ops.activations import LEAKY_RELU_SLOPE, ActivationFunction
 
-from .host import HostRandom, host_array
+from .host import HostRandom, UpdateScratch, host_array
 
 aten = torch.ops.aten
 
@@ -33,7 +31,6 @@ aten = torch.ops.aten
 class TorchBackend(Backend):
     name = "torch"
     reuses_buffers = True
-    SCRATCH_ENTRIES = 4
 
     def __init__(self, device: Any = None, fused: bool = True) -> None:
         try:
@@ -49,7 +46,7 @@ class TorchBackend(Backend):
             raise BackendError(f"backend 'torch' has {torch.cuda.device_count()} CUDA device(s); {target} does not exist")
         if target.type not in ("cpu", "cuda"):
             raise BackendError(f"backend 'torch' runs on 'cpu' or 'cuda[:N]'; got {device!r}")
-        self._update_scratch: OrderedDict[tuple[int, int, Any], torch.Tensor] = OrderedDict()
+        self._update_scratch = UpdateScratch(torch.empty_like)
         super().__init__(xp_torch, target, fused)
 
     # -- arrays and transfers -------------------------------------------------------------
@@ -144,20 +141,11 @@ class TorchBackend(Backend):
         self.update_kernels = {"sgd": self._sgd, "sgd_momentum": self._sgd_momentum, "adam": self._adam,
                                "rmsprop": self._rmsprop}
 
-    def _scratch_like(self, param: torch.Tensor) -> torch.Tensor:
-        key = (threading.get_ident(), param.numel(), param.dtype)
-        buffer = self._update_scratch.get(key)
-        if buffer is None:
-            buffer = self._update_scratch[key] = torch.empty_like(param)
-            while len(self._update_scratch) > self.SCRATCH_ENTRIES:
-                self._update_scratch.popitem(last=False)
-        return buffer
-
     def _sgd(self, param, grad, lr) -> None:
-        param.sub_(torch.mul(grad, lr, out=self._scratch_like(param)))
+        param.sub_(torch.mul(grad, lr, out=self._update_scratch.like(param)))
 
     def _sgd_momentum(self, param, grad, velocity, lr, momentum, carry, gain, nesterov, weight_decay) -> None:
-        g = torch.add(grad, param, alpha=weight_decay, out=self._scratch_like(param)) if weight_decay else grad
+        g = torch.add(grad, param, alpha=weight_decay, out=self._update_scratch.like(param)) if weight_decay else grad
         velocity.mul_(carry).add_(g, alpha=gain)  # v ← c v + k g
         if nesterov:
             param.sub_(g.add_(velocity, alpha=momentum) if weight_decay else torch.add(g, velocity, alpha=momentum), alpha=lr)
@@ -170,11 +158,11 @@ class TorchBackend(Backend):
         g = grad.add(param, alpha=l2) if l2 else grad
         m.mul_(beta1).add_(g, alpha=1.0 - beta1)  # m ← β₁m + (1−β₁)g
         v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)  # v ← β₂v + (1−β₂)g²
-        denominator = torch.sqrt(v, out=self._scratch_like(param)).div_(sqrt_correction2).add_(eps)
+        denominator = torch.sqrt(v, out=self._update_scratch.like(param)).div_(sqrt_correction2).add_(eps)
         param.addcdiv_(m, denominator, value=-step_size)  # θ ← θ − (η / c₁) · m / (√v / √c₂ + ε)
 
     def _rmsprop(self, param, grad, square_avg, lr, alpha, eps, weight_decay) -> None:
         g = grad.add(param, alpha=weight_decay) if weight_decay else grad
         square_avg.mul_(alpha).addcmul_(g, g, value=1.0 - alpha)
-        denominator = torch.sqrt(square_avg, out=self._scratch_like(param)).add_(eps)
+        denominator = torch.sqrt(square_avg, out=self._update_scratch.like(param)).add_(eps)
         param.addcdiv_(g, denominator, value=-lr)
