@@ -91,6 +91,7 @@ def max_pool_backward(grad: Array, winners: Array, input_hw: tuple[int, int], wi
                       strides: tuple[int, int], xp: Any) -> Array:
     """Each window's gradient to its winner, the others 0: (N, Ho, Wo, C) → (N, H, W, C)."""
     area = window[0] * window[1]
-    offsets = xp.reshape(xp.arange(area, dtype=winners.dtype), (1, 1, 1, area, 1))
+    # The winners' device (None for a traced JAX array, which has none and needs none).
+    offsets = xp.reshape(xp.arange(area, dtype=winners.dtype, device=getattr(winners, "device", None)), (1, 1, 1, area, 1))
     one_hot = xp.astype(winners[:, :, :, None, :] == offsets, grad.dtype)
     return col2im(one_hot * grad[:, :, :, None, :], input_hw, window, strides, xp)
