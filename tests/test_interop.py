@@ -137,3 +137,22 @@ def test_torch_cnn_weights_in_and_out(backend):
     toolkit.store_torch_weights(model, net)
     expected = net(torch.tensor(x.transpose(0, 3, 1, 2))).detach().numpy()
     np.testing.assert_allclose(to_numpy(backend, model.predict(x)), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_onnx_export_of_every_image_layer(numpy_backend, tmp_path, dtype):
+    _in_the_numpy_session()
+    pytest.importorskip("ndonnx")
+    from toolkit import AvgPool2D, Conv2D, Flatten, GlobalAveragePooling2D, MaxPool2D, Reshape
+
+    model = Sequential([Reshape((8, 8, 1), input_dim=64), Conv2D(3, 3, padding="same", activation="relu"),
+                        MaxPool2D(2), Conv2D(4, 2, strides=(1, 2), padding=1, activation="tanh"), AvgPool2D((2, 1)),
+                        Flatten(), Reshape((2, 3, 4)), GlobalAveragePooling2D(), Dense(3, activation="softmax")],
+                       dtype=dtype, seed=5)
+    model.export_onnx(str(tmp_path / "cnn.onnx"))
+    session = _session(tmp_path / "cnn.onnx")
+    tolerance = 1e-5 if dtype == "float32" else 1e-12
+    for rows in (1, 7, 64):
+        x = np.random.default_rng(rows).normal(size=(rows, 64)).astype(dtype)
+        np.testing.assert_allclose(session.run(None, {"input": x})[0], to_numpy(numpy_backend, model.predict(x)),
+                                   rtol=tolerance, atol=tolerance)

@@ -113,13 +113,14 @@ class Conv2D(Layer):
 
     def forward(self, params: Params, x: Array, training: bool, scratch: Scratch | None) -> tuple[Array, Any]:
         backend, xp = self.backend, self.backend.xp
-        n, (ho, wo), (kh, kw) = x.shape[0], self.out_hw, self.kernel_size
+        (ho, wo), (kh, kw) = self.out_hw, self.kernel_size
         columns = self.input_shape[2] * kh * kw
         cols = backend.im2col(conv.pad(x, self.pads, xp), self.kernel_size, self.strides, self.out_hw)
-        cols = xp.reshape(cols, (n * ho * wo, columns))  # one row per output pixel: its window
+        # -1, not N·Ho·Wo: the batch size may be symbolic (an ONNX export traces a dynamic batch axis).
+        cols = xp.reshape(cols, (-1, columns))  # one row per output pixel: its window
         z = backend.matmul(cols, xp.reshape(params["W"], (columns, self.filters)))  # cols W
         z, a = backend.bias_activation(z, params["b"], self.activation)  # Z = cols W + b, A = σ(Z)
-        return xp.reshape(a, (n, ho, wo, self.filters)), ((cols, z, a) if training else None)
+        return xp.reshape(a, (-1, ho, wo, self.filters)), ((cols, z, a) if training else None)
 
     def backward(self, params: Params, saved: Any, grad_output: Array, scratch: Scratch | None,
                  grad_out: Params) -> tuple[Array | None, Params]:

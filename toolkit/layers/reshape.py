@@ -38,7 +38,7 @@ class Reshape(Layer):
         return self.output_shape
 
     def forward(self, params: Params, x: Array, training: bool, scratch: Scratch | None) -> tuple[Array, Any]:
-        return self.backend.xp.reshape(x, (x.shape[0], *self.output_shape)), None
+        return self.backend.xp.reshape(x, (-1, *self.output_shape)), None  # -1: the batch may be symbolic
 
     def backward(self, params: Params, saved: Any, grad_output: Array, scratch: Scratch | None,
                  grad_out: Params) -> tuple[Array | None, Params]:

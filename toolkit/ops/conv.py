@@ -18,8 +18,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import array_api_extra as xpx
-
 Array = Any
 
 
@@ -34,11 +32,18 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
 
 
 def pad(x: Array, padding: tuple[tuple[int, int], tuple[int, int]], xp: Any) -> Array:
-    """Zeros around the spatial axes of an (N, H, W, C) batch."""
+    """Zeros around the spatial axes of an (N, H, W, C) batch.
+
+    Built by concatenating zero rows and columns made with ``zeros_like`` of a slice, so the batch
+    size is never read: it may be symbolic (ONNX export traces a dynamic batch axis)."""
     (top, bottom), (left, right) = padding
-    if not (top or bottom or left or right):
-        return x
-    return xpx.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), xp=xp)
+    if top or bottom:
+        row = xp.zeros_like(x[:, :1, :, :])
+        x = xp.concat([row] * top + [x] + [row] * bottom, axis=1)
+    if left or right:
+        column = xp.zeros_like(x[:, :, :1, :])
+        x = xp.concat([column] * left + [x] + [column] * right, axis=2)
+    return x
 
 
 def unpad(x: Array, padding: tuple[tuple[int, int], tuple[int, int]]) -> Array:
@@ -74,7 +79,7 @@ def col2im(cols: Array, padded_hw: tuple[int, int], window: tuple[int, int], str
     for k in range(kh * kw):
         i, j = divmod(k, kw)
         part = _stuff(_stuff(cols[:, :, :, k, :], 1, sh, xp), 2, sw, xp)
-        placed = xpx.pad(part, ((0, 0), (i, hp - i - part.shape[1]), (j, wp - j - part.shape[2]), (0, 0)), xp=xp)
+        placed = pad(part, ((i, hp - i - part.shape[1]), (j, wp - j - part.shape[2])), xp)
         total = placed if total is None else total + placed
     return total
 
