@@ -80,6 +80,3 @@ class Communicator:
         data = np.asarray(values, dtype=np.float64)
         self.comm.Allreduce(self.mpi.IN_PLACE, data, op=self.mpi.SUM)
         return data.tolist()
-
-    def abort(self, code: int = 1) -> None:
-        self.comm.Abort(code)
