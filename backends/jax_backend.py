@@ -14,6 +14,7 @@ into one XLA program (``compile_step``); ``compile_pass`` compiles the gradient 
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,38 @@ from toolkit.errors import BackendError
 from toolkit.ops.optim import RULES
 
 from .host import HostRandom, host_array
+
+
+# Compiled functions by the structure they trace (layer configs and shapes, pair, loss, dtype, device):
+# two models of one architecture share them, so each compiles once per batch shape (hyper-parameter
+# searches and test suites build many). Bounded: the oldest are dropped.
+_COMPILED: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+_COMPILED_ENTRIES = 64
+
+
+def _settings(layer: Any) -> tuple[Any, ...]:
+    """Everything a layer's trace can depend on: its plain attributes (a layer holds no arrays)."""
+    found = []
+    for name, value in sorted(vars(layer).items()):
+        if isinstance(value, (int, float, str, bool, tuple, type(None))):
+            found.append((name, value))
+        elif hasattr(value, "code") and hasattr(value, "name"):  # an ActivationFunction
+            found.append((name, value.name))
+    return tuple(found)
+
+
+def _structure(layers: Any, device: Any, *extra: Any) -> tuple[Any, ...]:
+    return (tuple((type(layer).__module__, type(layer).__qualname__, _settings(layer)) for layer in layers),
+            str(device), *extra)
+
+
+def _cached(key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+    found = _COMPILED.get(key)
+    if found is None:
+        found = _COMPILED[key] = make()
+        while len(_COMPILED) > _COMPILED_ENTRIES:
+            _COMPILED.popitem(last=False)
+    return found
 
 
 class JaxBackend(Backend):
@@ -95,15 +128,19 @@ class JaxBackend(Backend):
         def forward(flat: Any, x: Any) -> Any:
             return forward_pass(layers, table.views(flat, jnp), x, False, none)[0]
 
-        return jax.jit(forward)
+        return _cached(_structure(layers, self.device, "forward"), lambda: jax.jit(forward))
+
+    def _plan_key(self, plan: Plan, kind: str) -> tuple[Any, ...]:
+        loss = (type(plan.loss).__module__, type(plan.loss).__qualname__, _settings(plan.loss))
+        return _structure(plan.layers, self.device, kind, plan.pair, loss, str(plan.dtype))
 
     def compile_pass(self, plan: Plan) -> Callable[..., Any] | None:
-        compiled = jax.jit(self._gradient_function(plan))
+        compiled = _cached(self._plan_key(plan, "pass"), lambda: jax.jit(self._gradient_function(plan)))
         return lambda params, grads, x, y: compiled(params, x, y)
 
     def compile_step(self, plan: Plan) -> Callable[..., Any] | None:
         gradients = self._gradient_function(plan)
-        compiled: dict[tuple[str, tuple[Any, ...]], Callable[..., Any]] = {}
+        compiled: dict[tuple[str, tuple[Any, ...]], Callable[..., Any]] = _cached(self._plan_key(plan, "step"), dict)
 
         def step(params: Any, state: tuple[Any, ...], x: Any, y: Any, rule: str, scalars: tuple[Any, ...]):
             # Booleans (Nesterov) choose code paths: they are part of what is compiled. Floats
