@@ -29,7 +29,6 @@ from toolkit.ops.optim import RULES
 
 from .host import HostRandom, host_array
 
-
 # Compiled functions by the structure they trace (layer configs and shapes, pair, loss, dtype, device):
 # two models of one architecture share them, so each compiles once per batch shape (hyper-parameter
 # searches and test suites build many). Bounded: the oldest are dropped.

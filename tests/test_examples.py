@@ -24,7 +24,7 @@ pytest.importorskip("sklearn", reason="the examples need scikit-learn: pip insta
 def test_example_smoke(script, expected, tmp_path):
     name, *extra = script.split()
     backend = os.environ.get("TOOLKIT_BACKEND", "numpy").split(":")[0]
-    if backend not in ("numpy", "numba") and name not in ("one_hidden_layer.py", "mnist_cnn.py"):
+    if backend not in ("numpy", "numba") and (name not in ("one_hidden_layer.py", "mnist_cnn.py") or extra):
         # Each example is a fresh process (imports, compilation); the other backends run the README's
         # main job and the CNN, which cover the same code paths, to keep CI short.
         pytest.skip(f"the full example set runs in the numpy and numba sessions, not under {backend}")
