@@ -44,13 +44,16 @@ def test_gradient_is_the_gradient_of_the_reported_clipped_loss(backend, rng, cas
                         "sigmoid-then-cce": ("sigmoid", "categorical_crossentropy")}[case]
     model = Sequential([Dense(3, activation=activation, input_dim=4)], dtype="float64", seed=2)
     model.compile(loss=loss)
-    # Large weights saturate some outputs past the clip at 1e-7 / 1 − 1e-7, and leave others inside.
-    model.set_weights({"0.W": rng.normal(size=(4, 3)) * 12, "0.b": np.zeros(3)})
-    x = rng.normal(size=(5, 4))
+    # Large weights saturate outputs past the clip at 1e-7 / 1 − 1e-7 (for sigmoid + CE, every row's
+    # target: the clipped loss is then flat, and its gradient 0, where the unclipped one is not).
+    scale = 12 if case == "softmax-then-bce" else 60
+    model.set_weights({"0.W": rng.normal(size=(4, 3)) * scale, "0.b": np.zeros(3)})
+    x = rng.normal(size=(40, 4))
     probabilities = to_numpy(backend, model.predict(x))
+    x, probabilities = x[probabilities.min(axis=1) < 1e-7][:5], probabilities[probabilities.min(axis=1) < 1e-7][:5]
     # Targets on each row's least likely class: where the loss's log meets the clip.
     y = np.eye(3)[np.argmin(probabilities, axis=1)]
-    assert np.any(probabilities < 1e-7)  # the clip really acts
+    assert len(x) == 5 and np.all(probabilities.min(axis=1) < 1e-7)  # the clip really acts
     errors = gradcheck(model, x, y)
     # Near the clip the loss curves steeply (1/p with p ≈ 1e-6), so central differences carry
     # ~1e-6 of their own; the unclipped gradient of before was off by ~100 %.
