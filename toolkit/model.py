@@ -423,10 +423,32 @@ class Sequential:
         lines += [f"  ({i}) {layer.describe()}" for i, layer in enumerate(self.layers)]
         return "\n".join([*lines, "]"])
 
-    def summary(self) -> str:
-        lines = [f"Sequential on {self.backend.name} ({self.dtype_name})"]
-        for i, layer in enumerate(self.layers):
+    def summary(self, print_fn: Callable[[str], Any] | None = print) -> str:
+        """Print a table of the layers (output shape, parameter count), the totals, the backend and
+        the dtype, as Keras does; ``print_fn`` receives the text (None: only return it).
+
+        Example:
+            >>> from toolkit import Dense, Sequential
+            >>> text = Sequential([Dense(4, activation="relu", input_dim=3), Dense(2)]).summary(print_fn=None)
+            >>> text.splitlines()[-1]
+            'Total params: 26 (trainable: 26, non-trainable: 0)'
+        """
+        rows = [("Layer", "Output shape", "Params")]
+        for index, layer in enumerate(self.layers):
             count = sum(math.prod(shape) for shape in layer.param_shapes().values()) if self.built else 0
-            lines.append(f"  {i}: {layer.describe():40s} -> {layer.output_shape}  params: {count}")
-        lines.append(f"  total params: {self.table.size if self.built else 'not built'}")
-        return "\n".join(lines)
+            shape = f"(None, {', '.join(map(str, layer.output_shape))})" if self.built else "?"
+            rows.append((f"{index}: {layer.describe()}", shape, f"{count:,}"))
+        widths = [max(len(row[column]) for row in rows) for column in range(3)]
+        rule = "─" * (sum(widths) + 4)
+
+        def line(row: tuple[str, str, str]) -> str:
+            return f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}"
+
+        total = self.table.size if self.built else 0
+        text = "\n".join([f'Sequential on backend "{self.backend.name}", dtype {self.dtype_name}', rule, line(rows[0]),
+                          rule, *(line(row) for row in rows[1:]), rule,
+                          f"Total params: {total:,} (trainable: {total:,}, non-trainable: 0)",
+                          "" if self.built else "(not built yet: give input_dim or input_shape)", ""]).rstrip() + "\n"
+        if print_fn is not None:
+            print_fn(text.rstrip("\n"))
+        return text

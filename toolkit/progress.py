@@ -50,4 +50,5 @@ class Progress:
             self._bar.close()
             self._bar = None
         elif self.verbose:
-            print(f"epoch {epoch + 1}/{self.epochs}  {_format(logs)}  ({seconds:.2f}s)", file=self.stream, flush=True)
+            took = f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f}s"  # small data: not "0.00s"
+            print(f"epoch {epoch + 1}/{self.epochs}  {_format(logs)}  ({took})", file=self.stream, flush=True)
