@@ -113,3 +113,10 @@ def test_schedules_follow_pytorch_formulas():
     assert cosine(5) == pytest.approx(0.01 + 0.09 * (1 + math.cos(math.pi / 2)) / 2)
     warm = Warmup(StepDecay(0.1, step_size=100), warmup_epochs=4)
     assert [warm(e) for e in range(6)] == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.1, 0.1])
+
+
+def test_keras_spelling_learning_rate():
+    assert SGD(learning_rate=0.2).lr == 0.2 and Adam(learning_rate=3e-4).base_lr == 3e-4
+    assert AdamW().lr == 1e-3 and RMSProp().lr == 1e-2  # defaults unchanged
+    with pytest.raises(InputError, match="give lr or learning_rate, not both"):
+        Adam(lr=1e-3, learning_rate=1e-3)

@@ -24,6 +24,13 @@ def _check_positive(name: str, value: float, allow_zero: bool = False) -> float:
     return check_real(name, value, low=0.0, low_open=not allow_zero)
 
 
+def _learning_rate(lr: float | None, learning_rate: float | None, default: float) -> float:
+    """``lr`` or Keras' spelling ``learning_rate`` (one of them), else the default."""
+    if lr is not None and learning_rate is not None:
+        raise InputError(f"give lr or learning_rate, not both (got lr={lr!r}, learning_rate={learning_rate!r})")
+    return default if lr is None and learning_rate is None else (lr if lr is not None else learning_rate)
+
+
 def _check_fraction(name: str, value: float) -> float:
     """A decay factor in [0, 1) (β₁, β₂, α)."""
     number = check_real(name, value)
@@ -113,9 +120,9 @@ class SGD(Optimizer):
 
     name = "sgd"
 
-    def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
-                 dampening: float = 0.0, weight_decay: float = 0.0) -> None:
-        super().__init__(lr)
+    def __init__(self, lr: float | None = None, momentum: float = 0.0, nesterov: bool = False,
+                 dampening: float = 0.0, weight_decay: float = 0.0, *, learning_rate: float | None = None) -> None:
+        super().__init__(_learning_rate(lr, learning_rate, 0.01))
         self.momentum = _check_positive("momentum", momentum, allow_zero=True)
         self.dampening = _check_positive("dampening", dampening, allow_zero=True)
         self.weight_decay = _check_positive("weight_decay", weight_decay, allow_zero=True)
@@ -143,9 +150,9 @@ class Adam(Optimizer):
     state_names = ("m", "v")
     decoupled = False
 
-    def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
-                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
-        super().__init__(lr)
+    def __init__(self, lr: float | None = None, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8, weight_decay: float = 0.0, *, learning_rate: float | None = None) -> None:
+        super().__init__(_learning_rate(lr, learning_rate, 1e-3))
         self.beta1 = _check_fraction("beta1", beta1)
         self.beta2 = _check_fraction("beta2", beta2)
         self.eps = _check_positive("eps", eps)
@@ -168,9 +175,9 @@ class AdamW(Adam):
     name = "adamw"
     decoupled = True
 
-    def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
-                 eps: float = 1e-8, weight_decay: float = 1e-2) -> None:
-        super().__init__(lr, beta1, beta2, eps, weight_decay)
+    def __init__(self, lr: float | None = None, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8, weight_decay: float = 1e-2, *, learning_rate: float | None = None) -> None:
+        super().__init__(_learning_rate(lr, learning_rate, 1e-3), beta1, beta2, eps, weight_decay)
 
 
 class RMSProp(Optimizer):
@@ -179,9 +186,9 @@ class RMSProp(Optimizer):
     name = "rmsprop"
     state_names = ("square_avg",)
 
-    def __init__(self, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
-                 weight_decay: float = 0.0) -> None:
-        super().__init__(lr)
+    def __init__(self, lr: float | None = None, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0.0, *, learning_rate: float | None = None) -> None:
+        super().__init__(_learning_rate(lr, learning_rate, 1e-2))
         self.alpha = _check_fraction("alpha", alpha)
         self.eps = _check_positive("eps", eps)
         self.weight_decay = _check_positive("weight_decay", weight_decay, allow_zero=True)
