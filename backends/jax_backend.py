@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from toolkit.backend import Backend
-from toolkit.engine import Plan, backward_pass, forward_pass
+from toolkit.engine import Plan, forward_pass, gradient_pass
 from toolkit.errors import BackendError
 from toolkit.ops.optim import RULES
 
@@ -112,12 +112,8 @@ class JaxBackend(Backend):
         no_slots: list[dict[str, Any]] = [{} for _ in plan.layers]
 
         def gradients(flat: Any, x: Any, y: Any) -> tuple[Any, Any, Any]:
-            params = plan.table.views(flat, jnp)
-            output, tape = forward_pass(plan.layers, params, x, True, none)
-            loss, grads = backward_pass(plan, self, params, tape, output, y, none, no_slots)
-            by_key = {f"{i}.{name}": g for i, layer in enumerate(grads) for name, g in layer.items()}
-            flat_grads = plan.table.flatten(by_key, jnp) if plan.table.size else jnp.zeros_like(flat)
-            return loss, output, flat_grads
+            loss, output, grads = gradient_pass(plan, self, plan.table.views(flat, jnp), x, y, none, no_slots)
+            return loss, output, plan.table.gather(grads, flat, jnp)
 
         return gradients
 

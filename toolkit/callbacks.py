@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from typing import Any
 
 from .errors import InputError
+from .validation import check_real
 
 
 class Callback:
@@ -113,10 +113,11 @@ class LearningRateScheduler(Callback):
 
     def on_epoch_begin(self, epoch: int) -> None:
         value = self.schedule(epoch)
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        try:
+            lr = check_real("learning rate", value, low=0.0, low_open=True)
+        except InputError:
             raise InputError(f"LearningRateScheduler: the schedule gave {value!r} at epoch {epoch}; "
-                             "it must return a finite learning rate > 0")
-        lr = float(value)
+                             "it must return a finite learning rate > 0") from None
         self.model.optimizer.lr = lr
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:

@@ -80,6 +80,14 @@ def backward_pass(plan: Plan, backend: Backend, params: Sequence[Params], tape: 
     return loss, grads
 
 
+def gradient_pass(plan: Plan, backend: Backend, params: Sequence[Params], x: Array, y: Array,
+                  scratch: Sequence[Scratch | None], grad_out: Sequence[Params]) -> tuple[Array, Array, list[Params]]:
+    """(loss, ŷ, every layer's parameter gradients) of one batch: the reference a runner must equal."""
+    output, tape = forward_pass(plan.layers, params, x, True, scratch)
+    loss, grads = backward_pass(plan, backend, params, tape, output, y, scratch, grad_out)
+    return loss, output, grads
+
+
 class Engine:
     """A plan bound to one model: its scratch buffers and its backend's compiled runner, if any."""
 
@@ -99,8 +107,7 @@ class Engine:
             result = self.runner(flat_params, flat_grads, x, y)
             if result is not None:
                 return result
-        output, tape = forward_pass(self.plan.layers, params, x, True, self.scratch)
-        loss, grads = backward_pass(self.plan, self.backend, params, tape, output, y, self.scratch, grad_out)
+        loss, output, grads = gradient_pass(self.plan, self.backend, params, x, y, self.scratch, grad_out)
         return loss, output, self.gather(flat_grads, grads, grad_out)
 
     def gather(self, flat_grads: Array, grads: list[Params], grad_out: list[Params]) -> Array:
@@ -108,8 +115,7 @@ class Engine:
         slot; copied into the slots (mutable) or concatenated into a new array (immutable) else."""
         backend = self.backend
         if not backend.mutable:
-            return self.plan.table.flatten({f"{i}.{name}": g for i, layer in enumerate(grads) for name, g in layer.items()},
-                                           backend.xp)
+            return self.plan.table.gather(grads, flat_grads, backend.xp)
         for layer_grads, slots in zip(grads, grad_out, strict=True):
             for name, value in layer_grads.items():
                 if value is not slots[name]:

@@ -33,9 +33,17 @@ if TYPE_CHECKING:
 Array = Any
 
 
+def _take(lock: Any, what: str) -> None:
+    """Take ``lock`` without waiting, or raise the ToolkitError that names the problem."""
+    if not lock.acquire(False):
+        raise ToolkitError(
+            f"{what}: this model is running a training step in another thread; train one model "
+            "from one thread at a time (predict and evaluate are safe from any thread)"
+        )
+
+
 class _StepGuard:
-    """``with _StepGuard(lock, what):`` takes ``lock`` without waiting, or raises a ToolkitError.
-    A class, not a generator: it is entered twice per training step."""
+    """``with _StepGuard(lock, what):`` holds ``lock`` for the block (``_take`` on entry)."""
 
     __slots__ = ("lock", "what")
 
@@ -43,11 +51,7 @@ class _StepGuard:
         self.lock, self.what = lock, what
 
     def __enter__(self) -> None:
-        if not self.lock.acquire(False):
-            raise ToolkitError(
-                f"{self.what}: this model is running a training step in another thread; train one model "
-                "from one thread at a time (predict and evaluate are safe from any thread)"
-            )
+        _take(self.lock, self.what)
 
     def __exit__(self, *exc_info: Any) -> None:
         self.lock.release()
@@ -85,7 +89,7 @@ class Sequential:
         dtype: str = "float32",
         seed: int = 0,
         backend: str | Backend | None = None,
-        input_shape: tuple[int, ...] | None = None,
+        input_shape: tuple[int, ...] | int | None = None,
     ) -> None:
         self.layers: list[Layer] = list(layers)
         if not self.layers:
@@ -320,8 +324,7 @@ class Sequential:
         engine = self._engine_for_training()
         params, slots = self._views()
         lock = self._step_lock  # taken inline, not through _exclusive: this runs every step
-        if not lock.acquire(False):
-            self._exclusive("compute_gradients").__enter__()  # raises the error that names the problem
+        _take(lock, "compute_gradients")
         try:
             loss, output, self.flat_grads = engine.gradients(self.flat_params, self.flat_grads, params, slots, x, y)
         finally:
@@ -337,8 +340,7 @@ class Sequential:
         if self.optimizer is None:
             raise RuntimeError("call compile(loss=..., optimizer=...) before training")
         lock = self._step_lock
-        if not lock.acquire(False):
-            self._exclusive("apply_gradients").__enter__()  # raises the error that names the problem
+        _take(lock, "apply_gradients")
         try:
             self.flat_params = self.optimizer.step(self.flat_params, self.flat_grads)
         finally:

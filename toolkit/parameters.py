@@ -61,3 +61,11 @@ class ParameterTable:
         if not self.slots:
             raise ValueError("the model has no parameters")
         return xp.concat([xp.reshape(arrays[slot.key], (-1,)) for slot in self.slots])
+
+    def gather(self, per_layer: list[dict[str, Array]], like: Array, xp: Any) -> Array:
+        """One new flat array from per-layer dicts (a pass's gradients); zeros like ``like`` when the
+        model has no parameters."""
+        if not self.slots:
+            return xp.zeros_like(like)
+        return self.flatten({f"{index}.{name}": value for index, layer in enumerate(per_layer)
+                             for name, value in layer.items()}, xp)

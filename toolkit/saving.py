@@ -54,9 +54,8 @@ def _build(config: dict[str, Any], backend: Any) -> Sequential:
         if spec["class"] not in LAYERS:
             raise CheckpointError(f"checkpoint names an unknown layer {spec['class']!r}")
         layers.append(LAYERS[spec["class"]](**spec["config"]))
-    shape = config.get("input_shape") or config["input_dim"]
-    return Sequential(layers, input_shape=None if shape is None else tuple(shape) if isinstance(shape, list) else (shape,),
-                      dtype=config["dtype"], seed=config["seed"], backend=backend)
+    shape = config.get("input_shape") or config["input_dim"]  # older checkpoints have input_dim only
+    return Sequential(layers, input_shape=shape, dtype=config["dtype"], seed=config["seed"], backend=backend)
 
 
 def _restore(model: Sequential, tensors: dict[str, Any], metadata: dict[str, Any], path: str) -> None:
