@@ -135,11 +135,35 @@ def lenet_like(dtype="float64", seed=0):
     ], dtype=dtype, seed=seed)
 
 
+def every_image_layer(dtype="float64", seed=0):
+    """Reshape, Conv2D (strided, int padding), AvgPool2D, MaxPool2D, Flatten, GlobalAveragePooling2D."""
+    return Sequential([
+        Reshape((6, 5, 2), input_dim=60),
+        Conv2D(3, 3, strides=(1, 2), padding=1, activation="tanh"),
+        AvgPool2D((2, 1)),
+        MaxPool2D((1, 2), strides=1),
+        Flatten(),
+        Reshape((3, 2, 3)),
+        GlobalAveragePooling2D(),
+        Dense(3, activation="softmax"),
+    ], dtype=dtype, seed=seed)
+
+
+ARCHITECTURES = {"lenet-like": (lenet_like, (8, 7, 2)), "every-image-layer": (every_image_layer, (60,))}
+
+
 def test_cnn_gradients_against_finite_differences(backend, rng):
     model = lenet_like()
     model.compile(loss="categorical_crossentropy")
     x, y = rng.normal(size=(3, 8, 7, 2)), rng.integers(0, 3, size=3)
     errors = gradcheck(model, x, y)
+    assert max(errors.values()) < 1e-6, errors
+
+
+def test_every_image_layer_gradients_against_finite_differences(backend, rng):
+    model = every_image_layer()
+    model.compile(loss="categorical_crossentropy")
+    errors = gradcheck(model, rng.normal(size=(3, 60)), rng.integers(0, 3, size=3))
     assert max(errors.values()) < 1e-6, errors
 
 
@@ -152,13 +176,15 @@ def test_global_pool_and_strided_conv_gradients(backend, rng):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("rows", [1, 4])
-def test_cnn_backend_matches_numpy(backend, dtype, rows):
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_cnn_backend_matches_numpy(backend, dtype, rows, arch):
+    build, shape = ARCHITECTURES[arch]
     rng = np.random.default_rng(5)
-    x, y = rng.normal(size=(rows, 8, 7, 2)), rng.integers(0, 3, size=rows)
+    x, y = rng.normal(size=(rows, *shape)), rng.integers(0, 3, size=rows)
 
     def gradients(spec):
         with toolkit.use_backend(spec):
-            model = lenet_like(dtype)
+            model = build(dtype)
         model.compile(loss="categorical_crossentropy")
         xb = model.as_input(x)
         loss = model.compute_gradients(xb, model.prepare_targets(y, rows))
@@ -170,11 +196,13 @@ def test_cnn_backend_matches_numpy(backend, dtype, rows):
     assert relative_error(grads, grads_ref) <= TOLERANCE[dtype]
 
 
-def test_cnn_trains_and_checkpoints_load_bit_identically(backend, tmp_path):
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_cnn_trains_and_checkpoints_load_bit_identically(backend, tmp_path, arch):
+    build, shape = ARCHITECTURES[arch]
     rng = np.random.default_rng(2)
-    x, y = rng.normal(size=(24, 8, 7, 2)), rng.integers(0, 3, size=24)
+    x, y = rng.normal(size=(24, *shape)), rng.integers(0, 3, size=24)
     with toolkit.use_backend("numpy"):
-        source = lenet_like("float32")
+        source = build("float32")
         source.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
         history = source.fit(x, y, epochs=3, batch_size=8, verbose=0)
         toolkit.save(source, tmp_path / "cnn.safetensors")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import toolkit
-from toolkit import Conv2D, Dense, Flatten, MaxPool2D, Sequential
+from toolkit import AvgPool2D, Conv2D, Dense, Flatten, GlobalAveragePooling2D, MaxPool2D, Reshape, Sequential
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EPOCHS, GLOBAL_BATCH = 2, 10
@@ -26,7 +26,9 @@ def make_problem(kind="mlp"):
 
 def make_model(seed=0, kind="mlp"):
     if kind == "cnn":
-        layers = [Conv2D(3, 3, padding="same", activation="relu", input_shape=(6, 5, 2)), MaxPool2D(2), Flatten(),
+        # Every image layer: (6, 5, 2) → (6, 5, 3) → (3, 5, 3) → (3, 2, 3) → 18 → (3, 2, 3) → 3 → 3.
+        layers = [Conv2D(3, 3, padding="same", activation="relu", input_shape=(6, 5, 2)), AvgPool2D((2, 1)),
+                  MaxPool2D((1, 2)), Flatten(), Reshape((3, 2, 3)), GlobalAveragePooling2D(),
                   Dense(3, activation="softmax")]
     else:
         layers = [Dense(8, activation="tanh", input_dim=6), Dense(3, activation="softmax")]

@@ -46,24 +46,27 @@ def _random_network(rng, head):
     return layers, loss, x, y
 
 
-@pytest.mark.parametrize("seed", range(2))
-@pytest.mark.parametrize("head", sorted(HEADS))
-def test_jax_grad_equals_explicit_backprop(head, seed):
+def test_jax_grad_equals_explicit_backprop_through_every_image_layer():
+    """Conv2D (padded, strided), both poolings, Flatten, Reshape, global pooling, a fused output."""
     if "jax" not in selected_backends():
         pytest.skip("runs in the jax session (TOOLKIT_TEST_BACKENDS does not list jax)")
     reason = unavailable_reason("jax")
     if reason:
         pytest.skip(reason)
+    from tests.test_conv import every_image_layer, lenet_like
+
+    rng = np.random.default_rng(9)
+    for build, shape in ((lenet_like, (8, 7, 2)), (every_image_layer, (60,))):
+        with toolkit.use_backend("jax"):
+            model = build()
+        model.compile(loss="categorical_crossentropy")
+        _assert_oracle(model, rng.normal(size=(3, *shape)), rng.integers(0, 3, size=3))
+
+
+def _assert_oracle(model, x, y):
     import jax
     import jax.numpy as jnp
 
-    rng = np.random.default_rng(1000 * seed + len(head))
-    layers, loss, x, y = _random_network(rng, head)
-    with toolkit.use_backend("jax"):
-        model = Sequential(layers, dtype="float64", seed=seed)
-    model.compile(loss=loss)
-    # Biases off zero keep every ReLU off its kink, where the derivative does not exist.
-    model.set_weights({name: value + (0.05 if name.endswith(".b") else 0.0) for name, value in model.get_weights().items()})
     xb = model.as_input(x)
     yb = model.prepare_targets(y, xb.shape[0])
     model.compute_gradients(xb, yb)
@@ -75,3 +78,21 @@ def test_jax_grad_equals_explicit_backprop(head, seed):
 
     automatic = np.asarray(jax.grad(loss_of)(model.flat_params))
     assert relative_error(explicit, automatic) <= 1e-10
+
+
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_jax_grad_equals_explicit_backprop(head, seed):
+    if "jax" not in selected_backends():
+        pytest.skip("runs in the jax session (TOOLKIT_TEST_BACKENDS does not list jax)")
+    reason = unavailable_reason("jax")
+    if reason:
+        pytest.skip(reason)
+    rng = np.random.default_rng(1000 * seed + len(head))
+    layers, loss, x, y = _random_network(rng, head)
+    with toolkit.use_backend("jax"):
+        model = Sequential(layers, dtype="float64", seed=seed)
+    model.compile(loss=loss)
+    # Biases off zero keep every ReLU off its kink, where the derivative does not exist.
+    model.set_weights({name: value + (0.05 if name.endswith(".b") else 0.0) for name, value in model.get_weights().items()})
+    _assert_oracle(model, x, y)
