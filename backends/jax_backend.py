@@ -25,6 +25,7 @@ import numpy as np
 from toolkit.backend import Backend
 from toolkit.engine import Plan, forward_pass, gradient_pass
 from toolkit.errors import BackendError
+from toolkit.layers import INFERENCE, PassContext
 from toolkit.ops.optim import RULES
 
 from .host import HostRandom, host_array
@@ -37,14 +38,24 @@ _COMPILED_ENTRIES = 64
 
 
 def _settings(layer: Any) -> tuple[Any, ...]:
-    """Everything a layer's trace can depend on: its plain attributes (a layer holds no arrays)."""
+    """Everything a layer's trace can depend on: its plain attributes (a layer holds no arrays),
+    and those of the layers nested in it."""
     found = []
     for name, value in sorted(vars(layer).items()):
         if isinstance(value, (int, float, str, bool, tuple, type(None))):
             found.append((name, value))
         elif hasattr(value, "code") and hasattr(value, "name"):  # an ActivationFunction
             found.append((name, value.name))
+    if hasattr(layer, "sublayers"):
+        found.append(("sublayers", _structure(layer.sublayers(), None)))
     return tuple(found)
+
+
+def _views(tables: tuple[Any, Any], flat: Any, state: Any) -> list[dict[str, Any]]:
+    """Per layer, its parameters and its state cut from the two flat arrays."""
+    table, state_table = tables
+    return [{**params, **values} for params, values in zip(table.views(flat, jnp), state_table.views(state, jnp),
+                                                           strict=True)]
 
 
 def _structure(layers: Any, device: Any, *extra: Any) -> tuple[Any, ...]:
@@ -107,21 +118,25 @@ class JaxBackend(Backend):
 
     # -- compiled passes -------------------------------------------------------------------
     def _gradient_function(self, plan: Plan) -> Callable[..., Any]:
-        """The engine's pass as a pure function of (flat params, x, y), ready to trace."""
+        """The engine's pass as a pure function of (flat params, flat state, x, y, dropout key),
+        ready to trace; it returns (loss, ŷ, flat gradients, new flat state)."""
         none = [None] * len(plan.layers)
         no_slots: list[dict[str, Any]] = [{} for _ in plan.layers]
+        has_state = bool(plan.state_table.size)
 
-        def gradients(flat: Any, x: Any, y: Any) -> tuple[Any, Any, Any]:
-            loss, output, grads = gradient_pass(plan, self, plan.table.views(flat, jnp), x, y, none, no_slots)
-            return loss, output, plan.table.gather(grads, flat, jnp)
+        def gradients(flat: Any, state: Any, x: Any, y: Any, key: Any) -> tuple[Any, Any, Any, Any]:
+            context = PassContext(training=True, random_key=key)
+            loss, output, grads, new_state = gradient_pass(plan, self, _views((plan.table, plan.state_table), flat, state),
+                                                           x, y, context, none, no_slots, state if has_state else None)
+            return loss, output, plan.table.gather(grads, flat, jnp), state if new_state is None else new_state
 
         return gradients
 
-    def compile_forward(self, layers: Any, table: Any) -> Callable[..., Any] | None:
+    def compile_forward(self, layers: Any, table: Any, state_table: Any) -> Callable[..., Any] | None:
         none = [None] * len(layers)
 
-        def forward(flat: Any, x: Any) -> Any:
-            return forward_pass(layers, table.views(flat, jnp), x, False, none)[0]
+        def forward(flat: Any, state: Any, x: Any) -> Any:
+            return forward_pass(layers, _views((table, state_table), flat, state), x, INFERENCE, none)[0]
 
         return _cached(_structure(layers, self.device, "forward"), lambda: jax.jit(forward))
 
@@ -131,27 +146,29 @@ class JaxBackend(Backend):
 
     def compile_pass(self, plan: Plan) -> Callable[..., Any] | None:
         compiled = _cached(self._plan_key(plan, "pass"), lambda: jax.jit(self._gradient_function(plan)))
-        return lambda params, grads, x, y: compiled(params, x, y)
+        return lambda params, grads, state, x, y, context: compiled(params, state, x, y, np.int64(context.random_key))
 
     def compile_step(self, plan: Plan) -> Callable[..., Any] | None:
         gradients = self._gradient_function(plan)
         compiled: dict[tuple[str, tuple[Any, ...]], Callable[..., Any]] = _cached(self._plan_key(plan, "step"), dict)
 
-        def step(params: Any, state: tuple[Any, ...], x: Any, y: Any, rule: str, scalars: tuple[Any, ...]):
+        def step(params: Any, state: tuple[Any, ...], layer_state: Any, x: Any, y: Any, key: int, rule: str,
+                 scalars: tuple[Any, ...]):
             # Booleans (Nesterov) choose code paths: they are part of what is compiled. Floats
             # (learning rate, bias corrections) are traced, so a schedule never recompiles.
             flags = tuple(s if isinstance(s, bool) else None for s in scalars)
             function = compiled.get((rule, flags))
             if function is None:
-                def whole_step(params, state, x, y, floats):
+                def whole_step(params, state, layer_state, x, y, key, floats):
                     values = iter(floats)
                     merged = tuple(next(values) if flag is None else flag for flag in flags)
-                    loss, output, flat_grads = gradients(params, x, y)
+                    loss, output, flat_grads, new_layer_state = gradients(params, layer_state, x, y, key)
                     new_params, *new_state = RULES[rule].reference(params, flat_grads, *state, *merged, jnp)
-                    return loss, output, flat_grads, new_params, tuple(new_state)
+                    return loss, output, flat_grads, new_params, tuple(new_state), new_layer_state
 
                 function = compiled[rule, flags] = jax.jit(whole_step)
             floats = tuple(float(s) for s in scalars if not isinstance(s, bool))
-            return function(params, state, x, y, floats)
+            # The dropout key is traced (an int64 scalar), so a new step never recompiles.
+            return function(params, state, layer_state, x, y, np.int64(key), floats)
 
         return step

@@ -76,6 +76,12 @@ class Communicator:
         self.comm.Bcast(host, root=root)
         self._write_back(buffer, host)
 
+    def broadcast_values(self, values: list[int], root: int = 0) -> list[int]:
+        """Rank ``root``'s integers on every rank."""
+        data = np.asarray(values, dtype=np.int64)
+        self.comm.Bcast(data, root=root)
+        return [int(v) for v in data]
+
     def allreduce_values(self, values: list[float]) -> list[float]:
         data = np.asarray(values, dtype=np.float64)
         self.comm.Allreduce(self.mpi.IN_PLACE, data, op=self.mpi.SUM)

@@ -146,11 +146,12 @@ class DensePassRunner:
             self._scratch[n] = found
         return found
 
-    def __call__(self, params: np.ndarray, grads: np.ndarray, x: np.ndarray, y: np.ndarray):
+    def __call__(self, params: np.ndarray, grads: np.ndarray, state: np.ndarray, x: np.ndarray, y: np.ndarray,
+                 context: object):
         n = x.shape[0]
         if n > self.max_rows:
             return None
         x, y = np.ascontiguousarray(x), np.ascontiguousarray(y)
         scratch, places, output = self._scratch_for(n)
         loss = dense_pass(x, y, params, grads, self.layout, self.codes, self.slope, self.pair, scratch, places)
-        return np.asarray(loss, dtype=self.dtype), output, grads
+        return np.asarray(loss, dtype=self.dtype), output, grads, None  # a Dense stack has no state

@@ -20,6 +20,7 @@ import onnx
 from toolkit.backend import Backend
 from toolkit.engine import forward_pass
 from toolkit.errors import ToolkitError
+from toolkit.layers import INFERENCE
 
 INPUT_NAME, OUTPUT_NAME = "input", "output"
 
@@ -46,20 +47,19 @@ def export(model: Any, path: str | os.PathLike) -> onnx.ModelProto:
         raise ToolkitError("cannot export a model that is not built yet (give input_dim or train it first)")
     tracer = NdonnxTraceBackend()
     dtype = getattr(ndx, model.dtype_name)
-    layers = []
-    for layer in model.layers:  # shallow copies: layers hold configuration only; the model's stay untouched
-        traced = copy.copy(layer)
-        traced.backend = tracer
-        layers.append(traced)
-    weights = model.get_weights()
+    # Copies bound to the tracer (layers hold configuration only); the model's own stay untouched.
+    layers = copy.deepcopy(model.layers, {id(model.backend): tracer})
+    for index, layer in enumerate(layers):
+        layer.bind(tracer, str(index))
+    values = {**model.get_weights(), **model.get_state()}
     params: list[dict[str, Any]] = [{} for _ in layers]
-    for slot in model.table.slots:
-        params[slot.layer][slot.name] = ndx.asarray(weights[slot.key], dtype=dtype)
+    for slot in [*model.table.slots, *model.state_table.slots]:
+        params[slot.layer][slot.name] = ndx.asarray(values[slot.key], dtype=dtype)
     x = ndx.argument(shape=("N", *model.input_shape), dtype=dtype)
     output = x
     for index, layer in enumerate(layers):
         try:
-            output, _ = forward_pass([layer], [params[index]], output, False, [None])
+            output, _ = forward_pass([layer], [params[index]], output, INFERENCE, [None])
         except Exception as error:  # noqa: BLE001 - whatever ndonnx refused, named with its layer
             raise ToolkitError(
                 f"layer {index}, {layer.describe()}, cannot be exported to ONNX: its forward pass uses an "

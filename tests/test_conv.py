@@ -95,7 +95,7 @@ def test_max_pool_routes_each_gradient_to_one_winner(backend):
     model.compile(loss="mse")
     model.set_weights({"2.W": np.array([[1.0]]), "2.b": np.array([0.0])})
     params = model._views()[0]
-    output, tape = toolkit.engine.forward_pass(model.layers, params, model.as_input(x), True, [None] * 3)
+    output, tape = toolkit.engine.forward_pass(model.layers, params, model.as_input(x), model.training_context(), [None] * 3)
     grad, _ = model.layers[0].backward({}, tape[0], model.backend.asarray(np.ones((1, 1, 1, 1))), None, {})
     np.testing.assert_array_equal(to_numpy(backend, grad).reshape(2, 2), [[0.0, 1.0], [0.0, 0.0]])
 

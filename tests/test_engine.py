@@ -12,6 +12,7 @@ import toolkit
 from tests.conftest import to_numpy, unavailable_reason
 from tests.helpers import TOLERANCE, relative_error
 from toolkit import Activation, Dense, Sequential
+from toolkit.layers import INFERENCE
 from toolkit.losses import BinaryCrossEntropy
 
 ARCHITECTURES = {
@@ -51,7 +52,7 @@ def _pass(model, x, y):
     """Loss, flat gradients and the output after one gradient pass, on the host."""
     backend = model.backend
     xb = model.as_input(x)
-    loss, output = model._gradients(xb, model.prepare_targets(y, xb.shape[0]))
+    loss, output, _ = model._gradients(xb, model.prepare_targets(y, xb.shape[0]))
     return float(loss), to_numpy(backend, model.flat_grads).copy(), to_numpy(backend, output).copy()
 
 
@@ -104,7 +105,8 @@ def test_batches_too_large_for_one_thread_run_layer_by_layer(rng):
     for rows in (runner.max_rows, runner.max_rows + 1):
         x, y = rng.normal(size=(rows, 64)), _targets(rng, loss, rows, 1)
         xb = fast.as_input(x)
-        declined = runner(fast.flat_params, fast.flat_grads, xb, fast.prepare_targets(y, rows)) is None
+        declined = runner(fast.flat_params, fast.flat_grads, fast.flat_state, xb, fast.prepare_targets(y, rows),
+                          fast.training_context()) is None
         assert declined == (rows > runner.max_rows)
         (loss_fast, grads_fast, _), (loss_ref, grads_ref, _) = _pass(fast, x, y), _pass(reference, x, y)
         assert loss_fast == pytest.approx(loss_ref, rel=1e-12)
@@ -252,5 +254,5 @@ def test_float32_tanh_is_the_same_in_the_runner_and_the_layers(rng):
     model._gradients(xb, model.prepare_targets(_targets(rng, loss, 16, 1), 16))
     hidden_runner = to_numpy(model.backend, _runner(model)._scratch[16][0][16 * 32 : 2 * 16 * 32]).reshape(16, 32)
     params = model._views()[0]
-    hidden_layer, _ = model.layers[0].forward(params[0], xb, False, None)
+    hidden_layer, _ = model.layers[0].forward(params[0], xb, INFERENCE, None)
     np.testing.assert_array_equal(hidden_runner, hidden_layer)

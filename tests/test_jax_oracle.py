@@ -10,6 +10,7 @@ from tests.conftest import selected_backends, unavailable_reason
 from tests.helpers import relative_error
 from toolkit import Activation, Dense, Sequential
 from toolkit.engine import forward_pass
+from toolkit.layers import INFERENCE
 from toolkit.ops.activations import ACTIVATIONS
 
 HEADS = {  # output activation, loss, target kind
@@ -73,7 +74,7 @@ def _assert_oracle(model, x, y):
     explicit = np.asarray(model.flat_grads)
 
     def loss_of(flat):
-        output, _ = forward_pass(model.layers, model.table.views(flat, jnp), xb, False, [None] * len(model.layers))
+        output, _ = forward_pass(model.layers, model.table.views(flat, jnp), xb, INFERENCE, [None] * len(model.layers))
         return model.loss.value(output, yb, jnp)
 
     automatic = np.asarray(jax.grad(loss_of)(model.flat_params))

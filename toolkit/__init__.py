@@ -9,7 +9,21 @@ from .config import get_backend, set_backend, use_backend
 from .errors import BackendError, CheckpointError, InputError, ShapeError, ToolkitError, TrainingDiverged
 from .gradcheck import gradcheck
 from .interop import export_onnx, load_torch_weights, store_torch_weights
-from .layers import Activation, AvgPool2D, Conv2D, Dense, Flatten, GlobalAveragePooling2D, Layer, MaxPool2D, Reshape
+from .layers import (
+                     Activation,
+                     AvgPool2D,
+                     BatchNorm,
+                     Conv2D,
+                     Dense,
+                     Dropout,
+                     Flatten,
+                     GlobalAveragePooling2D,
+                     Layer,
+                     LayerNorm,
+                     MaxPool2D,
+                     Reshape,
+                     Residual,
+)
 from .losses import BinaryCrossEntropy, CategoricalCrossEntropy, Loss, MeanSquaredError
 from .model import Sequential
 from .optimizers import SGD, Adam, AdamW, Optimizer, RMSProp
@@ -18,7 +32,8 @@ from .saving import load, load_weights, save
 from .training import History
 
 __all__ = [
-    "AvgPool2D", "Conv2D", "Flatten", "GlobalAveragePooling2D", "MaxPool2D", "Reshape",
+    "AvgPool2D", "BatchNorm", "Conv2D", "Dropout", "Flatten", "GlobalAveragePooling2D", "LayerNorm", "MaxPool2D",
+    "Reshape", "Residual",
     "Activation", "Adam", "AdamW", "BackendError", "BinaryCrossEntropy", "CategoricalCrossEntropy",
     "CheckpointError", "Dense", "History", "InputError", "Layer", "Loss", "MeanSquaredError", "Optimizer",
     "RMSProp", "SGD", "Sequential", "ShapeError", "ToolkitError", "TrainingDiverged", "available_backends",

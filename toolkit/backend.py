@@ -20,7 +20,7 @@ from collections.abc import Callable
 from types import MethodType
 from typing import Any, Protocol
 
-from .ops import conv, optim, reference
+from .ops import conv, optim, random, reference
 from .ops.activations import ActivationFunction
 
 Array = Any
@@ -48,7 +48,7 @@ class Backend:
     mutable = True  # arrays can be written in place (False: JAX)
     reuses_buffers = False  # training steps write into scratch buffers kept by the model
     HOT_OPS = ("matmul", "bias_activation", "activation_backward", "output_delta", "sum_rows", "im2col", "col2im",
-               "max_pool", "max_pool_backward", "compile_pass", "compile_step", "compile_forward")
+               "max_pool", "max_pool_backward", "dropout_mask", "compile_pass", "compile_step", "compile_forward")
 
     def __init__(self, xp: Any, device: Any = None, fused: bool = True) -> None:
         self.xp = xp
@@ -149,6 +149,11 @@ class Backend:
         """Each window's gradient routed to its arg-max."""
         return conv.max_pool_backward(grad, winners, input_hw, window, strides, self.xp)
 
+    def dropout_mask(self, key: Any, stream: int, shape: tuple[int, ...], first_row: int, rate: float,
+                     dtype: Any) -> Array:
+        """The inverted-dropout mask (0 or 1/(1 − rate)) of ``toolkit.ops.random.dropout_mask``."""
+        return random.dropout_mask(key, stream, shape, first_row, rate, dtype, self.xp, self.device)
+
     def compile_pass(self, plan: Any) -> Callable[..., Any] | None:
         """A compiled gradient pass for ``plan`` (``toolkit.engine.Plan``), or None.
 
@@ -164,14 +169,14 @@ class Backend:
         """A compiled whole training step for ``plan`` (gradient pass and optimizer update in one
         call), or None (the default: the model runs the pass, then ``update``).
 
-        Called as ``step(params, state, x, y, rule, scalars)``; returns ``(loss, output, grads,
-        new_params, new_state)`` without changing its arguments, so the model can refuse a step
-        whose loss is not finite."""
+        Called as ``step(params, optimizer_state, layer_state, x, y, random_key, rule, scalars)``;
+        returns ``(loss, output, grads, new_params, new_optimizer_state, new_layer_state)`` without
+        changing its arguments, so the model can refuse a step whose loss is not finite."""
         return None
 
-    def compile_forward(self, layers: Any, table: Any) -> Callable[..., Any] | None:
-        """A compiled inference pass ``forward(flat_params, x) -> ŷ`` of these layers, or None (the
-        default: the engine's loop runs op by op)."""
+    def compile_forward(self, layers: Any, table: Any, state_table: Any) -> Callable[..., Any] | None:
+        """A compiled inference pass ``forward(flat_params, flat_state, x) -> ŷ`` of these layers, or
+        None (the default: the engine's loop runs op by op)."""
         return None
 
     def update(self, rule: str, param: Array, grad: Array, state: tuple[Array, ...],

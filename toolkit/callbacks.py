@@ -69,7 +69,10 @@ class EarlyStopping(Callback):
         if _improved(self.mode, value, self.best, self.min_delta):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best_weights:
-                self._best_params = self.model.backend.xp.asarray(self.model.flat_params, copy=True)
+                xp = self.model.backend.xp
+                # the running statistics belong to the weights they were gathered with
+                self._best_params = (xp.asarray(self.model.flat_params, copy=True),
+                                     xp.asarray(self.model.flat_state, copy=True))
             return
         self.wait += 1
         if self.wait > self.patience:
@@ -78,7 +81,9 @@ class EarlyStopping(Callback):
 
     def on_train_end(self, logs: dict[str, float]) -> None:
         if self.restore_best_weights and self._best_params is not None:
-            self.model.assign_params(self._best_params)
+            params, state = self._best_params
+            self.model.assign_params(params)
+            self.model.flat_state = self.model.backend.assign(self.model.flat_state, state)
 
 
 class ModelCheckpoint(Callback):

@@ -3,7 +3,9 @@ all-reduce per step averages the gradients (and the loss) over the flat gradient
 
 N ranks with global batch B take the same steps as one process with batch B: each rank draws
 the same seeded permutation, takes a contiguous slice of every batch, weights its gradient
-by its share of the batch, and the all-reduce sums the shares. The engine is MPI (mpi4py),
+by its share of the batch, and the all-reduce sums the shares. Layers that depend on the whole
+batch see it too: dropout draws each row's mask by its index in the global batch, and BatchNorm
+all-reduces its statistics (two small all-reduces per BatchNorm layer forward, two backward). The engine is MPI (mpi4py),
 registered as the ``mpi`` service (``toolkit.registry``); this module stays Array-API only.
 
     python examples/digits_mlp.py                    # one process
@@ -50,6 +52,21 @@ class DataParallel:
             self.communicator = registry.service("mpi").Communicator(model.backend)
         model.is_main = self.is_main
         self.communicator.broadcast(model.flat_params)
+        if model.state_table.size:
+            self.communicator.broadcast(model.flat_state)
+        # The dropout masks are keyed by seed and step: every rank takes rank 0's.
+        model.random_seed, model.random_step = self.communicator.broadcast_values([model.random_seed, model.random_step])
+        self.backend = model.backend
+
+    def check_batches(self, model: Any, n: int, batch_size: int) -> None:
+        """Every rank must hold rows of every batch when the model synchronises layers (BatchNorm
+        all-reduces inside the pass, so a rank without rows would leave the others waiting)."""
+        last = n % batch_size
+        if model.synchronized_layers and 0 < last < self.size:
+            raise InputError(
+                f"the last batch has {last} row(s), fewer than the {self.size} ranks, and "
+                f"{model.synchronized_layers[0].describe()} needs rows on every rank: choose a batch_size "
+                f"that leaves at least {self.size} rows in the last batch (the data has {n} rows)")
 
     def check_batch_size(self, batch_size: int) -> None:
         if batch_size < self.size:
@@ -62,14 +79,27 @@ class DataParallel:
         start, stop = self.rank * n // self.size, (self.rank + 1) * n // self.size
         return x[start:stop, ...], y[start:stop, ...]
 
-    def compute_gradients(self, model: Any, x: Array, y: Array) -> tuple[Array, Array]:
+    def _sum_over_ranks(self, x: Array) -> Array:
+        buffer = self.backend.xp.asarray(x, copy=True)
+        self.communicator.allreduce_sum(buffer)
+        return buffer
+
+    def context(self, model: Any, local_rows: int) -> Any:
+        """The training pass context of this rank's share of the current global batch."""
+        return model.training_context(first_row=self.rank * self._global_rows // self.size,
+                                      global_rows=self._global_rows, share=local_rows / self._global_rows,
+                                      all_reduce=self._sum_over_ranks)
+
+    def compute_gradients(self, model: Any, x: Array, y: Array) -> tuple[Array, Array, Array | None]:
         """Local gradients weighted by this rank's share, then one all-reduce of gradients + loss.
 
-        Returns the global batch's loss and this rank's predictions (for its metrics)."""
+        Returns the global batch's loss, this rank's predictions (for its metrics) and the
+        layers' new state (the same on every rank), to keep when the step is committed."""
         backend, xp = model.backend, model.backend.xp
         share = x.shape[0] / self._global_rows
+        new_state = None
         if x.shape[0]:
-            loss, output = model._gradients(x, y)
+            loss, output, new_state = model._gradients(x, y, self.context(model, x.shape[0]))
             # Σ_r (n_r / B) ∇J_r = ∇ of the mean loss over the global batch; the loss rides along.
             weighted = xp.concat([model.flat_grads * share, xp.reshape(loss * share, (1,))])
         else:
@@ -80,7 +110,12 @@ class DataParallel:
         self.communicator.allreduce_sum(buffer)
         self.allreduce_seconds += time.perf_counter() - started
         self.steps += 1
-        return buffer[-1], output
+        return buffer[-1], output, new_state
+
+    def train_batch(self, model: Any, x: Array, y: Array) -> tuple[Array, Array, Any]:
+        """(global loss, this rank's ŷ, commit) of this rank's share of a global batch."""
+        loss, output, new_state = self.compute_gradients(model, x, y)
+        return loss, output, lambda: model._commit(new_state)
 
     def reduce_metrics(self, metrics: list[Any]) -> None:
         """Sum every metric's running totals over the ranks (exact for ratios like precision)."""

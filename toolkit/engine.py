@@ -1,8 +1,9 @@
 """The engine: one description of a gradient pass (``Plan``) and the one loop that runs it.
 
-    forward:   for each layer l:          x, saved[l] = layer.forward(params[l], x)        (a tape)
+    forward:   for each layer l:          x, saved[l] = layer.forward(params[l], x, context)  (a tape)
     δ_out:     fused pair (ŷ − y)          or ∂J/∂ŷ chained through the output layer
     backward:  for each layer, last first: g, grads[l] = layer.backward(params[l], saved[l], g)
+    state:     for each layer with state:  state[l] = layer.next_state(params[l], saved[l])
 
 The tape lives only as long as the pass, so nothing a pass needs is kept on a layer or on a
 process-global object. A backend may compile a faster runner from the same ``Plan``
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backend import Backend
-from .layers import Dense, Layer, Scratch
+from .layers import Dense, Layer, PassContext, Scratch
 from .losses import Loss
 from .ops.reference import OUTPUT_PAIRS
 from .parameters import ParameterTable
@@ -30,33 +31,48 @@ Params = dict[str, Array]
 @dataclass(frozen=True)
 class Plan:
     """What one gradient pass of a model is: its layers, the output/loss pair that starts the
-    backward pass (None: chain ∂J/∂ŷ through the output layer), the loss, the parameter layout."""
+    backward pass (None: chain ∂J/∂ŷ through the output layer), the loss, the layouts of the
+    parameters and of the state (running statistics)."""
 
     layers: tuple[Layer, ...]
     table: ParameterTable
+    state_table: ParameterTable
     loss: Loss
     pair: str | None
     dtype: Any
 
 
-def make_plan(layers: Sequence[Layer], table: ParameterTable, loss: Loss, dtype: Any) -> Plan:
+def make_plan(layers: Sequence[Layer], table: ParameterTable, state_table: ParameterTable, loss: Loss,
+              dtype: Any) -> Plan:
     """The plan of a built, compiled model: the output pair is used when the loss names one and
     the last layer is a Dense layer with the pair's activation."""
     last = layers[-1]
     pair = loss.output_pair
     if pair is not None and not (isinstance(last, Dense) and last.activation.name == OUTPUT_PAIRS[pair].activation):
         pair = None
-    return Plan(tuple(layers), table, loss, pair, dtype)
+    return Plan(tuple(layers), table, state_table, loss, pair, dtype)
 
 
-def forward_pass(layers: Sequence[Layer], params: Sequence[Params], x: Array, training: bool,
+def forward_pass(layers: Sequence[Layer], params: Sequence[Params], x: Array, context: PassContext,
                  scratch: Sequence[Scratch | None]) -> tuple[Array, list[Any]]:
-    """ŷ, and the tape of what each layer's backward needs (None entries when not training)."""
+    """ŷ, and the tape of what each layer's backward needs (None entries when not training).
+
+    ``params[l]`` holds layer l's parameters and its state."""
     tape = []
     for layer, layer_params, layer_scratch in zip(layers, params, scratch, strict=True):
-        x, saved = layer.forward(layer_params, x, training, layer_scratch)
+        x, saved = layer.forward(layer_params, x, context, layer_scratch)
         tape.append(saved)
     return x, tape
+
+
+def next_state(layers: Sequence[Layer], state_table: ParameterTable, params: Sequence[Params], tape: Sequence[Any],
+               like: Array, xp: Any) -> Array | None:
+    """The flat state after a training pass (a new array), or None when the layers have no state."""
+    if not state_table.size:
+        return None
+    states = [layer.next_state(layer_params, saved) if layer.state_shapes() else {}
+              for layer, layer_params, saved in zip(layers, params, tape, strict=True)]
+    return state_table.gather(states, like, xp)
 
 
 def backward_pass(plan: Plan, backend: Backend, params: Sequence[Params], tape: Sequence[Any], output: Array,
@@ -80,12 +96,16 @@ def backward_pass(plan: Plan, backend: Backend, params: Sequence[Params], tape: 
     return loss, grads
 
 
-def gradient_pass(plan: Plan, backend: Backend, params: Sequence[Params], x: Array, y: Array,
-                  scratch: Sequence[Scratch | None], grad_out: Sequence[Params]) -> tuple[Array, Array, list[Params]]:
-    """(loss, ŷ, every layer's parameter gradients) of one batch: the reference a runner must equal."""
-    output, tape = forward_pass(plan.layers, params, x, True, scratch)
+def gradient_pass(plan: Plan, backend: Backend, params: Sequence[Params], x: Array, y: Array, context: PassContext,
+                  scratch: Sequence[Scratch | None], grad_out: Sequence[Params],
+                  state: Array | None = None) -> tuple[Array, Array, list[Params], Array | None]:
+    """(loss, ŷ, every layer's parameter gradients, the new flat state or None) of one batch:
+    the reference a runner must equal. ``state`` is the current flat state (its shape and dtype
+    for the new one)."""
+    output, tape = forward_pass(plan.layers, params, x, context, scratch)
+    new_state = None if state is None else next_state(plan.layers, plan.state_table, params, tape, state, backend.xp)
     loss, grads = backward_pass(plan, backend, params, tape, output, y, scratch, grad_out)
-    return loss, output, grads
+    return loss, output, grads, new_state
 
 
 class Engine:
@@ -99,16 +119,20 @@ class Engine:
         self.runner: Callable[..., Any] | None = backend.compile_pass(plan)
         self.step: Callable[..., Any] | None = backend.compile_step(plan)
 
-    def gradients(self, flat_params: Array, flat_grads: Array, params: list[Params], grad_out: list[Params],
-                  x: Array, y: Array) -> tuple[Array, Array, Array]:
-        """(loss, ŷ, flat gradients) of one batch; on mutable backends the gradients are written
-        into ``flat_grads`` (and it is returned); on immutable ones a new flat array is returned."""
+    def gradients(self, flat_params: Array, flat_grads: Array, flat_state: Array, params: list[Params],
+                  grad_out: list[Params], x: Array, y: Array,
+                  context: PassContext) -> tuple[Array, Array, Array, Array | None]:
+        """(loss, ŷ, flat gradients, new flat state or None) of one batch; on mutable backends the
+        gradients are written into ``flat_grads`` (and it is returned); on immutable ones a new
+        flat array is returned. The state is never written: the model commits it."""
         if self.runner is not None:
-            result = self.runner(flat_params, flat_grads, x, y)
+            result = self.runner(flat_params, flat_grads, flat_state, x, y, context)
             if result is not None:
                 return result
-        loss, output, grads = gradient_pass(self.plan, self.backend, params, x, y, self.scratch, grad_out)
-        return loss, output, self.gather(flat_grads, grads, grad_out)
+        state = flat_state if self.plan.state_table.size else None
+        loss, output, grads, new_state = gradient_pass(self.plan, self.backend, params, x, y, context, self.scratch,
+                                                       grad_out, state)
+        return loss, output, self.gather(flat_grads, grads, grad_out), new_state
 
     def gather(self, flat_grads: Array, grads: list[Params], grad_out: list[Params]) -> Array:
         """The layers' gradients in the flat buffer: already there when every op wrote into its

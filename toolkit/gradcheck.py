@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 def gradcheck(model: Sequential, x: Any, y: Any, eps: float = 1e-6) -> dict[str, float]:
     """Compare backpropagation with central differences (J(θ+ε) − J(θ−ε)) / 2ε, element by element.
 
+    Layers run in training mode with one fixed context: dropout keeps one mask for every
+    evaluation, BatchNorm uses the batch's statistics; the model's state is left as it was.
     The model must be float64 (float32 round-off swamps the difference quotient) and compiled
     with a loss. Returns, per parameter name, the worst relative error
     ``max|g_backprop − g_numeric| / max(max|g_backprop|, max|g_numeric|)``; values around 1e-8
@@ -31,13 +33,14 @@ def gradcheck(model: Sequential, x: Any, y: Any, eps: float = 1e-6) -> dict[str,
     backend = model.backend
     x = model.as_input(x)
     y = model.prepare_targets(y, x.shape[0])
-    model.compute_gradients(x, y)
+    context = model.training_context()
+    model._gradients(x, y, context)
     analytic = {name: backend.to_host(g).copy() for name, g in model.named_gradients()}
     original = backend.to_host(model.flat_params).copy()
 
     def loss_at(flat: Any) -> float:
         model.assign_params(backend.asarray(flat, dtype=model.dtype))
-        return float(model.compute_gradients(x, y))
+        return float(model._gradients(x, y, context)[0])
 
     worst: dict[str, float] = {}
     try:
@@ -54,5 +57,5 @@ def gradcheck(model: Sequential, x: Any, y: Any, eps: float = 1e-6) -> dict[str,
             worst[slot.key] = float(abs(exact - numeric).max() / scale)
     finally:
         model.assign_params(backend.asarray(original, dtype=model.dtype))
-        model.compute_gradients(x, y)  # leave the analytic gradients in place
+        model._gradients(x, y, context)  # leave the analytic gradients in place
     return worst

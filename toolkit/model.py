@@ -9,18 +9,20 @@ model hands each layer its slices at every pass. State changes only by replacing
 from __future__ import annotations
 
 import math
+import secrets
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .backend import Backend
 from .config import get_backend, load_backend
-from .engine import Engine, backward_pass, forward_pass, make_plan
+from .engine import Engine, backward_pass, forward_pass, make_plan, next_state
 from .errors import InputError, ShapeError, ToolkitError
-from .layers import Layer
+from .layers import INFERENCE, Dropout, Layer, PassContext
 from .losses import Loss, get_loss
 from .metrics import Metric, get_metric
 from .ops.optim import RULES
+from .ops.random import step_key
 from .optimizers import Optimizer, get_optimizer
 from .parameters import ParameterTable
 from .validation import check_int, check_seed
@@ -55,6 +57,14 @@ class _StepGuard:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.lock.release()
+
+
+def _every_layer(layers: Iterable[Layer]) -> list[Layer]:
+    """The layers and, depth first, the layers nested in them (residual blocks)."""
+    found: list[Layer] = []
+    for layer in layers:
+        found += [layer, *_every_layer(layer.sublayers())]
+    return found
 
 
 class Sequential:
@@ -108,6 +118,11 @@ class Sequential:
         self.built = False
         self._engine: Engine | None = None
         self._views_for: Any = None
+        self._state_views_for: Any = None
+        # The dropout masks are keyed by (random_seed, random_step): the model's seed (or a fresh one
+        # when it has none) and the number of training passes so far. Checkpoints keep both.
+        self.random_seed = self.seed if self.seed is not None else secrets.randbits(32)
+        self.random_step = 0
         self._step_lock = threading.Lock()
         self._thread = threading.local()  # the tape of a hand-written forward(training=True), per thread
         if input_dim is not None and input_shape is not None:
@@ -133,15 +148,25 @@ class Sequential:
         for layer in self.layers:
             shape = layer.configure(shape)
         table = ParameterTable([layer.param_shapes() for layer in self.layers])
+        state_table = ParameterTable([layer.state_shapes() for layer in self.layers])
         rng = self.backend.random(self.seed)
         initial: dict[str, Array] = {}
+        initial_state: dict[str, Array] = {}
         for index, layer in enumerate(self.layers):
-            layer.backend = self.backend
+            layer.bind(self.backend, str(index))
             layer.needs_input_grad = index > 0
             initial.update({f"{index}.{name}": value for name, value in layer.initial_params(rng, self.dtype).items()})
+            initial_state.update({f"{index}.{name}": value
+                                  for name, value in layer.initial_state(rng, self.dtype).items()})
         backend = self.backend
-        self.table = table
+        self.table, self.state_table = table, state_table
         self.flat_params = table.flatten(initial, backend.xp) if table.size else backend.zeros(0, self.dtype)
+        # Non-trainable state (BatchNorm's running statistics): no optimizer sees it.
+        self.flat_state = (state_table.flatten(initial_state, backend.xp) if state_table.size
+                           else backend.zeros(0, self.dtype))
+        every = _every_layer(self.layers)
+        self._uses_random = any(isinstance(layer, Dropout) and layer.rate > 0 for layer in every)
+        self.synchronized_layers = [layer for layer in every if layer.state_shapes()]
         if backend.mutable:
             # One slot past the gradients carries the batch loss, so a data-parallel step reduces
             # gradients and loss together in a single all-reduce.
@@ -178,20 +203,40 @@ class Sequential:
         if self._engine is None:
             if self.loss is None:
                 raise RuntimeError("call compile(loss=..., optimizer=...) before training or evaluating")
-            self._engine = Engine(make_plan(self.layers, self.table, self.loss, self.dtype), self.backend)
+            self._engine = Engine(make_plan(self.layers, self.table, self.state_table, self.loss, self.dtype),
+                                  self.backend)
         return self._engine
 
     # -- parameters -----------------------------------------------------------------------
     def _views(self) -> tuple[list[dict[str, Array]], list[dict[str, Array]]]:
-        """Per layer, its parameters and its gradient slots (empty on immutable backends), cut once
-        per flat buffer: mutable backends keep theirs, so the cut is reused step after step."""
-        if self._views_for is not self.flat_params:
+        """Per layer, its parameters and state, and its gradient slots (empty on immutable backends),
+        cut once per flat buffer: mutable backends keep theirs, so the cut is reused step after step."""
+        if self._views_for is not self.flat_params or self._state_views_for is not self.flat_state:
             xp = self.backend.xp
-            self._param_views = self.table.views(self.flat_params, xp)
+            self._param_views = [{**params, **state} for params, state in zip(
+                self.table.views(self.flat_params, xp), self.state_table.views(self.flat_state, xp), strict=True)]
             self._grad_slots = (self.table.views(self.flat_grads, xp) if self.backend.mutable
                                 else [{} for _ in self.layers])
-            self._views_for = self.flat_params
+            self._views_for, self._state_views_for = self.flat_params, self.flat_state
         return self._param_views, self._grad_slots
+
+    def training_context(self, **distributed: Any) -> PassContext:
+        """The context of this model's next training pass (its dropout key)."""
+        key = step_key(self.random_seed, self.random_step) if self._uses_random else 0
+        return PassContext(training=True, random_key=key, **distributed)
+
+    def named_state(self) -> list[tuple[str, Array]]:
+        """``("1.running_mean", array), …``: the non-trainable state, in model order."""
+        views = self.state_table.views(self.flat_state, self.backend.xp)
+        return [(slot.key, views[slot.layer][slot.name]) for slot in self.state_table.slots]
+
+    def get_state(self) -> dict[str, Any]:
+        """Host (NumPy) copies of the non-trainable state (running statistics), by name."""
+        return {name: self.backend.to_host(s).copy() for name, s in self.named_state()}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Load the non-trainable state by name; every name and shape is checked first."""
+        self.flat_state = self.backend.assign(self.flat_state, self._flatten_checked(self.state_table, state, "state"))
 
     def named_parameters(self) -> list[tuple[str, Array]]:
         """``("0.W", array), ("0.b", array), …`` in model order (views on mutable backends)."""
@@ -208,16 +253,19 @@ class Sequential:
 
     def set_weights(self, weights: dict[str, Any]) -> None:
         """Load parameters by name; every name and shape is checked before anything is written."""
-        slots = self.table.by_key
-        if set(weights) != set(slots):
-            raise ShapeError(f"weights name {sorted(weights)}, the model has {sorted(slots)}")
+        self.assign_params(self._flatten_checked(self.table, weights, "weight"))
+
+    def _flatten_checked(self, table: ParameterTable, values: dict[str, Any], what: str) -> Array:
+        slots = table.by_key
+        if set(values) != set(slots):
+            raise ShapeError(f"{what}s name {sorted(values)}, the model has {sorted(slots)}")
         converted = {}
-        for name, value in weights.items():
+        for name, value in values.items():
             array = self.backend.asarray(value, dtype=self.dtype)
             if tuple(array.shape) != slots[name].shape:
-                raise ShapeError(f"weight {name}: shape {tuple(array.shape)}, model needs {slots[name].shape}")
+                raise ShapeError(f"{what} {name}: shape {tuple(array.shape)}, model needs {slots[name].shape}")
             converted[name] = array
-        self.assign_params(self.table.flatten(converted, self.backend.xp))
+        return table.flatten(converted, self.backend.xp) if table.size else self.backend.zeros(0, self.dtype)
 
     def assign_params(self, flat: Array) -> None:
         """Replace every parameter at once with a flat array laid out as ``flat_params``."""
@@ -288,20 +336,31 @@ class Sequential:
         return _StepGuard(self._step_lock, what)
 
     def forward(self, x: Array, training: bool = False) -> Array:
-        """ŷ for a prepared batch. With ``training=True`` the pass is kept (for this thread) for a
-        following ``backward``. The returned array is new and stays valid."""
+        """ŷ for a prepared batch, in inference mode (dropout off, BatchNorm's running statistics)
+        unless ``training=True``. A training pass is kept (for this thread) for a following
+        ``backward``, and, as in PyTorch, it advances the model's state: BatchNorm's running
+        statistics take in this batch and the next pass draws new dropout masks. The returned
+        array is new and stays valid."""
         if not self.built:
             raise RuntimeError("the model is not built yet: give input_dim, or pass data through as_input first")
         if not training:
             if self._inference is None:
-                self._inference = (self.backend.compile_forward(self.layers, self.table),)
+                self._inference = (self.backend.compile_forward(self.layers, self.table, self.state_table),)
             if self._inference[0] is not None:  # a compiled inference pass (JAX)
-                return self._inference[0](self.flat_params, x)
-        params, _ = self._views()
-        output, tape = forward_pass(self.layers, params, x, training, [None] * len(self.layers))
-        if training:
+                return self._inference[0](self.flat_params, self.flat_state, x)
+            return forward_pass(self.layers, self._views()[0], x, INFERENCE, [None] * len(self.layers))[0]
+        with self._exclusive("forward(training=True)"):
+            params, _ = self._views()
+            output, tape = forward_pass(self.layers, params, x, self.training_context(), [None] * len(self.layers))
             self._thread.last_pass = (params, tape, output)
+            self._advance(next_state(self.layers, self.state_table, params, tape, self.flat_state, self.backend.xp))
         return output
+
+    def _advance(self, new_state: Array | None) -> None:
+        """After a committed training pass: keep the layers' new state, count the pass."""
+        if new_state is not None:
+            self.flat_state = self.backend.assign(self.flat_state, new_state)
+        self.random_step += 1
 
     def backward(self, y: Array) -> Array:
         """Backpropagate the loss of this thread's last training forward pass against prepared
@@ -318,22 +377,28 @@ class Sequential:
             self.flat_grads = engine.gather(self.flat_grads, grads, slots)
         return loss
 
-    def _gradients(self, x: Array, y: Array) -> tuple[Array, Array]:
-        """(loss, ŷ) of one prepared batch, gradients in ``flat_grads``. ŷ may be a scratch
+    def _gradients(self, x: Array, y: Array, context: PassContext | None = None) -> tuple[Array, Array, Array | None]:
+        """(loss, ŷ, the layers' new state or None) of one prepared batch, gradients in
+        ``flat_grads``; the state is not kept (``_advance`` keeps it). ŷ may be a scratch
         buffer that the next step overwrites: internal callers use it at once (metrics)."""
         engine = self._engine_for_training()
         params, slots = self._views()
+        context = self.training_context() if context is None else context
         lock = self._step_lock  # taken inline, not through _exclusive: this runs every step
         _take(lock, "compute_gradients")
         try:
-            loss, output, self.flat_grads = engine.gradients(self.flat_params, self.flat_grads, params, slots, x, y)
+            loss, output, self.flat_grads, new_state = engine.gradients(
+                self.flat_params, self.flat_grads, self.flat_state, params, slots, x, y, context)
         finally:
             lock.release()
-        return loss, output
+        return loss, output, new_state
 
     def compute_gradients(self, x: Array, y: Array) -> Array:
-        """Forward and backward on a prepared batch; returns the loss; no update."""
-        return self._gradients(x, y)[0]
+        """Forward and backward on a prepared batch, in training mode; returns the loss; no update
+        of the parameters (the state advances as in ``forward(training=True)``)."""
+        loss, _, new_state = self._gradients(x, y)
+        self._advance(new_state)
+        return loss
 
     def apply_gradients(self) -> None:
         """One optimizer step with the gradients in ``flat_grads``."""
@@ -355,21 +420,28 @@ class Sequential:
         engine = self._engine_for_training()
         step = engine.step
         if step is None:
-            loss, output = self._gradients(x, y)
-            return loss, output, self.apply_gradients
+            loss, output, new_state = self._gradients(x, y)
+            return loss, output, lambda: self._commit(new_state)
         optimizer = self.optimizer
         rule, scalars = optimizer.rule(optimizer.iterations + 1)
         names = RULES[rule].state
         with self._exclusive("train_step"):
-            loss, output, grads, params, state = step(self.flat_params, tuple(optimizer.state[n] for n in names),
-                                                      x, y, rule, scalars)
+            loss, output, grads, params, state, layer_state = step(
+                self.flat_params, tuple(optimizer.state[n] for n in names), self.flat_state, x, y,
+                self.training_context().random_key, rule, scalars)
 
         def commit() -> None:
             optimizer.iterations += 1
             optimizer.state.update(zip(names, state, strict=True))
             self.flat_grads, self.flat_params = grads, params
+            self._advance(layer_state if self.state_table.size else None)
 
         return loss, output, commit
+
+    def _commit(self, new_state: Array | None) -> None:
+        """Keep a computed step: the optimizer update with ``flat_grads``, then the new state."""
+        self.apply_gradients()
+        self._advance(new_state)
 
     def train_step(self, x: Any, y: Any) -> Array:
         """One step of gradient descent on one batch (inputs and targets checked); returns the loss."""

@@ -1,6 +1,8 @@
-"""Save and load a model in one file: the architecture as JSON and the weights (and the
-optimizer's state) as tensors. Loading rebuilds the model on the active backend; a model
-trained on one backend loads on any other with bit-identical weights."""
+"""Save and load a model in one file: the architecture as JSON and the weights, the layers'
+state (BatchNorm's running statistics) and the optimizer's state as tensors, with the dropout
+generator's seed and step, so a resumed run continues exactly as the uninterrupted one. Loading
+rebuilds the model on the active backend; a model trained on one backend loads on any other with
+bit-identical weights."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import Any
 
 from . import registry
 from .errors import CheckpointError, ToolkitError
-from .layers import LAYERS
+from .layers import from_config
 from .losses import LOSSES
 from .model import Sequential
 from .optimizers import OPTIMIZERS
@@ -27,8 +29,10 @@ def save(model: Sequential, path: str | os.PathLike, include_optimizer: bool = T
     if not model.built:
         raise ToolkitError("cannot save a model that is not built yet (give input_dim or train it first)")
     tensors = {f"param/{name}": value for name, value in model.get_weights().items()}
+    tensors.update({f"state/{name}": value for name, value in model.get_state().items()})
     metadata: dict[str, Any] = {"format": FORMAT, "version": VERSION, "model": model.get_config(),
-                                "trained_on": model.backend.name}
+                                "trained_on": model.backend.name,
+                                "random": {"seed": model.random_seed, "step": model.random_step}}
     if model.loss is not None:
         metadata["loss"] = {"name": model.loss.name, "config": model.loss.get_config()}
         metadata["metrics"] = [metric.name for metric in model.metrics]
@@ -49,21 +53,25 @@ def _read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _build(config: dict[str, Any], backend: Any) -> Sequential:
-    layers = []
-    for spec in config["layers"]:
-        if spec["class"] not in LAYERS:
-            raise CheckpointError(f"checkpoint names an unknown layer {spec['class']!r}")
-        layers.append(LAYERS[spec["class"]](**spec["config"]))
+    layers = [from_config(spec) for spec in config["layers"]]
     shape = config.get("input_shape") or config["input_dim"]  # older checkpoints have input_dim only
     return Sequential(layers, input_shape=shape, dtype=config["dtype"], seed=config["seed"], backend=backend)
 
 
 def _restore(model: Sequential, tensors: dict[str, Any], metadata: dict[str, Any], path: str) -> None:
-    weights = {name[len("param/"):]: value for name, value in tensors.items() if name.startswith("param/")}
-    try:
-        model.set_weights(weights)  # checks every name and shape before writing anything
+    def part(prefix: str) -> dict[str, Any]:
+        return {name[len(prefix):]: value for name, value in tensors.items() if name.startswith(prefix)}
+
+    try:  # every name and shape is checked before anything is written
+        weights = model._flatten_checked(model.table, part("param/"), "weight")
+        state = model._flatten_checked(model.state_table, part("state/"), "state")
     except ToolkitError as error:
         raise CheckpointError(f"{path!r} does not match this model: {error}") from error
+    model.assign_params(weights)
+    model.flat_state = model.backend.assign(model.flat_state, state)
+    random = metadata.get("random", {})
+    model.random_seed = int(random.get("seed", model.random_seed))
+    model.random_step = int(random.get("step", 0))
     if model.optimizer is not None and "optimizer" in metadata:
         info = metadata["optimizer"]
         state = {k[len("optimizer/"):]: model.backend.asarray(v, dtype=model.dtype)

@@ -118,10 +118,11 @@ def fit(
         x_val = model.as_input(validation_data[0])
         y_val = model.prepare_targets(validation_data[1], x_val.shape[0])
 
+    n = x.shape[0]
     if distributed is not None:
         distributed.prepare(model)
         distributed.check_batch_size(batch_size)
-    n = x.shape[0]
+        distributed.check_batches(model, n, batch_size)
     batches = _batches(n, batch_size)
     rng = backend.random(model.seed if seed is None else seed)
     callbacks = list(callbacks)
@@ -153,8 +154,7 @@ def fit(
                 loss, prediction, commit = model._train_batch(xb, yb)
             else:  # this rank's share of the global batch, then one all-reduce of gradients and loss
                 xb, yb = distributed.local_batch(xb, yb)
-                loss, prediction = distributed.compute_gradients(model, xb, yb)
-                commit = model.apply_gradients
+                loss, prediction, commit = distributed.train_batch(model, xb, yb)
             if check_finite and not math.isfinite(float(loss)):
                 message = (
                     f"loss became {float(loss)} at epoch {epoch + 1}, batch {batch + 1}; training stopped and "

@@ -1,18 +1,37 @@
 """Layers, one file per family: ``dense`` (``Dense``), ``activation`` (``Activation``), ``conv``
 (``Conv2D``), ``pooling`` (``MaxPool2D``, ``AvgPool2D``, ``GlobalAveragePooling2D``), ``reshape``
-(``Flatten``, ``Reshape``). ``base`` is the interface they implement.
+(``Flatten``, ``Reshape``), ``dropout`` (``Dropout``), ``normalization`` (``BatchNorm``,
+``LayerNorm``), ``residual`` (``Residual``). ``base`` is the interface they implement.
 
-``LAYERS`` maps the class names that checkpoints record to the classes."""
+``LAYERS`` maps the class names that checkpoints record to the classes; ``from_config`` rebuilds
+a layer from its ``{"class": …, "config": …}`` record."""
 
+from typing import Any
+
+from ..errors import CheckpointError
 from .activation import Activation
-from .base import Layer, Scratch
+from .base import INFERENCE, Layer, PassContext, Scratch
 from .conv import Conv2D
 from .dense import Dense
+from .dropout import Dropout
+from .normalization import BatchNorm, LayerNorm
 from .pooling import AvgPool2D, GlobalAveragePooling2D, MaxPool2D
 from .reshape import Flatten, Reshape
+from .residual import Residual
 
 LAYERS: dict[str, type[Layer]] = {cls.__name__: cls for cls in (
-    Dense, Activation, Conv2D, MaxPool2D, AvgPool2D, GlobalAveragePooling2D, Flatten, Reshape)}
+    Dense, Activation, Conv2D, MaxPool2D, AvgPool2D, GlobalAveragePooling2D, Flatten, Reshape, Dropout, BatchNorm,
+    LayerNorm, Residual)}
 
-__all__ = ["LAYERS", "Activation", "AvgPool2D", "Conv2D", "Dense", "Flatten", "GlobalAveragePooling2D", "Layer",
-           "MaxPool2D", "Reshape", "Scratch"]
+
+def from_config(spec: dict[str, Any]) -> Layer:
+    """The layer a ``{"class": name, "config": {...}}`` record describes (checkpoints hold these)."""
+    name = spec.get("class")
+    if name not in LAYERS:
+        raise CheckpointError(f"unknown layer {name!r}; known layers: {sorted(LAYERS)}")
+    return LAYERS[name](**spec.get("config", {}))
+
+
+__all__ = ["INFERENCE", "LAYERS", "Activation", "AvgPool2D", "BatchNorm", "Conv2D", "Dense", "Dropout", "Flatten",
+           "GlobalAveragePooling2D", "Layer", "LayerNorm", "MaxPool2D", "PassContext", "Reshape", "Residual", "Scratch",
+           "from_config"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..ops.activations import get_activation
-from .base import Array, Layer, Params, Scratch
+from .base import Array, Layer, Params, PassContext, Scratch
 
 
 class Activation(Layer):
@@ -26,9 +26,9 @@ class Activation(Layer):
     def describe(self) -> str:
         return f"Activation({self.activation.name!r})"
 
-    def forward(self, params: Params, x: Array, training: bool, scratch: Scratch | None) -> tuple[Array, Any]:
+    def forward(self, params: Params, x: Array, context: PassContext, scratch: Scratch | None) -> tuple[Array, Any]:
         a = self.activation.forward(x, self.backend.xp)
-        return a, ((x, a) if training else None)
+        return a, ((x, a) if context.training else None)
 
     def backward(self, params: Params, saved: Any, grad_output: Array, scratch: Scratch | None,
                  grad_out: Params) -> tuple[Array | None, Params]:

@@ -11,12 +11,45 @@ Shapes exclude the batch axis: a Dense layer on 64 features has input shape ``(6
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ..backend import Backend, RandomSource
 
 Array = Any
 Params = dict[str, Array]
+
+
+@dataclass(frozen=True)
+class PassContext:
+    """What a forward pass is: training or inference, and what its training-only layers need.
+
+    ``random_key`` is the step's key of the counter-based generator (``toolkit.ops.random``): a
+    Python int, or a 0-d int64 array inside a compiled step. In data-parallel training a process
+    holds rows ``first_row … first_row + n`` of a global batch of ``global_rows`` rows; its
+    loss is weighted by ``share`` (its rows / global rows) and ``all_reduce`` sums an array over
+    the processes (``BatchNorm`` computes global batch statistics with it). One process:
+    ``first_row = 0``, ``share = 1``, no reduction.
+    """
+
+    training: bool
+    random_key: Any = 0
+    first_row: int = 0
+    global_rows: int | None = None
+    share: float = 1.0
+    all_reduce: Callable[[Array], Array] | None = None
+
+    def sum_over_processes(self, x: Array) -> Array:
+        """``x`` summed over the data-parallel processes (``x`` itself in one process)."""
+        return x if self.all_reduce is None else self.all_reduce(x)
+
+    def rows(self, local_rows: int) -> int:
+        """Rows of the whole (global) batch."""
+        return local_rows if self.global_rows is None else self.global_rows
+
+
+INFERENCE = PassContext(training=False)
 
 
 class Scratch:
@@ -28,6 +61,14 @@ class Scratch:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.buffers: dict[str, Array] = {}
+        self.children: dict[int, Scratch] = {}
+
+    def child(self, index: int) -> Scratch:
+        """The scratch of nested layer ``index`` (a residual block's)."""
+        found = self.children.get(index)
+        if found is None:
+            found = self.children[index] = Scratch(self.backend)
+        return found
 
     def get(self, name: str, shape: tuple[int, ...], dtype: Any) -> Array | None:
         buffer = self.buffers.get(name)
@@ -46,11 +87,16 @@ class Layer:
     Subclasses implement ``configure`` (shapes), ``param_shapes`` and ``initial_params`` if they
     have parameters, and the pair ``forward``/``backward``:
 
-        forward(params, x, training, scratch) -> (y, saved)
+        forward(params, x, context, scratch) -> (y, saved)
         backward(params, saved, dy, scratch, grad_out) -> (dx or None, {name: gradient})
 
+    ``params`` holds the layer's parameters and, under their own names, its state (``state_shapes``:
+    values such as running statistics that no optimizer touches). ``context.training`` says
+    whether this is a training pass; ``saved`` is what backward needs (None at inference).
     ``grad_out`` maps parameter names to buffers the gradients may be written into (views into
-    the model's flat gradient buffer on mutable backends; empty otherwise).
+    the model's flat gradient buffer on mutable backends; empty otherwise). After a training
+    pass, ``next_state(params, saved)`` gives the layer's new state, which the model keeps only
+    when the step is committed.
     """
 
     backend: Backend
@@ -81,7 +127,27 @@ class Layer:
         """Fresh initial values of every parameter, drawn from the model's seeded generator."""
         return {}
 
-    def forward(self, params: Params, x: Array, training: bool, scratch: Scratch | None) -> tuple[Array, Any]:
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Non-trainable state (kept in the model's flat state buffer, saved in checkpoints)."""
+        return {}
+
+    def initial_state(self, rng: RandomSource, dtype: Any) -> Params:
+        return {}
+
+    def next_state(self, params: Params, saved: Any) -> Params:
+        """The state after a training pass that returned ``saved`` (every name of ``state_shapes``)."""
+        return {}
+
+    def sublayers(self) -> list[Layer]:
+        """Layers nested inside this one (a residual block's), in order."""
+        return []
+
+    def bind(self, backend: Backend, index: str) -> None:
+        """Attach the model's backend; ``index`` is the layer's path in the model ("3", "3.1")."""
+        self.backend = backend
+        self.path = index
+
+    def forward(self, params: Params, x: Array, context: PassContext, scratch: Scratch | None) -> tuple[Array, Any]:
         raise NotImplementedError
 
     def backward(self, params: Params, saved: Any, grad_output: Array, scratch: Scratch | None,

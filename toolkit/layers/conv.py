@@ -25,7 +25,7 @@ from ..initializers import default_for, get_initializer
 from ..ops import conv
 from ..ops.activations import get_activation
 from ..validation import check_int
-from .base import Array, Layer, Params, Scratch
+from .base import Array, Layer, Params, PassContext, Scratch
 
 
 def pair(name: str, value: Any) -> tuple[int, int]:
@@ -111,7 +111,7 @@ class Conv2D(Layer):
                                                               area * self.filters, dtype),
                 "b": get_initializer("zeros")(rng, shapes["b"], 1, 1, dtype)}
 
-    def forward(self, params: Params, x: Array, training: bool, scratch: Scratch | None) -> tuple[Array, Any]:
+    def forward(self, params: Params, x: Array, context: PassContext, scratch: Scratch | None) -> tuple[Array, Any]:
         backend, xp = self.backend, self.backend.xp
         (ho, wo), (kh, kw) = self.out_hw, self.kernel_size
         columns = self.input_shape[2] * kh * kw
@@ -120,7 +120,7 @@ class Conv2D(Layer):
         cols = xp.reshape(cols, (-1, columns))  # one row per output pixel: its window
         z = backend.matmul(cols, xp.reshape(params["W"], (columns, self.filters)))  # cols W
         z, a = backend.bias_activation(z, params["b"], self.activation)  # Z = cols W + b, A = σ(Z)
-        return xp.reshape(a, (-1, ho, wo, self.filters)), ((cols, z, a) if training else None)
+        return xp.reshape(a, (-1, ho, wo, self.filters)), ((cols, z, a) if context.training else None)
 
     def backward(self, params: Params, saved: Any, grad_output: Array, scratch: Scratch | None,
                  grad_out: Params) -> tuple[Array | None, Params]:

@@ -22,7 +22,7 @@ from ..errors import InputError, ShapeError
 from ..initializers import default_for, get_initializer
 from ..ops.activations import get_activation
 from ..validation import check_int
-from .base import Array, Layer, Params, Scratch, scratch_buffer
+from .base import Array, Layer, Params, PassContext, Scratch, scratch_buffer
 
 
 class Dense(Layer):
@@ -84,12 +84,12 @@ class Dense(Layer):
         return {name: get_initializer(init)(rng, shapes[name], self.input_dim, self.units, dtype)
                 for name, init in (("W", self.kernel_initializer), ("b", self.bias_initializer))}
 
-    def forward(self, params: Params, x: Array, training: bool, scratch: Scratch | None) -> tuple[Array, Any]:
+    def forward(self, params: Params, x: Array, context: PassContext, scratch: Scratch | None) -> tuple[Array, Any]:
         backend, shape = self.backend, (x.shape[0], self.units)
         z = backend.matmul(x, params["W"], out=scratch_buffer(scratch, "z", shape, x.dtype))  # a W
         a_buffer = scratch_buffer(scratch, "a", shape, x.dtype)
         z, a = backend.bias_activation(z, params["b"], self.activation, out=a_buffer)  # Z = aW + b, A = σ(Z)
-        return a, ((x, z, a) if training else None)
+        return a, ((x, z, a) if context.training else None)
 
     def backward(self, params: Params, saved: Any, grad_output: Array, scratch: Scratch | None,
                  grad_out: Params) -> tuple[Array | None, Params]:

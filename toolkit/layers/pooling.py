@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import ShapeError
 from ..ops import conv
-from .base import Array, Layer, Params, Scratch
+from .base import Array, Layer, Params, PassContext, Scratch
 from .conv import image_shape, pair
 
 
@@ -62,9 +62,9 @@ class MaxPool2D(_Pool2D):
         super().__init__(pool_size, strides)
         self.declared_input_shape = None if input_shape is None else tuple(input_shape)
 
-    def forward(self, params: Params, x: Array, training: bool, scratch: Scratch | None) -> tuple[Array, Any]:
+    def forward(self, params: Params, x: Array, context: PassContext, scratch: Scratch | None) -> tuple[Array, Any]:
         largest, winners = self.backend.max_pool(x, self.pool_size, self.strides, self.out_hw)
-        return largest, (winners if training else None)
+        return largest, (winners if context.training else None)
 
     def backward(self, params: Params, saved: Any, grad_output: Array, scratch: Scratch | None,
                  grad_out: Params) -> tuple[Array | None, Params]:
@@ -79,7 +79,7 @@ class MaxPool2D(_Pool2D):
 class AvgPool2D(_Pool2D):
     """Mean of each window."""
 
-    def forward(self, params: Params, x: Array, training: bool, scratch: Scratch | None) -> tuple[Array, Any]:
+    def forward(self, params: Params, x: Array, context: PassContext, scratch: Scratch | None) -> tuple[Array, Any]:
         return self.backend.xp.mean(self._windows(x), axis=3), None
 
     def backward(self, params: Params, saved: Any, grad_output: Array, scratch: Scratch | None,
@@ -101,7 +101,7 @@ class GlobalAveragePooling2D(Layer):
         self.input_shape, self.output_shape = (h, w, c), (c,)
         return self.output_shape
 
-    def forward(self, params: Params, x: Array, training: bool, scratch: Scratch | None) -> tuple[Array, Any]:
+    def forward(self, params: Params, x: Array, context: PassContext, scratch: Scratch | None) -> tuple[Array, Any]:
         return self.backend.xp.mean(x, axis=(1, 2)), None
 
     def backward(self, params: Params, saved: Any, grad_output: Array, scratch: Scratch | None,

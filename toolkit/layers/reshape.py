@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import ShapeError
 from ..validation import check_int
-from .base import Array, Layer, Params, Scratch
+from .base import Array, Layer, Params, PassContext, Scratch
 
 
 class Reshape(Layer):
@@ -37,7 +37,7 @@ class Reshape(Layer):
         self.input_shape, self.output_shape = tuple(input_shape), self.target_shape
         return self.output_shape
 
-    def forward(self, params: Params, x: Array, training: bool, scratch: Scratch | None) -> tuple[Array, Any]:
+    def forward(self, params: Params, x: Array, context: PassContext, scratch: Scratch | None) -> tuple[Array, Any]:
         return self.backend.xp.reshape(x, (-1, *self.output_shape)), None  # -1: the batch may be symbolic
 
     def backward(self, params: Params, saved: Any, grad_output: Array, scratch: Scratch | None,
