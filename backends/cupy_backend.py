@@ -7,6 +7,7 @@ returns them to the driver.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import array_api_compat.cupy as xp_cupy
@@ -15,9 +16,10 @@ import numpy as np
 
 from toolkit.backend import Backend
 from toolkit.errors import BackendError
+from toolkit.ops import random
 from toolkit.ops.activations import LEAKY_RELU_SLOPE, ActivationFunction
 
-from .cuda_sources import CUDA_ACTIVATIONS, activation_branches
+from .cuda_sources import CUDA_ACTIVATIONS, DROPOUT_MASK, activation_branches
 from .host import HostRandom, host_array
 
 _bias_activation = cupy.ElementwiseKernel(
@@ -27,6 +29,10 @@ _bias_activation = cupy.ElementwiseKernel(
 
 _activation_backward = cupy.ElementwiseKernel(
     "T da, T z, T a, int32 code, T slope", "T dz", activation_branches(1), "toolkit_activation_backward",
+)
+
+_dropout_mask = cupy.ElementwiseKernel(
+    "int64 start, int64 key, int64 threshold, T scale", "T mask", DROPOUT_MASK, "toolkit_dropout_mask",
 )
 
 _sgd = cupy.ElementwiseKernel("T g, T lr", "T p", "p -= lr * g", "toolkit_sgd")
@@ -125,6 +131,14 @@ class CupyBackend(Backend):
             _rmsprop(grad, t(lr), t(alpha), t(eps), t(weight_decay), param, square_avg)
 
         self.update_kernels = {"sgd": sgd, "sgd_momentum": sgd_momentum, "adam": adam, "rmsprop": rmsprop}
+
+    def dropout_mask(self, key, stream, shape, first_row, rate, dtype):
+        # The keys are host integers, handed to the kernel as arguments: no copy to the device.
+        mask = cupy.empty(shape, dtype=dtype)
+        start = first_row * math.prod(shape[1:])
+        _dropout_mask(start, random.layer_key(key, stream), random.threshold(rate), mask.dtype.type(1.0 / (1.0 - rate)),
+                      mask)
+        return mask
 
     def matmul(self, a, b, out=None):
         return cupy.matmul(a, b, out=out)

@@ -4,10 +4,12 @@ buffers the model keeps, so a steady-state step allocates no new arrays."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
+from toolkit.ops import random
 from toolkit.ops.activations import LEAKY_RELU_SLOPE, ActivationFunction
 
 from . import numba_kernels as kernels
@@ -31,6 +33,13 @@ class NumbaBackend(NumpyBackend):
 
     def compile_pass(self, plan: Any) -> DensePassRunner | None:
         return DensePassRunner(plan) if covers(plan) else None
+
+    def dropout_mask(self, key, stream, shape, first_row, rate, dtype):
+        mask = np.empty(shape, dtype=dtype)
+        start = first_row * math.prod(shape[1:])
+        kernels.dropout_mask(mask.reshape(-1), start, random.layer_key(key, stream), random.threshold(rate),
+                             mask.dtype.type(1.0 / (1.0 - rate)))
+        return mask
 
     def bias_activation(self, z, b, activation: ActivationFunction, out=None):
         if activation.name == "identity":

@@ -13,10 +13,12 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from toolkit.ops.activations import CODES
+from toolkit.ops import random
+from toolkit.ops.activations import CODES, GELU_CUBIC, GELU_SCALE
 
 # Branch constants of the compiled code, taken from the toolkit's one activation table.
-RELU, SIGMOID, TANH, LEAKY_RELU, SOFTMAX = (CODES[name] for name in ("relu", "sigmoid", "tanh", "leaky_relu", "softmax"))
+RELU, SIGMOID, TANH, LEAKY_RELU, SOFTMAX, GELU, SILU, ELU, SOFTPLUS = (CODES[name] for name in (
+    "relu", "sigmoid", "tanh", "leaky_relu", "softmax", "gelu", "silu", "elu", "softplus"))
 
 # Kernels are single-threaded on purpose: the matrix products around them run on every core in
 # OpenBLAS, whose threads spin between calls; numba's own thread pool competed with them and lost
@@ -79,30 +81,61 @@ def _tanh_overload(v):
 
 
 @jit
+def _sigmoid(v):
+    one = like(v, 1)
+    e = math.exp(-abs(v))
+    return one / (one + e) if v >= 0 else e / (one + e)
+
+
+@jit
+def _gelu_tanh(v):
+    return tanh(like(v, GELU_SCALE) * (v + like(v, GELU_CUBIC) * (v * v * v)))
+
+
+@jit
 def _activate(v, code, slope):
-    zero, one = like(v, 0), like(v, 1)
+    zero, one, half = like(v, 0), like(v, 1), like(v, 0.5)
     if code == RELU:
         return v if (v > 0 or v != v) else zero  # NaN propagates, as in the reference's maximum
     if code == SIGMOID:
-        e = math.exp(-abs(v))
-        return one / (one + e) if v >= 0 else e / (one + e)
+        return _sigmoid(v)
     if code == TANH:
         return tanh(v)
     if code == LEAKY_RELU:
         return v if v > 0 else like(v, slope) * v
+    if code == GELU:
+        return half * v * (one + _gelu_tanh(v))
+    if code == SILU:
+        return v * _sigmoid(v)
+    if code == ELU:
+        return v if v > 0 else math.expm1(min(v, zero))
+    if code == SOFTPLUS:
+        return max(v, zero) + math.log1p(math.exp(-abs(v)))
     return v
 
 
 @jit
 def _derivative_times(da, z, a, code, slope):
+    one, half = like(a, 1), like(a, 0.5)
     if code == RELU:
         return da if z > 0 else da * like(da, 0)  # da · 0: a NaN gradient stays NaN
     if code == SIGMOID:
-        return da * a * (like(a, 1) - a)
+        return da * a * (one - a)
     if code == TANH:
-        return da * (like(a, 1) - a * a)
+        return da * (one - a * a)
     if code == LEAKY_RELU:
         return da if z > 0 else like(da, slope) * da
+    if code == GELU:
+        t = _gelu_tanh(z)
+        return da * (half * (one + t) + half * z * (one - t * t)
+                     * (like(z, GELU_SCALE) * (one + like(z, 3.0 * GELU_CUBIC) * (z * z))))
+    if code == SILU:
+        s = _sigmoid(z)
+        return da * (s * (one + z * (one - s)))
+    if code == ELU:
+        return da if z > 0 else da * (a + one)
+    if code == SOFTPLUS:
+        return da * _sigmoid(z)
     return da
 
 
@@ -343,3 +376,28 @@ def max_pool_backward(grad, winners, kw, sh, sw, out):
                 for c in range(channels):
                     i, j = divmod(winners[b, y, z, c], kw)
                     out[b, y * sh + i, z * sw + j, c] += grad[b, y, z, c]
+
+
+_M0, _M1, _M2 = random.MULTIPLIERS
+_MASK = random.MASK
+
+
+@jit
+def _mix(h):
+    """``toolkit.ops.random.mix`` (int64 arithmetic, values in [0, 2³²))."""
+    h ^= h >> 16
+    h = (h * _M0) & _MASK
+    h ^= h >> 16
+    h = (h * _M1) & _MASK
+    h ^= h >> 16
+    h = (h * _M2) & _MASK
+    return h ^ (h >> 15)
+
+
+@jit
+def dropout_mask(mask, start, key, threshold, scale):
+    """``toolkit.ops.random.dropout_mask`` into the flat ``mask``: element i of global index start + i."""
+    zero = like(scale, 0)
+    for i in range(mask.size):
+        h = _mix((_mix((start + i) ^ key) + key) & _MASK)
+        mask[i] = scale if h >= threshold else zero

@@ -100,8 +100,16 @@ class TorchBackend(Backend):
             torch.tanh(z, out=a)
         elif name == "leaky_relu":
             a.copy_(F.leaky_relu(z, LEAKY_RELU_SLOPE))
-        else:  # softmax: the whole row at once
+        elif name == "gelu":
+            aten.gelu.out(z, approximate="tanh", out=a)
+        elif name == "silu":
+            aten.silu.out(z, out=a)
+        elif name == "elu":
+            aten.elu.out(z, out=a)
+        elif name == "softmax":  # the whole row at once
             aten._softmax.out(z, -1, False, out=a)
+        else:  # softplus: PyTorch's switches to z past a threshold; the reference is exact everywhere
+            a.copy_(activation.forward(z, self.xp))
         return z, a
 
     def activation_backward(self, da, z, a, activation: ActivationFunction, out=None, db_out=None):
@@ -117,6 +125,12 @@ class TorchBackend(Backend):
             aten.leaky_relu_backward.grad_input(da, z, LEAKY_RELU_SLOPE, False, grad_input=dz)
         elif name == "identity":
             dz.copy_(da)
+        elif name == "gelu":
+            aten.gelu_backward.grad_input(da, z, approximate="tanh", grad_input=dz)
+        elif name == "silu":
+            aten.silu_backward.grad_input(da, z, grad_input=dz)
+        elif name == "elu":
+            aten.elu_backward.grad_input(da, 1.0, 1.0, 1.0, False, z, grad_input=dz)
         else:
             dz.copy_(activation.backward(da, z, a, self.xp))
         return dz, torch.sum(dz, dim=0, out=db_out)

@@ -24,6 +24,22 @@ EXPECTED = {
     "relu": lambda z: np.maximum(z, 0),
     "leaky_relu": lambda z: np.where(z > 0, z, LEAKY_RELU_SLOPE * z),
     "softmax": _softmax,
+    # written out here from their definitions, independently of toolkit.ops.activations
+    "gelu": lambda z: 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z**3))),
+    "silu": lambda z: z / (1 + np.exp(-z)),
+    "elu": lambda z: np.where(z > 0, z, np.exp(np.minimum(z, 0)) - 1),
+    "softplus": lambda z: np.log(1 + np.exp(z)),
+}
+
+# Values at ±1000 and 0 (and the derivative there): what each must give without overflowing.
+SATURATED = {
+    "sigmoid": ([0.0, 1.0, 0.5], [0.0, 0.0, 0.25]),
+    "tanh": ([-1.0, 1.0, 0.0], [0.0, 0.0, 1.0]),
+    "softmax": ([0.0, 1.0, 0.0], None),
+    "gelu": ([0.0, 1000.0, 0.0], [0.0, 1.0, 0.5]),
+    "silu": ([0.0, 1000.0, 0.0], [0.0, 1.0, 0.5]),
+    "elu": ([-1.0, 1000.0, 0.0], [0.0, 1.0, 1.0]),
+    "softplus": ([0.0, 1000.0, math.log(2.0)], [0.0, 1.0, 0.5]),
 }
 
 
@@ -58,16 +74,18 @@ def test_backward_matches_finite_differences(backend, name):
     assert relative_error(analytic, numeric_gradient(objective, z)) < 1e-8
 
 
-@pytest.mark.parametrize("name", ["sigmoid", "tanh", "softmax"])
-def test_saturating_activations_do_not_overflow(backend, name):
+@pytest.mark.parametrize("name", sorted(SATURATED))
+def test_activations_are_safe_at_plus_minus_1000(backend, name):
+    activation, xp = ACTIVATIONS[name], backend.xp
     z = backend.asarray(np.array([[-1000.0, 1000.0, 0.0]]))
     with np.errstate(over="raise", invalid="raise", divide="raise"):
-        a = to_numpy(backend, ACTIVATIONS[name].forward(z, backend.xp))
-    assert np.all(np.isfinite(a))
-    if name == "sigmoid":
-        np.testing.assert_array_equal(a, [[0.0, 1.0, 0.5]])
-    if name == "softmax":
-        np.testing.assert_array_equal(a, [[0.0, 1.0, 0.0]])
+        a = activation.forward(z, xp)
+        dz = to_numpy(backend, activation.backward(backend.asarray(np.ones((1, 3))), z, a, xp))
+    values, derivatives = SATURATED[name]
+    np.testing.assert_allclose(to_numpy(backend, a), [values], rtol=1e-15, atol=1e-300)
+    assert np.all(np.isfinite(dz))
+    if derivatives is not None:
+        np.testing.assert_allclose(dz, [derivatives], rtol=1e-15, atol=1e-300)
 
 
 def test_relu_derivative_at_zero_is_zero(backend):

@@ -57,5 +57,5 @@ def get_initializer(name: str | Initializer) -> Initializer:
 
 
 def default_for(activation: str) -> str:
-    """He for the ReLU family, Xavier for the saturating ones."""
-    return "he_normal" if activation in ("relu", "leaky_relu") else "xavier_uniform"
+    """He for the ReLU family (and its smooth kin), Xavier for the saturating ones."""
+    return "he_normal" if activation in ("relu", "leaky_relu", "gelu", "silu", "elu") else "xavier_uniform"

@@ -508,20 +508,27 @@ class Sequential:
             'Total params: 26 (trainable: 26, non-trainable: 0)'
         """
         rows = [("Layer", "Output shape", "Params")]
-        for index, layer in enumerate(self.layers):
-            count = sum(math.prod(shape) for shape in layer.param_shapes().values()) if self.built else 0
-            shape = f"(None, {', '.join(map(str, layer.output_shape))})" if self.built else "?"
-            rows.append((f"{index}: {layer.describe()}", shape, f"{count:,}"))
+
+        def add(layers: Sequence[Layer], prefix: str, indent: str) -> None:
+            for index, layer in enumerate(layers):
+                count = sum(math.prod(shape) for shape in layer.param_shapes().values()) if self.built else 0
+                shape = f"(None, {', '.join(map(str, layer.output_shape))})" if self.built else "?"
+                name = type(layer).__name__ if layer.sublayers() else layer.describe()  # a block: its layers follow
+                rows.append((f"{indent}{prefix}{index}: {name}", shape, f"{count:,}"))
+                add(layer.sublayers(), f"{prefix}{index}.", indent + "  ")
+
+        add(self.layers, "", "")
         widths = [max(len(row[column]) for row in rows) for column in range(3)]
         rule = "─" * (sum(widths) + 4)
 
         def line(row: tuple[str, str, str]) -> str:
             return f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}"
 
-        total = self.table.size if self.built else 0
+        trainable = self.table.size if self.built else 0
+        fixed = self.state_table.size if self.built else 0  # running statistics, as Keras counts them
         text = "\n".join([f'Sequential on backend "{self.backend.name}", dtype {self.dtype_name}', rule, line(rows[0]),
                           rule, *(line(row) for row in rows[1:]), rule,
-                          f"Total params: {total:,} (trainable: {total:,}, non-trainable: 0)",
+                          f"Total params: {trainable + fixed:,} (trainable: {trainable:,}, non-trainable: {fixed:,})",
                           "" if self.built else "(not built yet: give input_dim or input_shape)", ""]).rstrip() + "\n"
         if print_fn is not None:
             print_fn(text.rstrip("\n"))

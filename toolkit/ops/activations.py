@@ -9,6 +9,7 @@ derivative is cheapest from the output (``σ' = a (1 − a)``, ``tanh' = 1 − a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +64,55 @@ def leaky_relu_backward(da: Array, z: Array, a: Array, xp: Any, slope: float = L
     return xp.where(z > 0, da, slope * da)
 
 
+GELU_SCALE = math.sqrt(2.0 / math.pi)
+GELU_CUBIC = 0.044715
+
+
+def _gelu_tanh(z: Array, xp: Any) -> Array:
+    return xp.tanh(GELU_SCALE * (z + GELU_CUBIC * (z * z * z)))
+
+
+def gelu(z: Array, xp: Any) -> Array:
+    """GELU, tanh form (PyTorch's ``approximate="tanh"``; the standard has no erf):
+    ½ z (1 + tanh(√(2/π) (z + 0.044715 z³))). At |z| = 1000 the tanh saturates to ±1: z or 0."""
+    return 0.5 * z * (1.0 + _gelu_tanh(z, xp))
+
+
+def gelu_backward(da: Array, z: Array, a: Array, xp: Any) -> Array:
+    # σ'(z) = ½(1 + t) + ½ z (1 − t²) √(2/π) (1 + 3·0.044715 z²), t recomputed from z; where t
+    # saturates, 1 − t² is exactly 0 and the large second term vanishes instead of overflowing.
+    t = _gelu_tanh(z, xp)
+    return da * (0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * (GELU_SCALE * (1.0 + 3.0 * GELU_CUBIC * (z * z))))
+
+
+def silu(z: Array, xp: Any) -> Array:
+    """SiLU (swish): z σ(z), with the overflow-safe sigmoid."""
+    return z * sigmoid(z, xp)
+
+
+def silu_backward(da: Array, z: Array, a: Array, xp: Any) -> Array:
+    s = sigmoid(z, xp)
+    return da * (s * (1.0 + z * (1.0 - s)))  # σ'(z) = σ (1 + z (1 − σ))
+
+
+def elu(z: Array, xp: Any) -> Array:
+    """ELU with α = 1: z for z > 0, e^z − 1 otherwise (expm1 of min(z, 0), so z = 1000 cannot overflow)."""
+    return xp.where(z > 0, z, xp.expm1(xp.minimum(z, 0.0)))
+
+
+def elu_backward(da: Array, z: Array, a: Array, xp: Any) -> Array:
+    return xp.where(z > 0, da, da * (a + 1.0))  # σ'(z) = e^z = a + 1 for z ≤ 0
+
+
+def softplus(z: Array, xp: Any) -> Array:
+    """log(1 + e^z) = max(z, 0) + log1p(e^(−|z|)): no overflow at z = 1000, no loss of digits at −1000."""
+    return xp.maximum(z, 0.0) + xp.log1p(xp.exp(-xp.abs(z)))
+
+
+def softplus_backward(da: Array, z: Array, a: Array, xp: Any) -> Array:
+    return da * sigmoid(z, xp)  # σ'(z) = sigmoid(z)
+
+
 def softmax(z: Array, xp: Any) -> Array:
     """Row-wise softmax; the row maximum is subtracted first so large logits cannot overflow."""
     shifted = z - xp.max(z, axis=-1, keepdims=True)
@@ -97,6 +147,10 @@ _TABLE = [
     ("relu", relu, relu_backward, True),
     ("leaky_relu", leaky_relu, leaky_relu_backward, True),
     ("softmax", softmax, softmax_backward, False),
+    ("gelu", gelu, gelu_backward, True),
+    ("silu", silu, silu_backward, True),
+    ("elu", elu, elu_backward, True),
+    ("softplus", softplus, softplus_backward, True),
 ]
 ACTIVATIONS: dict[str, ActivationFunction] = {
     name: ActivationFunction(name, code, forward, backward, elementwise)
