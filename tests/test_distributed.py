@@ -10,7 +10,19 @@ import numpy as np
 import pytest
 
 import toolkit
-from toolkit import AvgPool2D, Conv2D, Dense, Flatten, GlobalAveragePooling2D, MaxPool2D, Reshape, Sequential
+from toolkit import (
+    AvgPool2D,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAveragePooling2D,
+    MaxPool2D,
+    Reshape,
+    Residual,
+    Sequential,
+)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EPOCHS, GLOBAL_BATCH = 2, 10
@@ -20,7 +32,7 @@ pytestmark = pytest.mark.mpi
 def make_problem(kind="mlp"):
     rng = np.random.default_rng(0)
     # 37 rows: the last global batch (7) splits unevenly, 3 + 4
-    x = rng.normal(size=(37, 6)) if kind == "mlp" else rng.normal(size=(37, 6, 5, 2))
+    x = rng.normal(size=(37, 6, 5, 2)) if kind == "cnn" else rng.normal(size=(37, 6))
     return x, rng.integers(0, 3, size=37)
 
 
@@ -29,6 +41,11 @@ def make_model(seed=0, kind="mlp"):
         # Every image layer: (6, 5, 2) → (6, 5, 3) → (3, 5, 3) → (3, 2, 3) → 18 → (3, 2, 3) → 3 → 3.
         layers = [Conv2D(3, 3, padding="same", activation="relu", input_shape=(6, 5, 2)), AvgPool2D((2, 1)),
                   MaxPool2D((1, 2)), Flatten(), Reshape((3, 2, 3)), GlobalAveragePooling2D(),
+                  Dense(3, activation="softmax")]
+    elif kind == "deep":
+        # BatchNorm statistics over the global batch, dropout masks by global row, a residual block.
+        layers = [Dense(8, activation="relu", input_dim=6), BatchNorm(), Dropout(0.3),
+                  Residual([Dense(8, activation="tanh"), BatchNorm(momentum=0.2), Dropout(0.5)]),
                   Dense(3, activation="softmax")]
     else:
         layers = [Dense(8, activation="tanh", input_dim=6), Dense(3, activation="softmax")]
@@ -58,7 +75,8 @@ def launch(mode, out, backend, timeout=120, kind="mlp"):
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
 
 
-@pytest.mark.parametrize("backend,kind", [("numpy", "mlp"), ("numba", "mlp"), ("numpy", "cnn")])
+@pytest.mark.parametrize("backend,kind", [("numpy", "mlp"), ("numba", "mlp"), ("numpy", "cnn"), ("numpy", "deep"),
+                                          ("numba", "deep")])
 def test_two_ranks_equal_one_process(tmp_path, backend, kind):
     result = launch("train", tmp_path / "out.npz", backend, kind=kind)
     assert result.returncode == 0, result.stderr
@@ -74,6 +92,9 @@ def test_two_ranks_equal_one_process(tmp_path, backend, kind):
     reference = np.asarray(single.backend.to_host(single.flat_params))
     error = np.max(np.abs(data["weights"] - reference)) / np.max(np.abs(reference))
     assert error <= 1e-10, error
+    state = np.asarray(single.backend.to_host(single.flat_state))
+    if state.size:  # BatchNorm's running statistics
+        assert np.max(np.abs(data["state"] - state)) / np.max(np.abs(state)) <= 1e-10
     np.testing.assert_allclose(data["loss"], history["loss"], rtol=1e-10)
     np.testing.assert_allclose(data["accuracy"], history["accuracy"], rtol=1e-12)
 

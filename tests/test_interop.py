@@ -156,3 +156,19 @@ def test_onnx_export_of_every_image_layer(numpy_backend, tmp_path, dtype):
         x = np.random.default_rng(rows).normal(size=(rows, 64)).astype(dtype)
         np.testing.assert_allclose(session.run(None, {"input": x})[0], to_numpy(numpy_backend, model.predict(x)),
                                    rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_onnx_export_of_dropout_normalisation_and_residual_blocks(numpy_backend, tmp_path, kind):
+    """Inference mode is what is exported: dropout off, BatchNorm with its running statistics."""
+    _in_the_numpy_session()
+    pytest.importorskip("ndonnx")
+    from tests.test_deeper import _problem
+
+    rng = np.random.default_rng(8)
+    make, x, y = _problem(kind, rng)
+    model = make()
+    model.fit(x, y, epochs=2, batch_size=4, verbose=0)  # running statistics away from (0, 1)
+    model.export_onnx(str(tmp_path / "deep.onnx"))
+    served = _session(tmp_path / "deep.onnx").run(None, {"input": x})[0]
+    np.testing.assert_allclose(served, to_numpy(numpy_backend, model.predict(x)), rtol=1e-12, atol=1e-12)

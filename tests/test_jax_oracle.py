@@ -10,7 +10,6 @@ from tests.conftest import selected_backends, unavailable_reason
 from tests.helpers import relative_error
 from toolkit import Activation, Dense, Sequential
 from toolkit.engine import forward_pass
-from toolkit.layers import INFERENCE
 from toolkit.ops.activations import ACTIVATIONS
 
 HEADS = {  # output activation, loss, target kind
@@ -64,17 +63,37 @@ def test_jax_grad_equals_explicit_backprop_through_every_image_layer():
         _assert_oracle(model, rng.normal(size=(3, *shape)), rng.integers(0, 3, size=3))
 
 
+def test_jax_grad_equals_explicit_backprop_through_dropout_normalisation_and_residual_blocks():
+    if "jax" not in selected_backends():
+        pytest.skip("runs in the jax session (TOOLKIT_TEST_BACKENDS does not list jax)")
+    reason = unavailable_reason("jax")
+    if reason:
+        pytest.skip(reason)
+    from tests.test_deeper import DEEP, _problem
+
+    rng = np.random.default_rng(4)
+    for kind in sorted(DEEP):
+        make, x, y = _problem(kind, rng)
+        with toolkit.use_backend("jax"):
+            model = make()
+        model.random_step = 4
+        _assert_oracle(model, x, y)
+
+
 def _assert_oracle(model, x, y):
     import jax
     import jax.numpy as jnp
 
     xb = model.as_input(x)
     yb = model.prepare_targets(y, xb.shape[0])
-    model.compute_gradients(xb, yb)
+    context = model.training_context()  # training mode: the same dropout masks, the batch's statistics
+    model._gradients(xb, yb, context)
     explicit = np.asarray(model.flat_grads)
+    state = model.state_table.views(model.flat_state, jnp)
 
     def loss_of(flat):
-        output, _ = forward_pass(model.layers, model.table.views(flat, jnp), xb, INFERENCE, [None] * len(model.layers))
+        params = [{**p, **s} for p, s in zip(model.table.views(flat, jnp), state, strict=True)]
+        output, _ = forward_pass(model.layers, params, xb, context, [None] * len(model.layers))
         return model.loss.value(output, yb, jnp)
 
     automatic = np.asarray(jax.grad(loss_of)(model.flat_params))
