@@ -33,7 +33,8 @@ def main() -> None:
     flat = np.asarray(model.backend.to_host(model.flat_params))
     gathered = MPI.COMM_WORLD.gather(flat, root=0)
     if parallel.is_main:
-        np.savez(out, weights=gathered[0], state=np.asarray(model.backend.to_host(model.flat_state)), rank_spread=max(np.max(np.abs(g - gathered[0])) for g in gathered),
+        state = np.asarray(model.backend.to_host(model.flat_state))
+        np.savez(out, weights=gathered[0], state=state, rank_spread=max(np.max(np.abs(g - gathered[0])) for g in gathered),
                  loss=np.asarray(history["loss"]), accuracy=np.asarray(history["accuracy"]),
                  allreduce_seconds=parallel.allreduce_seconds, steps=parallel.steps, size=parallel.size)
 

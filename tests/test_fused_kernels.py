@@ -213,3 +213,27 @@ def test_window_kernels(backend, rng, window, strides, dtype):
     for got, want in zip(run(fused), run(reference), strict=True):
         assert got.shape == want.shape
         assert relative_error(got, want) <= TOLERANCE[dtype]
+
+
+def test_cuda_dropout_source_draws_the_reference_bits():
+    """The CUDA kernel's C, read as Python (it uses only int64 ^, >>, *, & and one ternary), gives
+    the reference's mask: checks the generated source without a GPU."""
+    import re
+
+    from toolkit.ops import random
+    from toolkit_backends.cuda_sources import DROPOUT_MASK
+
+    statements = [s.strip() for s in DROPOUT_MASK.replace("long long ", "").replace("LL", "").split(";") if s.strip()]
+    *arithmetic, choice = statements
+    condition, kept = re.fullmatch(r"mask = (.+) \? (\w+) : \(T\)0", choice).groups()
+    start, shape, rate, scale = 14, (5, 7), 0.35, 1 / 0.65  # rows 2… of a global batch
+    key = random.layer_key(random.step_key(21, 8), 3)
+    threshold = random.threshold(rate)
+    drawn = []
+    for i in range(35):
+        scope = {"start": start, "i": i, "key": key, "threshold": threshold, "scale": scale}
+        for statement in arithmetic:
+            exec(statement, {}, scope)  # noqa: S102 - our own generated source
+        drawn.append(scope[kept] if eval(condition, {}, scope) else 0.0)  # noqa: S307
+    reference = random.dropout_mask(random.step_key(21, 8), 3, shape, start // 7, rate, np.float64, np)
+    np.testing.assert_array_equal(np.array(drawn).reshape(shape), reference)

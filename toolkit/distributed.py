@@ -29,6 +29,7 @@ class DataParallel:
     def __init__(self, communicator: Any = None) -> None:
         self.communicator = communicator
         self.allreduce_seconds = 0.0
+        self.statistics_seconds = 0.0  # in the all-reduces inside the pass (BatchNorm's batch statistics)
         self.steps = 0
 
     @property
@@ -80,8 +81,10 @@ class DataParallel:
         return x[start:stop, ...], y[start:stop, ...]
 
     def _sum_over_ranks(self, x: Array) -> Array:
+        started = time.perf_counter()
         buffer = self.backend.xp.asarray(x, copy=True)
         self.communicator.allreduce_sum(buffer)
+        self.statistics_seconds += time.perf_counter() - started
         return buffer
 
     def context(self, model: Any, local_rows: int) -> Any:
