@@ -166,7 +166,7 @@ class Sequential:
                            else backend.zeros(0, self.dtype))
         every = _every_layer(self.layers)
         self._uses_random = any(isinstance(layer, Dropout) and layer.rate > 0 for layer in every)
-        self.synchronized_layers = [layer for layer in every if layer.state_shapes()]
+        self.synchronized_layers = [layer for layer in every if layer.synchronizes_batch]
         if backend.mutable:
             # One slot past the gradients carries the batch loss, so a data-parallel step reduces
             # gradients and loss together in a single all-reduce.

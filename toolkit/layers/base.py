@@ -100,6 +100,9 @@ class Layer:
     """
 
     backend: Backend
+    # True for layers whose training pass depends on the whole batch (BatchNorm's statistics):
+    # in data-parallel training they all-reduce inside the pass, so every rank must take part.
+    synchronizes_batch = False
 
     def __init__(self) -> None:
         self.input_shape: tuple[int, ...] | None = None

@@ -57,6 +57,8 @@ class BatchNorm(_Normalization):
         ['0.W', '0.b', '1.gamma', '1.beta', '2.W', '2.b']
     """
 
+    synchronizes_batch = True
+
     def __init__(self, momentum: float = 0.1, eps: float = 1e-5) -> None:
         super().__init__(eps)
         self.momentum = check_real("momentum", momentum, 0.0, 1.0)
