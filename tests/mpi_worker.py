@@ -8,6 +8,7 @@ from mpi4py import MPI
 
 import toolkit
 from toolkit.callbacks import Callback
+from toolkit.data import Dataset
 from toolkit.distributed import DataParallel
 
 sys.path.insert(0, __file__.rsplit("/", 2)[0])
@@ -20,6 +21,17 @@ class FailOnRankOne(Callback):
             raise RuntimeError("rank 1 fails on purpose")
 
 
+class CountingDataset(Dataset):
+    """A Dataset that counts the rows this process reads."""
+
+    read = 0
+
+    def rows(self, rows):
+        x, y = super().rows(rows)
+        self.read += x.shape[0]
+        return x, y
+
+
 def main() -> None:
     mode, out, backend, kind = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
     toolkit.set_backend(backend)
@@ -28,15 +40,22 @@ def main() -> None:
     model = make_model(seed=MPI.COMM_WORLD.Get_rank() + 100 if mode == "train" else 0, kind=kind)
     callbacks = [FailOnRankOne()] if mode == "raise" else []
     parallel = DataParallel()
-    history = model.fit(x, y, epochs=EPOCHS, batch_size=GLOBAL_BATCH, verbose=0, seed=3, distributed=parallel,
-                        callbacks=callbacks)
+    source = CountingDataset(x, y) if kind == "dataset" else None
+    if kind == "stream":  # a plain list of batches: rank r takes batches r, r + 2, ...
+        history = model.fit([(x[i : i + 8], y[i : i + 8]) for i in range(0, 32, 8)], epochs=EPOCHS, verbose=0,
+                            distributed=parallel)
+    else:
+        history = model.fit(x if source is None else source, None if source is not None else y, epochs=EPOCHS,
+                            batch_size=GLOBAL_BATCH, verbose=0, seed=3, distributed=parallel, callbacks=callbacks)
+    rows_read = MPI.COMM_WORLD.gather(0 if source is None else source.read, root=0)
     flat = np.asarray(model.backend.to_host(model.flat_params))
     gathered = MPI.COMM_WORLD.gather(flat, root=0)
     if parallel.is_main:
         state = np.asarray(model.backend.to_host(model.flat_state))
         np.savez(out, weights=gathered[0], state=state, rank_spread=max(np.max(np.abs(g - gathered[0])) for g in gathered),
                  loss=np.asarray(history["loss"]), accuracy=np.asarray(history["accuracy"]),
-                 allreduce_seconds=parallel.allreduce_seconds, steps=parallel.steps, size=parallel.size)
+                 allreduce_seconds=parallel.allreduce_seconds, steps=parallel.steps, size=parallel.size,
+                 rows_read=np.asarray(rows_read))
 
 
 if __name__ == "__main__":

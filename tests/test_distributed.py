@@ -76,7 +76,7 @@ def launch(mode, out, backend, timeout=120, kind="mlp"):
 
 
 @pytest.mark.parametrize("backend,kind", [("numpy", "mlp"), ("numba", "mlp"), ("numpy", "cnn"), ("numpy", "deep"),
-                                          ("numba", "deep")])
+                                          ("numba", "deep"), ("numpy", "dataset")])
 def test_two_ranks_equal_one_process(tmp_path, backend, kind):
     result = launch("train", tmp_path / "out.npz", backend, kind=kind)
     assert result.returncode == 0, result.stderr
@@ -86,6 +86,8 @@ def test_two_ranks_equal_one_process(tmp_path, backend, kind):
     steps_per_epoch = -(-37 // GLOBAL_BATCH)
     assert int(data["steps"]) == EPOCHS * steps_per_epoch  # one all-reduce per step
 
+    if kind == "dataset":  # each rank read only its share of every batch, and the two shares are everything
+        assert data["rows_read"].sum() == EPOCHS * 37 and abs(data["rows_read"][0] - data["rows_read"][1]) <= 2 * EPOCHS
     with toolkit.use_backend(backend):
         single = make_model(seed=100, kind=kind)  # rank 0's seed: the broadcast start
         history = single.fit(*make_problem(kind), epochs=EPOCHS, batch_size=GLOBAL_BATCH, verbose=0, seed=3)
@@ -97,6 +99,16 @@ def test_two_ranks_equal_one_process(tmp_path, backend, kind):
         assert np.max(np.abs(data["state"] - state)) / np.max(np.abs(state)) <= 1e-10
     np.testing.assert_allclose(data["loss"], history["loss"], rtol=1e-10)
     np.testing.assert_allclose(data["accuracy"], history["accuracy"], rtol=1e-12)
+
+
+def test_two_ranks_deal_the_batches_of_a_stream(tmp_path):
+    """A plain iterable has no row index: rank r trains on batches r, r + 2, …; ranks stay equal."""
+    result = launch("train", tmp_path / "out.npz", "numpy", kind="stream")
+    assert result.returncode == 0, result.stderr
+    data = np.load(tmp_path / "out.npz")
+    assert float(data["rank_spread"]) == 0.0
+    assert int(data["steps"]) == EPOCHS * 2  # 4 batches per epoch over 2 ranks
+    assert np.all(np.isfinite(data["loss"]))
 
 
 def test_a_failing_rank_ends_the_job_instead_of_hanging(tmp_path):

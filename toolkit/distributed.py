@@ -75,10 +75,23 @@ class DataParallel:
 
     def local_batch(self, x: Array, y: Array) -> tuple[Array, Array]:
         """This rank's contiguous share of a global batch."""
-        n = x.shape[0]
-        self._global_rows = n
-        start, stop = self.rank * n // self.size, (self.rank + 1) * n // self.size
-        return x[start:stop, ...], y[start:stop, ...]
+        self._global_rows = x.shape[0]
+        share = self.local_rows(slice(0, x.shape[0]), x.shape[0])
+        return x[share, ...], y[share, ...]
+
+    def local_rows(self, rows: Any, count: int) -> Any:
+        """This rank's contiguous share of the ``count`` rows of a global batch (a slice of row
+        numbers, or an array of them): each rank reads only its rows. Pure (it may run on the
+        prefetch thread, ahead of the step): the step is told ``count`` by ``train_batch``."""
+        start, stop = self.rank * count // self.size, (self.rank + 1) * count // self.size
+        if isinstance(rows, slice):
+            return slice(rows.start + start, rows.start + stop)
+        return rows[start:stop]
+
+    def strided_rows(self, local_rows: int) -> int:
+        """Rows of the global batch when each rank holds a whole batch of a stream (rank r takes
+        batches r, r + N, …): the N ranks' batches, weighted equally."""
+        return local_rows * self.size
 
     def _sum_over_ranks(self, x: Array) -> Array:
         started = time.perf_counter()
@@ -93,11 +106,15 @@ class DataParallel:
                                       global_rows=self._global_rows, share=local_rows / self._global_rows,
                                       all_reduce=self._sum_over_ranks)
 
-    def compute_gradients(self, model: Any, x: Array, y: Array) -> tuple[Array, Array, Array | None]:
+    def compute_gradients(self, model: Any, x: Array, y: Array,
+                          global_rows: int | None = None) -> tuple[Array, Array, Array | None]:
         """Local gradients weighted by this rank's share, then one all-reduce of gradients + loss.
 
-        Returns the global batch's loss, this rank's predictions (for its metrics) and the
-        layers' new state (the same on every rank), to keep when the step is committed."""
+        ``global_rows``: rows of the global batch (default: the last ``local_batch``'s). Returns
+        the global batch's loss, this rank's predictions (for its metrics) and the layers' new
+        state (the same on every rank), to keep when the step is committed."""
+        if global_rows is not None:
+            self._global_rows = global_rows
         backend, xp = model.backend, model.backend.xp
         share = x.shape[0] / self._global_rows
         new_state = None
@@ -115,9 +132,9 @@ class DataParallel:
         self.steps += 1
         return buffer[-1], output, new_state
 
-    def train_batch(self, model: Any, x: Array, y: Array) -> tuple[Array, Array, Any]:
+    def train_batch(self, model: Any, x: Array, y: Array, global_rows: int) -> tuple[Array, Array, Any]:
         """(global loss, this rank's ŷ, commit) of this rank's share of a global batch."""
-        loss, output, new_state = self.compute_gradients(model, x, y)
+        loss, output, new_state = self.compute_gradients(model, x, y, global_rows)
         return loss, output, lambda: model._commit(new_state)
 
     def reduce_metrics(self, metrics: list[Any]) -> None:

@@ -460,18 +460,21 @@ class Sequential:
     def __call__(self, x: Any) -> Array:
         return self.forward(self.as_input(x))
 
-    def fit(self, x: Any, y: Any, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
-            validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
+    def fit(self, x: Any, y: Any = None, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
+            validation_data: Any = None, validation_split: float = 0.0,
             callbacks: Sequence[Callback] = (), verbose: int = 1, check_finite: bool = True,
-            seed: int | None = None, distributed: DataParallel | None = None) -> History:
-        """Train; see ``toolkit.training.fit`` for the arguments. Returns a ``History``."""
+            seed: int | None = None, distributed: DataParallel | None = None, steps_per_epoch: int | None = None,
+            prefetch: int = 2) -> History:
+        """Train on arrays ``(x, y)``, a ``toolkit.data.Dataset`` or a stream of ``(x, y)`` batches;
+        see ``toolkit.training.fit`` for the arguments. Returns a ``History``."""
         from .training import fit
 
         return fit(self, x, y, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                    validation_data=validation_data, validation_split=validation_split, callbacks=callbacks,
-                   verbose=verbose, check_finite=check_finite, seed=seed, distributed=distributed)
+                   verbose=verbose, check_finite=check_finite, seed=seed, distributed=distributed,
+                   steps_per_epoch=steps_per_epoch, prefetch=prefetch)
 
-    def evaluate(self, x: Any, y: Any, batch_size: int | None = 256) -> dict[str, float]:
+    def evaluate(self, x: Any, y: Any = None, batch_size: int | None = 256) -> dict[str, float]:
         """Loss and metrics on ``(x, y)``; see ``toolkit.training.evaluate``."""
         from .training import evaluate
 

@@ -15,7 +15,7 @@ def _format(logs: dict[str, float]) -> str:
 class Progress:
     """``verbose``: 0 silent, 1 a bar on a terminal (else one line per epoch), 2 one line per epoch."""
 
-    def __init__(self, verbose: int, epochs: int, steps_per_epoch: int, stream: TextIO | None = None) -> None:
+    def __init__(self, verbose: int, epochs: int, steps_per_epoch: int | None, stream: TextIO | None = None) -> None:
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2; got {verbose!r}")
         self.stream = stream or sys.stderr
@@ -41,8 +41,15 @@ class Progress:
             return
         self._bar.update(1)
         n = self._bar.n
-        if running_loss is not None and (n in (1, self.steps) or n % max(1, self.steps // 10) == 0):
+        every = 10 if self.steps is None else max(1, self.steps // 10)  # a stream of unknown length: every 10
+        if running_loss is not None and (n in (1, self.steps) or n % every == 0):
             self._bar.set_postfix_str(f"loss={running_loss():.4g}", refresh=False)
+
+    def close(self) -> None:
+        """Close a bar left open by an epoch that ended in an error."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
     def epoch_end(self, epoch: int, logs: dict[str, float], seconds: float) -> None:
         if self._bar is not None:

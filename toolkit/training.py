@@ -1,7 +1,10 @@
 """``fit``, ``evaluate`` and ``predict``: mini-batch gradient descent over epochs.
 
-The whole data set is moved to the model's device once; each epoch draws one seeded
-permutation (on the host, so every backend sees the same batches) and slices batches from it.
+Arrays are moved to the model's device once; each epoch draws one seeded permutation (on the
+host, so every backend sees the same batches) and slices batches from it. A ``toolkit.data.Dataset``
+(memory-mapped arrays) is read batch by batch with the same permutation, and any iterable of
+batches is converted as it comes; both are read ahead on a background thread
+(``toolkit.feeders``, ``toolkit.data``).
 """
 
 from __future__ import annotations
@@ -9,10 +12,11 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import data, feeders
 from .callbacks import Callback, TerminateOnNaN
 from .errors import InputError, TrainingDiverged
 from .progress import Progress
@@ -41,13 +45,6 @@ class History:
         return self.history[key]
 
 
-def _check_finite(x: Array, what: str, xp: Any) -> None:
-    finite = xp.isfinite(x)
-    if not bool(xp.all(finite)):
-        bad = int(xp.sum(xp.astype(~finite, xp.int64)))
-        raise InputError(f"{what} contain {bad} NaN or inf value(s); clean the data or pass check_finite=False")
-
-
 def _reset_metrics(model: Sequential) -> None:
     """Zero every metric's totals and tell it whether the model outputs logits (threshold 0, not 0.5)."""
     for metric in model.metrics:
@@ -55,40 +52,45 @@ def _reset_metrics(model: Sequential) -> None:
         metric.from_logits = getattr(model.loss, "from_logits", False)
 
 
-def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
-    return [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
-
-
 def fit(
     model: Sequential,
     x: Any,
-    y: Any,
+    y: Any = None,
     epochs: int = 1,
     batch_size: int = 32,
     shuffle: bool = True,
-    validation_data: tuple[Any, Any] | None = None,
+    validation_data: Any = None,
     validation_split: float = 0.0,
     callbacks: Sequence[Callback] = (),
     verbose: int = 1,
     check_finite: bool = True,
     seed: int | None = None,
     distributed: DataParallel | None = None,
+    steps_per_epoch: int | None = None,
+    prefetch: int = 2,
 ) -> History:
     """Train ``model`` with mini-batch gradient descent.
 
     Args:
-        x, y: inputs (N, n_features) and targets; host (NumPy) or backend arrays.
+        x, y: inputs (N, …) and targets, host (NumPy) or backend arrays; or ``x`` alone as a
+            ``toolkit.data.Dataset`` (e.g. memory-mapped arrays, read batch by batch) or any
+            iterable of ``(x, y)`` batches (a generator, a PyTorch ``DataLoader``).
         epochs: passes over the data (0 trains nothing).
-        batch_size: samples per gradient step (the global batch when distributed).
-        shuffle: draw a new seeded order of the samples every epoch.
-        validation_data: ``(x_val, y_val)`` evaluated after each epoch.
-        validation_split: fraction of the data, taken from the end before shuffling, held out.
+        batch_size: samples per gradient step (the global batch when distributed); a stream
+            brings its own batches.
+        shuffle: draw a new seeded order of the samples every epoch (arrays and Datasets).
+        validation_data: ``(x_val, y_val)``, a Dataset or a stream, evaluated after each epoch.
+        validation_split: fraction of the data, taken from the end before shuffling, held out (arrays).
         callbacks: ``EarlyStopping``, ``ModelCheckpoint``, ``LearningRateScheduler``…
         verbose: 0 silent, 1 progress bar (one line per epoch off a terminal), 2 one line per epoch.
         check_finite: refuse NaN/inf in the data, and stop on a NaN/inf loss keeping the weights
             from before that step (raises ``TrainingDiverged`` unless ``TerminateOnNaN`` is given).
         seed: seed of the shuffling; defaults to the model's seed.
         distributed: a ``toolkit.distributed.DataParallel`` to train on several processes.
+        steps_per_epoch: batches per epoch taken from a stream (Keras' meaning): for endless
+            generators, or to cut epochs shorter than one pass.
+        prefetch: batches of a Dataset or stream read and copied ahead on a background thread
+            while the current step runs (0: read each when it is needed).
 
     Returns:
         A ``History`` with per-epoch ``loss``, metrics, and ``val_*`` entries.
@@ -102,124 +104,173 @@ def fit(
     except InputError:
         raise InputError(f"validation_split must lie in [0, 1); got {validation_split!r}") from None
     seed = check_seed(seed)
+    steps_per_epoch = None if steps_per_epoch is None else check_int("steps_per_epoch", steps_per_epoch, 1)
+    prefetch = check_int("prefetch", prefetch, 0)
     backend, xp = model.backend, model.backend.xp
-
-    x = model.as_input(x)
-    if check_finite:
-        _check_finite(x, "inputs", xp)
-    y = model.prepare_targets(y, x.shape[0])
-    if validation_split:
-        n_val = int(round(x.shape[0] * validation_split))
-        if n_val < 1 or n_val >= x.shape[0]:
-            raise InputError(f"validation_split={validation_split} leaves {n_val} of {x.shape[0]} samples for validation")
-        validation_data = (x[-n_val:, ...], y[-n_val:, ...])
-        x, y = x[:-n_val, ...], y[:-n_val, ...]
-    if validation_data is not None:
-        x_val = model.as_input(validation_data[0])
-        y_val = model.prepare_targets(validation_data[1], x_val.shape[0])
-
-    n = x.shape[0]
+    streamed = isinstance(x, data.Dataset) or data.is_stream(x)
+    if streamed and y is not None:
+        raise InputError(f"a {type(x).__name__} brings its own targets: call fit(data), not fit(data, y)")
+    if streamed and validation_split:
+        raise InputError("validation_split needs arrays in memory; give validation_data for a Dataset or a stream")
+    if steps_per_epoch is not None and not data.is_stream(x):
+        raise InputError("steps_per_epoch applies to streams of batches; arrays and Datasets take every row each epoch")
     if distributed is not None:
         distributed.prepare(model)
-        distributed.check_batch_size(batch_size)
-        distributed.check_batches(model, n, batch_size)
-    batches = _batches(n, batch_size)
     rng = backend.random(model.seed if seed is None else seed)
+
+    feeder: Any
+    if isinstance(x, data.Dataset):
+        feeder = feeders.DatasetFeeder(model, x, batch_size, shuffle, rng, distributed, check_finite, prefetch)
+    elif streamed:
+        feeder = feeders.StreamFeeder(model, x, steps_per_epoch, distributed, check_finite, prefetch)
+    else:
+        x = model.as_input(x)
+        if check_finite:
+            feeders.check_finite(x, "inputs", xp)
+        y = model.prepare_targets(y, x.shape[0])
+        if validation_split:
+            n_val = int(round(x.shape[0] * validation_split))
+            if n_val < 1 or n_val >= x.shape[0]:
+                raise InputError(f"validation_split={validation_split} leaves {n_val} of {x.shape[0]} samples for "
+                                 "validation")
+            validation_data = (x[-n_val:, ...], y[-n_val:, ...])
+            x, y = x[:-n_val, ...], y[:-n_val, ...]
+        feeder = feeders.ArrayFeeder(model, x, y, batch_size, shuffle, rng, distributed)
+    if distributed is not None and not data.is_stream(x):
+        distributed.check_batch_size(batch_size)
+        distributed.check_batches(model, len(x) if isinstance(x, data.Dataset) else x.shape[0], batch_size)
+    validation = _validation_set(model, validation_data)
+
     callbacks = list(callbacks)
     quiet_nan = any(isinstance(c, TerminateOnNaN) for c in callbacks)
     main = distributed is None or distributed.is_main
-    progress = Progress(verbose if main else 0, epochs, len(batches))
+    progress = Progress(verbose if main else 0, epochs, feeder.steps)
     for callback in callbacks:
         callback.set_model(model)
         callback.on_train_begin()
     history = History()
     model.stop_training = False
     logs: dict[str, float] = {}
-    for epoch in range(epochs):
-        started = time.perf_counter()
-        for callback in callbacks:
-            callback.on_epoch_begin(epoch)
-        order = rng.permutation(n) if shuffle else None
-        _reset_metrics(model)
-        loss_sum = xp.zeros((), dtype=model.dtype, device=backend.device)
-        seen = 0
-        progress.epoch_begin(epoch)
-        for batch, (start, stop) in enumerate(batches):
-            if order is None:
-                xb, yb = x[start:stop, ...], y[start:stop, ...]
-            else:
-                rows = order[start:stop]
-                xb, yb = xp.take(x, rows, axis=0), xp.take(y, rows, axis=0)
-            if distributed is None:
-                loss, prediction, commit = model._train_batch(xb, yb)
-            else:  # this rank's share of the global batch, then one all-reduce of gradients and loss
-                xb, yb = distributed.local_batch(xb, yb)
-                loss, prediction, commit = distributed.train_batch(model, xb, yb)
-            if check_finite and not math.isfinite(float(loss)):
-                message = (
-                    f"loss became {float(loss)} at epoch {epoch + 1}, batch {batch + 1}; training stopped and "
-                    "the weights from before this step are kept (lower the learning rate or check the data)"
-                )
-                if not quiet_nan:
-                    raise TrainingDiverged(message)
-                warnings.warn(message, RuntimeWarning, stacklevel=2)
-                model.stop_training = True
+    try:
+        for epoch in range(epochs):
+            started = time.perf_counter()
+            for callback in callbacks:
+                callback.on_epoch_begin(epoch)
+            _reset_metrics(model)
+            loss_sum = xp.zeros((), dtype=model.dtype, device=backend.device)
+            seen = 0
+            progress.epoch_begin(epoch)
+            for batch, (rows, xb, yb) in enumerate(feeder.epoch(epoch)):
+                if distributed is None:
+                    loss, prediction, commit = model._train_batch(xb, yb)
+                else:  # this rank's share of the global batch, then one all-reduce of gradients and loss
+                    loss, prediction, commit = distributed.train_batch(model, xb, yb, rows)
+                if check_finite and not math.isfinite(float(loss)):
+                    message = (
+                        f"loss became {float(loss)} at epoch {epoch + 1}, batch {batch + 1}; training stopped and "
+                        "the weights from before this step are kept (lower the learning rate or check the data)"
+                    )
+                    if not quiet_nan:
+                        raise TrainingDiverged(message)
+                    warnings.warn(message, RuntimeWarning, stacklevel=2)
+                    model.stop_training = True
+                    break
+                commit()
+                loss_sum = loss_sum + loss * rows
+                seen += rows
+                if model.metrics and xb.shape[0]:
+                    for metric in model.metrics:
+                        metric.update(prediction, yb, xp)
+                progress.batch_end(lambda total=loss_sum, count=seen: float(total) / count)
+            if seen == 0:  # diverged at once, or a stream that ran out
                 break
-            commit()
-            loss_sum = loss_sum + loss * (stop - start)
-            seen += stop - start
-            if model.metrics and xb.shape[0]:
-                for metric in model.metrics:
-                    metric.update(prediction, yb, xp)
-            progress.batch_end(lambda total=loss_sum, count=seen: float(total) / count)
-        if model.stop_training and seen == 0:
-            break
-        logs = {"loss": float(loss_sum) / max(seen, 1)}
-        if distributed is not None:
-            distributed.reduce_metrics(model.metrics)
-        for metric in model.metrics:
-            logs[metric.name] = metric.result()
-        if validation_data is not None:
-            logs.update({f"val_{k}": v for k, v in evaluate(model, x_val, y_val, batch_size, _prepared=True).items()})
-        for callback in callbacks:
-            callback.on_epoch_end(epoch, logs)
-        history.append(epoch, logs)
-        progress.epoch_end(epoch, logs, time.perf_counter() - started)
-        if model.stop_training:
-            break
+            logs = {"loss": float(loss_sum) / seen}
+            if distributed is not None:
+                distributed.reduce_metrics(model.metrics)
+            for metric in model.metrics:
+                logs[metric.name] = metric.result()
+            if validation is not None:
+                logs.update({f"val_{k}": v for k, v in _evaluate_feeder(model, validation).items()})
+            for callback in callbacks:
+                callback.on_epoch_end(epoch, logs)
+            history.append(epoch, logs)
+            progress.epoch_end(epoch, logs, time.perf_counter() - started)
+            if model.stop_training:
+                break
+    finally:
+        feeder.close()
+        progress.close()
     for callback in callbacks:
         callback.on_train_end(logs)
     return history
 
 
-def _batched_forward(model: Sequential, x: Array, batch_size: int | None) -> list[Array]:
-    n = x.shape[0]
-    size = n if batch_size is None else check_int("batch_size", batch_size, 1)
-    return [model.forward(x[start:stop, ...]) for start, stop in _batches(n, size)]
+def _validation_set(model: Sequential, validation_data: Any) -> Any:
+    """Validation data in the form ``_evaluate_feeder`` reads: prepared arrays, a Dataset or a stream."""
+    if validation_data is None:
+        return None
+    if isinstance(validation_data, data.Dataset) or data.is_stream(validation_data):
+        return validation_data
+    x_val, y_val = validation_data
+    x_val = model.as_input(x_val)
+    return x_val, model.prepare_targets(y_val, x_val.shape[0])
+
+
+def _inference_batches(model: Sequential, x: Any, y: Any, batch_size: int | None,
+                       with_targets: bool) -> Iterator[tuple[Array, Array | None]]:
+    """(x, y) batches of any kind of data, checked, in order (no shuffling)."""
+    if isinstance(x, data.Dataset) or data.is_stream(x):
+        if y is not None:
+            raise InputError(f"a {type(x).__name__} brings its own targets: pass it alone")
+        convert = feeders._Converter(model, False, with_targets)
+        if isinstance(x, data.Dataset):
+            size = len(x) if batch_size is None else check_int("batch_size", batch_size, 1)
+            items: Any = (x.rows(slice(start, stop)) for start, stop in feeders.batch_ranges(len(x), size))
+        else:
+            items = (data.split_batch(item, with_targets, f"batch {index + 1}") for index, item in enumerate(x))
+        for index, (xb, yb) in enumerate(items):
+            yield convert(f"batch {index + 1}", xb, yb)
+        return
+    x = model.as_input(x)
+    if with_targets:
+        y = model.prepare_targets(y, x.shape[0])
+    size = x.shape[0] if batch_size is None else check_int("batch_size", batch_size, 1)
+    for start, stop in feeders.batch_ranges(x.shape[0], size):
+        yield x[start:stop, ...], (y[start:stop, ...] if with_targets else None)
 
 
 def predict(model: Sequential, x: Any, batch_size: int | None = None) -> Array:
-    """ŷ for every row of ``x``, computed ``batch_size`` rows at a time (all at once by default)."""
-    x = model.as_input(x)
-    parts = _batched_forward(model, x, batch_size)
+    """ŷ for every row of ``x`` (arrays, a ``Dataset`` or a stream of batches), computed
+    ``batch_size`` rows at a time (arrays: all at once by default)."""
+    parts = [model.forward(xb) for xb, _ in _inference_batches(model, x, None, batch_size, with_targets=False)]
+    if not parts:
+        raise InputError("predict got no batches: the stream is empty")
     return parts[0] if len(parts) == 1 else model.backend.xp.concat(parts, axis=0)
 
 
-def evaluate(model: Sequential, x: Any, y: Any, batch_size: int | None = 256, _prepared: bool = False) -> dict[str, float]:
-    """Mean loss and every compiled metric over ``(x, y)``."""
+def evaluate(model: Sequential, x: Any, y: Any = None, batch_size: int | None = 256) -> dict[str, float]:
+    """Mean loss and every compiled metric over ``(x, y)``, a ``Dataset`` or a stream of batches."""
+    if model.loss is None:
+        raise RuntimeError("call compile(loss=..., optimizer=...) before training or evaluating")
+    return _evaluate_feeder(model, _inference_batches(model, x, y, batch_size, with_targets=True))
+
+
+def _evaluate_feeder(model: Sequential, batches: Any) -> dict[str, float]:
+    if isinstance(batches, tuple):  # prepared validation arrays
+        batches = _inference_batches(model, batches[0], batches[1], 256, with_targets=True)
+    elif isinstance(batches, data.Dataset) or data.is_stream(batches):
+        batches = _inference_batches(model, batches, None, 256, with_targets=True)
     xp = model.backend.xp
-    if not _prepared:
-        x = model.as_input(x)
-        y = model.prepare_targets(y, x.shape[0])
-    size = x.shape[0] if batch_size is None else check_int("batch_size", batch_size, 1)
     _reset_metrics(model)
-    total = 0.0
-    for start, stop in _batches(x.shape[0], size):
-        prediction = model.forward(x[start:stop, ...])
-        target = y[start:stop, ...]
-        total += float(model.loss.value(prediction, target, xp)) * (stop - start)
+    total, count = 0.0, 0
+    for xb, yb in batches:
+        prediction = model.forward(xb)
+        total += float(model.loss.value(prediction, yb, xp)) * xb.shape[0]
+        count += xb.shape[0]
         for metric in model.metrics:
-            metric.update(prediction, target, xp)
-    results = {"loss": total / x.shape[0]}
+            metric.update(prediction, yb, xp)
+    if count == 0:
+        raise InputError("evaluate got no batches: the stream is empty")
+    results = {"loss": total / count}
     results.update({metric.name: metric.result() for metric in model.metrics})
     return results
