@@ -184,8 +184,7 @@ class StreamFeeder:
         while True:
             if self._running is None:
                 self._running = iter(self.stream)
-            for item in self._running:
-                yield item
+            yield from self._running
             self._running = None
             if not self.reiterable:
                 self.ran_out = True
