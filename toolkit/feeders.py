@@ -184,7 +184,10 @@ class StreamFeeder:
         while True:
             if self._running is None:
                 self._running = iter(self.stream)
-            yield from self._running
+            # Not ``yield from``: closing this generator (an epoch's islice ends) must not close the
+            # user's iterator, which the next epoch continues.
+            for item in self._running:  # noqa: UP028
+                yield item
             self._running = None
             if not self.reiterable:
                 self.ran_out = True
