@@ -7,7 +7,9 @@ returns them to the driver.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from typing import Any
 
 import array_api_compat.cupy as xp_cupy
@@ -89,6 +91,7 @@ class CupyBackend(Backend):
             raise BackendError(f"backend 'cupy' has GPUs 0..{count - 1}; device {index} does not exist")
         self.gpu = cupy.cuda.Device(index)
         self.gpu.use()
+        self._streams = threading.local()
         super().__init__(xp_cupy, self.gpu, fused)
 
     def is_native(self, x: Any) -> bool:
@@ -112,6 +115,18 @@ class CupyBackend(Backend):
 
     def synchronize(self) -> None:
         self.gpu.synchronize()
+
+    @contextlib.contextmanager
+    def transfer_stream(self):
+        # One non-blocking stream per prefetch thread: its host-to-device copies overlap the
+        # step's kernels on the main stream; synchronised before the batch is handed over.
+        stream = getattr(self._streams, "stream", None)
+        if stream is None:
+            with self.gpu:
+                stream = self._streams.stream = cupy.cuda.Stream(non_blocking=True)
+        with self.gpu, stream:
+            yield
+        stream.synchronize()
 
     # -- fused kernels -------------------------------------------------------------------
     def register_kernels(self) -> None:

@@ -40,6 +40,9 @@ class NumpyBackend(Backend):
     def random(self, seed: int | None) -> HostRandom:
         return HostRandom(seed, self.asarray)
 
+    def quiet(self) -> Any:
+        return np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore")
+
     # Products and sums written straight into the flat gradient buffer: the generic path builds
     # the result first and then copies it.
     def matmul(self, a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

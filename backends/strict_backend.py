@@ -49,5 +49,8 @@ class StrictBackend(Backend):
             return np.asarray(x.to_device(xp_strict.Device("CPU_DEVICE")))
         return np.asarray(x)
 
+    def quiet(self) -> Any:
+        return np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore")  # NumPy underneath
+
     def random(self, seed: int | None) -> HostRandom:
         return HostRandom(seed, self.asarray)

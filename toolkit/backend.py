@@ -17,6 +17,7 @@ returned array.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from types import MethodType
 from typing import Any, Protocol
 
@@ -109,6 +110,18 @@ class Backend:
 
     def synchronize(self) -> None:
         """Wait for queued device work (a no-op on CPU backends)."""
+
+    def transfer_stream(self) -> AbstractContextManager[Any]:
+        """Where the prefetch thread copies batches to the device: a context that, on a GPU, runs
+        the copies on their own stream (overlapping the step's kernels) and waits for them on
+        exit, so a batch is complete when it is handed over. Nothing on CPU backends."""
+        return nullcontext()
+
+    def quiet(self) -> AbstractContextManager[Any]:
+        """A context in which the library's floating-point warnings (overflow, invalid value) are
+        not printed: a training step whose loss diverges raises ``TrainingDiverged``, which says
+        more. Warnings raised by the user's own code outside a step are untouched."""
+        return nullcontext()
 
     # -- named hot ops ----------------------------------------------------------------------
     def matmul(self, a: Array, b: Array, out: Array | None = None) -> Array:

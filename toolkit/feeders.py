@@ -53,6 +53,10 @@ class _Converter:
         self.model, self.finite, self.with_targets = model, finite, with_targets
 
     def __call__(self, where: str, x: Any, y: Any) -> tuple[Array, Array | None]:
+        with self.model.backend.transfer_stream():
+            return self._convert(where, x, y)
+
+    def _convert(self, where: str, x: Any, y: Any) -> tuple[Array, Array | None]:
         model = self.model
         try:
             xb = model.as_input(x)

@@ -274,7 +274,7 @@ class Sequential:
         self.flat_params = self.backend.assign(self.flat_params, flat)
 
     # -- inputs ---------------------------------------------------------------------------
-    def as_input(self, x: Any) -> Array:
+    def as_input(self, x: Any, allow_empty: bool = False) -> Array:
         """``x`` as a (N, n_features) array of the model's backend, device and dtype.
 
         Host arrays (NumPy, lists) and arrays of another backend are copied onto the model's
@@ -299,7 +299,7 @@ class Sequential:
                 raise ShapeError(f"inputs must be a 2-D batch (N, n_features); got shape {tuple(x.shape)}")
             raise ShapeError(f"inputs must be a batch of shape (N, {', '.join(map(str, self.input_shape))}); "
                              f"got shape {tuple(x.shape)}")
-        if x.shape[0] == 0:
+        if x.shape[0] == 0 and not allow_empty:
             raise InputError("empty batch: inputs have 0 rows")
         if tuple(x.shape[1:]) != self.input_shape:
             if rank == 2:
@@ -387,8 +387,9 @@ class Sequential:
         lock = self._step_lock  # taken inline, not through _exclusive: this runs every step
         _take(lock, "compute_gradients")
         try:
-            loss, output, self.flat_grads, new_state = engine.gradients(
-                self.flat_params, self.flat_grads, self.flat_state, params, slots, x, y, context)
+            with self.backend.quiet():  # a diverging step says so through its loss, not through warnings
+                loss, output, self.flat_grads, new_state = engine.gradients(
+                    self.flat_params, self.flat_grads, self.flat_state, params, slots, x, y, context)
         finally:
             lock.release()
         return loss, output, new_state
@@ -407,7 +408,8 @@ class Sequential:
         lock = self._step_lock
         _take(lock, "apply_gradients")
         try:
-            self.flat_params = self.optimizer.step(self.flat_params, self.flat_grads)
+            with self.backend.quiet():
+                self.flat_params = self.optimizer.step(self.flat_params, self.flat_grads)
         finally:
             lock.release()
 

@@ -1,5 +1,10 @@
 """Progress reporting for ``fit``: a tqdm bar per epoch on a terminal, one line per epoch
-otherwise, nothing with ``verbose=0``."""
+otherwise, nothing with ``verbose=0``.
+
+The bar keeps its width: during an epoch it shows the count, elapsed time, ETA and the running
+loss (the loss only from 80 columns up), never the metrics; when the epoch ends the bar stays
+and the full metrics line is printed under it, as Keras lays it out. From 60 columns up the bar
+itself is at least 10 characters wide."""
 
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ class Progress:
         self.use_bar = verbose == 1 and getattr(self.stream, "isatty", lambda: False)()
         self.epochs, self.steps = epochs, steps_per_epoch
         self._bar: Any = None
+        self._columns = 100
 
     def epoch_begin(self, epoch: int) -> None:
         if self.use_bar:
@@ -31,8 +37,13 @@ class Progress:
             # A terminal that reports a size of 0×0 (a pseudo-terminal from `script`, some CI
             # runners) makes tqdm draw nothing: fall back to 100×24.
             size = shutil.get_terminal_size(fallback=(100, 24))
+            self._columns = size.columns or 100
+            # No rate field ("12.3batch/s"): on a narrow terminal it took the bar's room.
+            layout = ("{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
+                      if self.steps is not None else "{desc} {n_fmt} batches [{elapsed}{postfix}]")
             self._bar = tqdm(total=self.steps, desc=f"epoch {epoch + 1}/{self.epochs}", unit="batch",
-                             file=self.stream, leave=True, ncols=size.columns or 100, nrows=size.lines or 24)
+                             file=self.stream, leave=True, ncols=self._columns, nrows=size.lines or 24,
+                             bar_format=layout)
 
     def batch_end(self, running_loss: Any | None) -> None:
         """``running_loss`` is a callable giving the mean loss so far; called only when the
@@ -42,7 +53,7 @@ class Progress:
         self._bar.update(1)
         n = self._bar.n
         every = 10 if self.steps is None else max(1, self.steps // 10)  # a stream of unknown length: every 10
-        if running_loss is not None and (n in (1, self.steps) or n % every == 0):
+        if running_loss is not None and self._columns >= 80 and (n in (1, self.steps) or n % every == 0):
             self._bar.set_postfix_str(f"loss={running_loss():.4g}", refresh=False)
 
     def close(self) -> None:
@@ -53,9 +64,9 @@ class Progress:
 
     def epoch_end(self, epoch: int, logs: dict[str, float], seconds: float) -> None:
         if self._bar is not None:
-            self._bar.set_postfix_str(_format(logs), refresh=True)
-            self._bar.close()
+            self._bar.close()  # the bar stays as drawn; the metrics go on their own line
             self._bar = None
+            print(f"  {_format(logs)}", file=self.stream, flush=True)
         elif self.verbose:
             took = f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f}s"  # small data: not "0.00s"
             print(f"epoch {epoch + 1}/{self.epochs}  {_format(logs)}  ({took})", file=self.stream, flush=True)

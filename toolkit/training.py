@@ -231,9 +231,12 @@ def _inference_batches(model: Sequential, x: Any, y: Any, batch_size: int | None
         for index, (xb, yb) in enumerate(items):
             yield convert(f"batch {index + 1}", xb, yb)
         return
-    x = model.as_input(x)
+    x = model.as_input(x, allow_empty=not with_targets)
     if with_targets:
         y = model.prepare_targets(y, x.shape[0])
+    elif x.shape[0] == 0:  # as PyTorch: an empty batch in, an empty batch of predictions out
+        yield x, None
+        return
     size = x.shape[0] if batch_size is None else check_int("batch_size", batch_size, 1)
     for start, stop in feeders.batch_ranges(x.shape[0], size):
         yield x[start:stop, ...], (y[start:stop, ...] if with_targets else None)
@@ -242,7 +245,8 @@ def _inference_batches(model: Sequential, x: Any, y: Any, batch_size: int | None
 def predict(model: Sequential, x: Any, batch_size: int | None = None) -> Array:
     """ŷ for every row of ``x`` (arrays, a ``Dataset`` or a stream of batches), computed
     ``batch_size`` rows at a time (arrays: all at once by default)."""
-    parts = [model.forward(xb) for xb, _ in _inference_batches(model, x, None, batch_size, with_targets=False)]
+    parts = [model.forward(xb) if xb.shape[0] else model.backend.zeros((0, *model.output_shape), model.dtype)
+             for xb, _ in _inference_batches(model, x, None, batch_size, with_targets=False)]
     if not parts:
         raise InputError("predict got no batches: the stream is empty")
     return parts[0] if len(parts) == 1 else model.backend.xp.concat(parts, axis=0)
