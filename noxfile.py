@@ -75,3 +75,4 @@ def distributed(session: nox.Session) -> None:
 @nox.session(venv_backend="none")
 def lint(session: nox.Session) -> None:
     session.run("ruff", "check", "toolkit", "backends", "tests", "examples", "benchmarks", "noxfile.py")
+    session.run("mypy", "toolkit")  # the library's own types (settings in pyproject.toml)

@@ -57,8 +57,8 @@ CASES = [
      InputError, r"dtype float16.* (is )?not supported"),
     ("1-D inputs", lambda: classifier().predict(np.ones(3)),
      ShapeError, r"inputs must be a 2-D batch \(N, n_features\); got shape \(3,\)"),
-    ("empty batch", lambda: classifier().predict(np.ones((0, 3))),
-     InputError, r"empty batch: inputs have 0 rows"),
+    ("empty batch", lambda: classifier().train_step(np.ones((0, 3)), np.ones((0, 1))),
+     InputError, r"empty batch: inputs have 0 rows"),  # predict returns an empty batch (tests/test_display.py)
     ("zero-sized layer", lambda: Dense(0), InputError, r"Dense\(units=0\): units must be a positive integer"),
     ("zero learning rate", lambda: SGD(lr=0.0), InputError, r"learning rate must be > 0; got 0.0"),
     ("negative learning rate", lambda: toolkit.Adam(lr=-1e-3), InputError, r"learning rate must be > 0"),

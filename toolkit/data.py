@@ -115,14 +115,14 @@ def stream_length(stream: Any) -> int | None:
         return None
 
 
-def split_batch(item: Any, with_targets: bool, index: int) -> tuple[Any, Any]:
+def split_batch(item: Any, with_targets: bool, where: str) -> tuple[Any, Any]:
     """``(x, y)`` of one streamed item; ``x`` alone is accepted when no targets are needed."""
     if isinstance(item, (tuple, list)) and len(item) == 2 and not hasattr(item, "shape"):
         return item[0], item[1]
     if isinstance(item, dict) and "x" in item:
         return item["x"], item.get("y")
     if with_targets:
-        raise InputError(f"batch {index} of the stream is a {type(item).__name__}; training and evaluating need "
+        raise InputError(f"{where} of the stream is a {type(item).__name__}; training and evaluating need "
                          "(x, y) pairs")
     return item, None
 

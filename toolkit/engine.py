@@ -20,6 +20,7 @@ from typing import Any
 
 from .backend import Backend
 from .layers import Dense, Layer, PassContext, Scratch
+from .layers.base import scratch_buffer
 from .losses import Loss
 from .ops.reference import OUTPUT_PAIRS
 from .parameters import ParameterTable
@@ -83,9 +84,11 @@ def backward_pass(plan: Plan, backend: Backend, params: Sequence[Params], tape: 
     grads: list[Params] = [{} for _ in layers]
     if plan.pair is not None:
         saved = tape[last]
-        delta_buffer = None if scratch[last] is None else scratch[last].get("delta", tuple(output.shape), output.dtype)
+        output_layer = layers[last]
+        assert isinstance(output_layer, Dense)  # make_plan pairs only a Dense output layer
+        delta_buffer = scratch_buffer(scratch[last], "delta", tuple(output.shape), output.dtype)
         loss, delta = backend.output_delta(plan.pair, saved[1], saved[2], y, out=delta_buffer)  # δ_out = ŷ − y
-        grad, grads[last] = layers[last].backward_from_delta(params[last], saved, delta, scratch[last], grad_out[last])
+        grad, grads[last] = output_layer.backward_from_delta(params[last], saved, delta, scratch[last], grad_out[last])
     else:
         xp = backend.xp
         loss = plan.loss.value(output, y, xp)

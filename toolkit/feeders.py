@@ -168,6 +168,7 @@ class StreamFeeder:
             items = self._endless()
         if self.distributed is not None:  # this rank's batches: r, r + N, ...; the others are skipped
             size, rank = self.distributed.size, self.distributed.rank
+            assert self.steps is not None  # checked in __init__: data-parallel streams have a length
             items = itertools.islice(items, rank, self.steps * size, size)
         elif self.steps_per_epoch is not None:
             items = itertools.islice(items, self.steps_per_epoch)

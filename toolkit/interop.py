@@ -33,7 +33,7 @@ def _flattened_from(model: Sequential, index: int) -> tuple[int, int, int] | Non
     (C, H, W), the toolkit (H, W, C), so such a layer's input rows are permuted between the two."""
     previous = model.layers[index - 1] if index else None
     if isinstance(previous, Flatten) and len(previous.input_shape) == 3:
-        return previous.input_shape  # type: ignore[return-value]
+        return previous.input_shape
     return None
 
 

@@ -68,7 +68,13 @@ class Loss:
 
 
 class MeanSquaredError(Loss):
-    """J = mean((ŷ − y)²) over every element."""
+    """J = mean((ŷ − y)²) over every element.
+
+    Example:
+        >>> from toolkit import MeanSquaredError
+        >>> float(MeanSquaredError()([[1.0], [3.0]], [[0.0], [1.0]]))
+        2.5
+    """
 
     name = "mse"
     output_pair = "identity_mse"
@@ -87,6 +93,11 @@ class BinaryCrossEntropy(Loss):
     form is used. After a sigmoid output layer the model uses the fused δ = ŷ − y, computed from
     the logits. Otherwise ŷ is clipped to [1e-7, 1 − 1e-7], and the gradient is the gradient of
     that clipped loss (the one reported): 0 where the clip acts.
+
+    Example:
+        >>> from toolkit import BinaryCrossEntropy
+        >>> round(float(BinaryCrossEntropy()([[0.5]], [[1.0]])), 6)  # −log ½
+        0.693147
     """
 
     name = "binary_crossentropy"
@@ -122,6 +133,11 @@ class CategoricalCrossEntropy(Loss):
     the row sums to 1. With ``from_logits=True`` the predictions are logits (log-sum-exp form).
     After a softmax output layer the model uses the fused δ. On probabilities (no logits) the
     loss clips ŷ to [1e-7, 1 − 1e-7] and its gradient is the clipped loss's: 0 where the clip acts.
+
+    Example:
+        >>> from toolkit import CategoricalCrossEntropy
+        >>> round(float(CategoricalCrossEntropy()([[0.25, 0.75]], [1])), 6)  # −log ¾
+        0.287682
     """
 
     name = "categorical_crossentropy"

@@ -425,6 +425,7 @@ class Sequential:
             loss, output, new_state = self._gradients(x, y)
             return loss, output, lambda: self._commit(new_state)
         optimizer = self.optimizer
+        assert optimizer is not None  # an engine exists only for a compiled model
         rule, scalars = optimizer.rule(optimizer.iterations + 1)
         names = RULES[rule].state
         with self._exclusive("train_step"):

@@ -28,7 +28,8 @@ def _learning_rate(lr: float | None, learning_rate: float | None, default: float
     """``lr`` or Keras' spelling ``learning_rate`` (one of them), else the default."""
     if lr is not None and learning_rate is not None:
         raise InputError(f"give lr or learning_rate, not both (got lr={lr!r}, learning_rate={learning_rate!r})")
-    return default if lr is None and learning_rate is None else (lr if lr is not None else learning_rate)
+    chosen = lr if lr is not None else learning_rate
+    return default if chosen is None else chosen
 
 
 def _check_fraction(name: str, value: float) -> float:
@@ -116,7 +117,13 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent θ ← θ − η ∇θ, with optional momentum, Nesterov and L2 decay."""
+    """Stochastic gradient descent θ ← θ − η ∇θ, with optional momentum, Nesterov and L2 decay.
+
+    Example:
+        >>> from toolkit import SGD
+        >>> SGD(learning_rate=0.1, momentum=0.9)
+        SGD(lr=0.1, momentum=0.9, nesterov=False, dampening=0.0, weight_decay=0.0)
+    """
 
     name = "sgd"
 
@@ -144,7 +151,15 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba) with bias correction; ``weight_decay`` is L2 added to the gradient."""
+    """Adam (Kingma & Ba) with bias correction; ``weight_decay`` is L2 added to the gradient.
+
+    Example:
+        >>> from toolkit import Adam, Dense, Sequential
+        >>> model = Sequential([Dense(1, input_dim=2)])
+        >>> model.compile(loss="mse", optimizer=Adam(lr=1e-3))
+        >>> model.optimizer
+        Adam(lr=0.001, beta1=0.9, beta2=0.999, eps=1e-08, weight_decay=0.0)
+    """
 
     name = "adam"
     state_names = ("m", "v")
@@ -170,7 +185,13 @@ class Adam(Optimizer):
 
 
 class AdamW(Adam):
-    """Adam with decoupled weight decay (Loshchilov & Hutter): θ ← θ (1 − ηλ) before the Adam step."""
+    """Adam with decoupled weight decay (Loshchilov & Hutter): θ ← θ (1 − ηλ) before the Adam step.
+
+    Example:
+        >>> from toolkit import AdamW
+        >>> AdamW(lr=1e-3, weight_decay=0.01).weight_decay
+        0.01
+    """
 
     name = "adamw"
     decoupled = True
@@ -181,7 +202,13 @@ class AdamW(Adam):
 
 
 class RMSProp(Optimizer):
-    """RMSProp: s ← α s + (1 − α) g²; θ ← θ − η g / (√s + ε)."""
+    """RMSProp: s ← α s + (1 − α) g²; θ ← θ − η g / (√s + ε).
+
+    Example:
+        >>> from toolkit import RMSProp
+        >>> RMSProp(lr=0.01).name
+        'rmsprop'
+    """
 
     name = "rmsprop"
     state_names = ("square_avg",)
@@ -200,7 +227,9 @@ class RMSProp(Optimizer):
         return {"lr": self.base_lr, "alpha": self.alpha, "eps": self.eps, "weight_decay": self.weight_decay}
 
 
-OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSProp}
+# Each concrete optimizer has a default for every argument (the base class has none for lr).
+OPTIMIZERS: dict[str, type[SGD] | type[Adam] | type[RMSProp]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW,
+                                                                  "rmsprop": RMSProp}
 
 
 def get_optimizer(optimizer: str | Optimizer) -> Optimizer:

@@ -266,10 +266,12 @@ def _evaluate_feeder(model: Sequential, batches: Any) -> dict[str, float]:
         batches = _inference_batches(model, batches, None, 256, with_targets=True)
     xp = model.backend.xp
     _reset_metrics(model)
+    loss = model.loss
+    assert loss is not None  # evaluate and fit check it first
     total, count = 0.0, 0
     for xb, yb in batches:
         prediction = model.forward(xb)
-        total += float(model.loss.value(prediction, yb, xp)) * xb.shape[0]
+        total += float(loss.value(prediction, yb, xp)) * xb.shape[0]
         count += xb.shape[0]
         for metric in model.metrics:
             metric.update(prediction, yb, xp)

@@ -105,8 +105,9 @@ class Layer:
     synchronizes_batch = False
 
     def __init__(self) -> None:
-        self.input_shape: tuple[int, ...] | None = None
-        self.output_shape: tuple[int, ...] | None = None
+        # () until ``configure`` fixes them (when the model is built).
+        self.input_shape: tuple[int, ...] = ()
+        self.output_shape: tuple[int, ...] = ()
         # The first layer has no one to pass ∂J/∂a to; skipping that product saves a GEMM.
         self.needs_input_grad = True
 
@@ -117,11 +118,11 @@ class Layer:
 
     @property
     def input_dim(self) -> int | None:
-        return None if self.input_shape is None else self.input_shape[-1]
+        return self.input_shape[-1] if self.input_shape else None
 
     @property
     def output_dim(self) -> int | None:
-        return None if self.output_shape is None else self.output_shape[-1]
+        return self.output_shape[-1] if self.output_shape else None
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         return {}

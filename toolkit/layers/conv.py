@@ -40,7 +40,7 @@ def image_shape(layer: Layer, input_shape: tuple[int, ...]) -> tuple[int, int, i
     if len(input_shape) != 3:
         raise ShapeError(f"{layer.describe()} takes channels-last images (N, H, W, C); got samples of shape "
                          f"{tuple(input_shape)} (add Reshape((H, W, C)) before it for flat inputs)")
-    return input_shape  # type: ignore[return-value]
+    return input_shape
 
 
 class Conv2D(Layer):
@@ -91,7 +91,7 @@ class Conv2D(Layer):
         if self.padding == "same":
             self.pads = (conv.same_padding(h, kh, sh), conv.same_padding(w, kw, sw))
         else:
-            p = 0 if self.padding == "valid" else self.padding
+            p = 0 if isinstance(self.padding, str) else self.padding  # "valid", or an int on every side
             self.pads = ((p, p), (p, p))
         hp, wp = h + sum(self.pads[0]), w + sum(self.pads[1])
         if kh > hp or kw > wp:

@@ -77,11 +77,11 @@ class Dense(Layer):
         return f"Dense({self.units}, activation={self.activation.name!r})"
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {"W": (self.input_dim, self.units), "b": (self.units,)}
+        return {"W": (self.input_shape[0], self.units), "b": (self.units,)}
 
     def initial_params(self, rng: RandomSource, dtype: Any) -> Params:
         shapes = self.param_shapes()
-        return {name: get_initializer(init)(rng, shapes[name], self.input_dim, self.units, dtype)
+        return {name: get_initializer(init)(rng, shapes[name], self.input_shape[0], self.units, dtype)
                 for name, init in (("W", self.kernel_initializer), ("b", self.bias_initializer))}
 
     def forward(self, params: Params, x: Array, context: PassContext, scratch: Scratch | None) -> tuple[Array, Any]:

@@ -35,6 +35,7 @@ class _Pool2D(Layer):
         if kh > h or kw > w:
             raise ShapeError(f"{self.describe()}: the {kh}×{kw} window is larger than the {h}×{w} input")
         self.out_hw = (conv.output_size(h, kh, sh, 0), conv.output_size(w, kw, sw, 0))
+        self.input_hw = (h, w)
         self.input_shape, self.output_shape = (h, w, c), (*self.out_hw, c)
         return self.output_shape
 
@@ -42,7 +43,7 @@ class _Pool2D(Layer):
         return self.backend.im2col(x, self.pool_size, self.strides, self.out_hw)  # (N, Ho, Wo, kh·kw, C)
 
     def _scatter(self, dcols: Array) -> Array:
-        return self.backend.col2im(dcols, self.input_shape[:2], self.pool_size, self.strides)
+        return self.backend.col2im(dcols, self.input_hw, self.pool_size, self.strides)
 
     def get_config(self) -> dict[str, Any]:
         return {"pool_size": list(self.pool_size), "strides": list(self.strides)}
@@ -68,7 +69,7 @@ class MaxPool2D(_Pool2D):
 
     def backward(self, params: Params, saved: Any, grad_output: Array, scratch: Scratch | None,
                  grad_out: Params) -> tuple[Array | None, Params]:
-        return self.backend.max_pool_backward(grad_output, saved, self.input_shape[:2], self.pool_size, self.strides), {}
+        return self.backend.max_pool_backward(grad_output, saved, self.input_hw, self.pool_size, self.strides), {}
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -77,7 +78,13 @@ class MaxPool2D(_Pool2D):
 
 
 class AvgPool2D(_Pool2D):
-    """Mean of each window."""
+    """Mean of each window.
+
+    Example:
+        >>> from toolkit import AvgPool2D, Sequential
+        >>> Sequential([AvgPool2D(2)], input_shape=(4, 4, 1)).predict([[[[1.0]] * 4] * 4]).shape
+        (1, 2, 2, 1)
+    """
 
     def forward(self, params: Params, x: Array, context: PassContext, scratch: Scratch | None) -> tuple[Array, Any]:
         return self.backend.xp.mean(self._windows(x), axis=3), None
@@ -91,7 +98,13 @@ class AvgPool2D(_Pool2D):
 
 
 class GlobalAveragePooling2D(Layer):
-    """Mean over the spatial axes: (N, H, W, C) → (N, C)."""
+    """Mean over the spatial axes: (N, H, W, C) → (N, C).
+
+    Example:
+        >>> from toolkit import GlobalAveragePooling2D, Sequential
+        >>> Sequential([GlobalAveragePooling2D()], input_shape=(2, 2, 3)).predict([[[[1.0] * 3] * 2] * 2]).shape
+        (1, 3)
+    """
 
     def describe(self) -> str:
         return "GlobalAveragePooling2D()"

@@ -49,7 +49,13 @@ class Reshape(Layer):
 
 
 class Flatten(Reshape):
-    """(N, H, W, C) → (N, H·W·C), row-major."""
+    """(N, H, W, C) → (N, H·W·C), row-major.
+
+    Example:
+        >>> from toolkit import Flatten, Sequential
+        >>> Sequential([Flatten()], input_shape=(2, 2, 3)).predict([[[[1.0] * 3] * 2] * 2]).shape
+        (1, 12)
+    """
 
     def __init__(self) -> None:
         super().__init__(())
