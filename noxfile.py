@@ -3,6 +3,7 @@
     nox                     # every session that can run here
     nox -s "tests(numba)"   # one backend
     nox -s lint
+    nox -s docs             # the API reference, build/api/index.html
 
 The CPU sessions share one environment: the one ``pip install -e ".[dev]"`` filled (the README's
 test command, and ``.ci/run``), so nothing is installed once per session. The cupy session makes
@@ -76,3 +77,9 @@ def distributed(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     session.run("ruff", "check", "toolkit", "backends", "tests", "examples", "benchmarks", "noxfile.py")
     session.run("mypy", "toolkit")  # the library's own types (settings in pyproject.toml)
+
+
+@nox.session(venv_backend="none")
+def docs(session: nox.Session) -> None:
+    """The API reference, generated from the docstrings into build/api (warnings are errors)."""
+    session.run("python", "-W", "error", "-m", "pdoc", "toolkit", "--docformat", "google", "-o", "build/api")
