@@ -35,9 +35,11 @@ def regularised(seed: int) -> Sequential:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--verbose", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=15, help="passes over the training data (default: %(default)s)")
+    parser.add_argument("--seeds", type=int, default=3,
+                        help="models trained per architecture (seeds 0, 1, ...) (default: %(default)s)")
+    parser.add_argument("--verbose", type=int, default=0,
+                        help="0 silent, 1 progress bar, 2 one line per epoch (default: %(default)s)")
     args = parser.parse_args()
 
     x_train, x_test, y_train, y_test = load_mnist()

@@ -31,9 +31,11 @@ def build(seed: int = 0) -> Sequential:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--verbose", type=int, default=1)
-    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path(__file__).parent / "output")
+    parser.add_argument("--epochs", type=int, default=30, help="passes over the training data (default: %(default)s)")
+    parser.add_argument("--verbose", type=int, default=1,
+                        help="0 silent, 1 progress bar, 2 one line per epoch (default: %(default)s)")
+    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path(__file__).parent / "output",
+                        help="folder for the checkpoint and plots (default: %(default)s)")
     args = parser.parse_args()
 
     x_train, x_test, y_train, y_test = load("digits")

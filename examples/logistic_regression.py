@@ -16,8 +16,9 @@ from toolkit import SGD, Dense, Sequential
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=50)
-    parser.add_argument("--verbose", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=50, help="passes over the training data (default: %(default)s)")
+    parser.add_argument("--verbose", type=int, default=1,
+                        help="0 silent, 1 progress bar, 2 one line per epoch (default: %(default)s)")
     args = parser.parse_args()
 
     x_train, x_test, y_train, y_test = load("breast_cancer")

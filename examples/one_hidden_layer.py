@@ -45,11 +45,12 @@ def manual_training(model: Sequential, x: np.ndarray, y: np.ndarray, epochs: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=15, help="passes over the training data (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=32, help="samples per gradient step (default: %(default)s)")
     parser.add_argument("--manual", action="store_true", help="use the hand-written training loop")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--verbose", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the shuffling (default: %(default)s)")
+    parser.add_argument("--verbose", type=int, default=1,
+                        help="0 silent, 1 progress bar, 2 one line per epoch (default: %(default)s)")
     args = parser.parse_args()
 
     x_train, x_test, y_train, y_test = load("digits", target=lambda digit: (digit == 8).astype(np.float64))

@@ -60,12 +60,13 @@ def prepare(directory: pathlib.Path, rows: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--memory-budget", type=float, default=200.0, help="MB of resident memory allowed")
-    parser.add_argument("--size-factor", type=float, default=5.0, help="data set size as a multiple of the budget")
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--verbose", type=int, default=1)
-    parser.add_argument("--dir", type=pathlib.Path, default=None, help="where to write the data (default: a temp dir)")
-    parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--memory-budget", type=float, default=200.0, help="MB of resident memory allowed (default: %(default)s)")
+    parser.add_argument("--size-factor", type=float, default=5.0, help="data set size as a multiple of the budget (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=1, help="passes over the training data (default: %(default)s)")
+    parser.add_argument("--verbose", type=int, default=1,
+                        help="0 silent, 1 progress bar, 2 one line per epoch (default: %(default)s)")
+    parser.add_argument("--dir", type=pathlib.Path, default=None, help="where to write the data (default: a temporary folder)")
+    parser.add_argument("--keep", action="store_true", help="keep the data files written")
     parser.add_argument("--prepare", type=int, default=None, help=argparse.SUPPRESS)  # the child's job
     args = parser.parse_args()
     if args.prepare is not None:

@@ -50,3 +50,19 @@ def test_example_smoke(script, expected, tmp_path):
         assert (tmp_path / "digits_mlp.safetensors").exists() and (tmp_path / "digits_mlp_curves.png").exists()
     if name == "mnist_cnn.py":
         assert (tmp_path / "mnist_cnn_curves.png").exists() and (tmp_path / "mnist_cnn_mistakes.png").exists()
+
+
+def test_every_example_flag_has_help_and_shows_its_default():
+    import ast
+
+    for script in sorted(EXAMPLES.glob("*.py")):
+        for node in ast.walk(ast.parse(script.read_text())):
+            if not (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument"):
+                continue
+            keywords = {k.arg: k.value for k in node.keywords}
+            flag = node.args[0].value
+            assert "help" in keywords, f"{script.name} {flag} has no help text"
+            help_text = ast.unparse(keywords["help"])
+            store_true = "action" in keywords and "store_true" in ast.unparse(keywords["action"])
+            shown = "%(default)s" in help_text or "(default:" in help_text
+            assert store_true or "SUPPRESS" in help_text or shown, f"{script.name} {flag}"
