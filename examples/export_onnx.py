@@ -20,7 +20,8 @@ from toolkit import Adam, Dense, Sequential
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=20, help="training epochs (default: %(default)s)")
-    parser.add_argument("--verbose", type=int, default=0, help="0 silent, 1 progress bar, 2 one line per epoch (default: %(default)s)")
+    parser.add_argument("--verbose", type=int, default=0,
+                        help="0 silent, 1 progress bar, 2 one line per epoch (default: %(default)s)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "output"),
                         help="folder for digits.onnx (default: %(default)s)")
     args = parser.parse_args()

@@ -74,7 +74,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=15, help="training epochs (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the shuffling (default: %(default)s)")
-    parser.add_argument("--verbose", type=int, default=1, help="0 silent, 1 progress bar, 2 one line per epoch (default: %(default)s)")
+    parser.add_argument("--verbose", type=int, default=1,
+                        help="0 silent, 1 progress bar, 2 one line per epoch (default: %(default)s)")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path(__file__).parent / "output",
                         help="folder for the PNGs (default: %(default)s)")
     args = parser.parse_args()

@@ -61,7 +61,8 @@ def prepare(directory: pathlib.Path, rows: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--memory-budget", type=float, default=200.0, help="MB of resident memory allowed (default: %(default)s)")
-    parser.add_argument("--size-factor", type=float, default=5.0, help="data set size as a multiple of the budget (default: %(default)s)")
+    parser.add_argument("--size-factor", type=float, default=5.0,
+                        help="data set size as a multiple of the budget (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=1, help="passes over the training data (default: %(default)s)")
     parser.add_argument("--verbose", type=int, default=1,
                         help="0 silent, 1 progress bar, 2 one line per epoch (default: %(default)s)")
