@@ -31,7 +31,13 @@ def load_backend(spec: str | Backend, fused: bool = True) -> Backend:
 
 
 def get_backend() -> Backend:
-    """The active backend, loading the one ``TOOLKIT_BACKEND`` names on first use."""
+    """The active backend, loading the one ``TOOLKIT_BACKEND`` names on first use.
+
+    Example:
+        >>> import toolkit
+        >>> toolkit.get_backend().name in toolkit.available_backends()
+        True
+    """
     global _active
     if _active is None:
         _active = load_backend(_requested)
@@ -39,7 +45,15 @@ def get_backend() -> Backend:
 
 
 def set_backend(spec: str | Backend, fused: bool = True) -> Backend:
-    """Make ``spec`` the active backend for everything created from now on."""
+    """Make ``spec`` the active backend for everything created from now on.
+
+    Example:
+        >>> import toolkit
+        >>> previous = toolkit.get_backend()
+        >>> toolkit.set_backend("numpy").name
+        'numpy'
+        >>> _ = toolkit.set_backend(previous)
+    """
     global _active
     _active = load_backend(spec, fused=fused)
     return _active

@@ -98,7 +98,7 @@ def load_torch_weights(model: Sequential, module: Any) -> None:
 
 def store_torch_weights(model: Sequential, module: Any) -> None:
     """Write ``model``'s weights into an equivalent torch ``nn.Sequential``, in place (the inverse
-    of ``load_torch_weights``)."""
+    of ``load_torch_weights``, whose docstring has the example)."""
     pairs = _pairs(model, module)
     weights = model.get_weights()
     for index, torch_layer in pairs:

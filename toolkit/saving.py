@@ -25,7 +25,17 @@ def _io() -> Any:
 
 
 def save(model: Sequential, path: str | os.PathLike, include_optimizer: bool = True) -> None:
-    """Write ``model`` to ``path`` (safetensors; atomic: the old file survives a crash mid-save)."""
+    """Write ``model`` to ``path`` (safetensors; atomic: the old file survives a crash mid-save).
+
+    Example:
+        >>> import os, tempfile
+        >>> from toolkit import Dense, Sequential, load, save
+        >>> model = Sequential([Dense(2, input_dim=3)])
+        >>> path = os.path.join(tempfile.mkdtemp(), "model.safetensors")
+        >>> save(model, path)
+        >>> sorted(load(path).get_weights()) == sorted(model.get_weights())
+        True
+    """
     if not model.built:
         raise ToolkitError("cannot save a model that is not built yet (give input_dim or train it first)")
     tensors = {f"param/{name}": value for name, value in model.get_weights().items()}
@@ -81,7 +91,8 @@ def _restore(model: Sequential, tensors: dict[str, Any], metadata: dict[str, Any
 
 
 def load(path: str | os.PathLike, backend: Any = None) -> Sequential:
-    """Rebuild a saved model (compiled again with its loss, metrics and optimizer state)."""
+    """Rebuild a saved model (compiled again with its loss, metrics and optimizer state), on
+    ``backend`` or the active one. See ``save`` for an example."""
     path = os.fspath(path)
     tensors, metadata = _read(path)
     try:
@@ -115,7 +126,19 @@ def _meaning(layers: Any) -> Any:
 
 def load_weights(model: Sequential, path: str | os.PathLike) -> None:
     """Load a checkpoint's weights (and optimizer state) into an existing model of the same
-    architecture; on any mismatch the model is left untouched."""
+    architecture; on any mismatch the model is left untouched.
+
+    Example:
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from toolkit import Dense, Sequential, load_weights, save
+        >>> trained, fresh = Sequential([Dense(2, input_dim=3)], seed=1), Sequential([Dense(2, input_dim=3)], seed=2)
+        >>> path = os.path.join(tempfile.mkdtemp(), "weights.safetensors")
+        >>> save(trained, path)
+        >>> load_weights(fresh, path)
+        >>> bool(np.array_equal(fresh.get_weights()["0.W"], trained.get_weights()["0.W"]))
+        True
+    """
     path = os.fspath(path)
     tensors, metadata = _read(path)
     ours = _meaning(model.get_config()["layers"])
