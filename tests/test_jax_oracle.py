@@ -46,13 +46,17 @@ def _random_network(rng, head):
     return layers, loss, x, y
 
 
-def test_jax_grad_equals_explicit_backprop_through_every_image_layer():
-    """Conv2D (padded, strided), both poolings, Flatten, Reshape, global pooling, a fused output."""
+def _in_the_jax_session():
     if "jax" not in selected_backends():
         pytest.skip("runs in the jax session (TOOLKIT_TEST_BACKENDS does not list jax)")
     reason = unavailable_reason("jax")
     if reason:
         pytest.skip(reason)
+
+
+def test_jax_grad_equals_explicit_backprop_through_every_image_layer():
+    """Conv2D (padded, strided), both poolings, Flatten, Reshape, global pooling, a fused output."""
+    _in_the_jax_session()
     from tests.test_conv import every_image_layer, lenet_like
 
     rng = np.random.default_rng(9)
@@ -64,11 +68,7 @@ def test_jax_grad_equals_explicit_backprop_through_every_image_layer():
 
 
 def test_jax_grad_equals_explicit_backprop_through_dropout_normalisation_and_residual_blocks():
-    if "jax" not in selected_backends():
-        pytest.skip("runs in the jax session (TOOLKIT_TEST_BACKENDS does not list jax)")
-    reason = unavailable_reason("jax")
-    if reason:
-        pytest.skip(reason)
+    _in_the_jax_session()
     from tests.test_deeper import DEEP, _problem
 
     rng = np.random.default_rng(4)
@@ -103,11 +103,7 @@ def _assert_oracle(model, x, y):
 @pytest.mark.parametrize("seed", range(2))
 @pytest.mark.parametrize("head", sorted(HEADS))
 def test_jax_grad_equals_explicit_backprop(head, seed):
-    if "jax" not in selected_backends():
-        pytest.skip("runs in the jax session (TOOLKIT_TEST_BACKENDS does not list jax)")
-    reason = unavailable_reason("jax")
-    if reason:
-        pytest.skip(reason)
+    _in_the_jax_session()
     rng = np.random.default_rng(1000 * seed + len(head))
     layers, loss, x, y = _random_network(rng, head)
     with toolkit.use_backend("jax"):

@@ -225,10 +225,13 @@ class Sequential:
         key = step_key(self.random_seed, self.random_step) if self._uses_random else 0
         return PassContext(training=True, random_key=key, **distributed)
 
+    def _named(self, table: ParameterTable, flat: Array) -> list[tuple[str, Array]]:
+        views = table.views(flat, self.backend.xp)
+        return [(slot.key, views[slot.layer][slot.name]) for slot in table.slots]
+
     def named_state(self) -> list[tuple[str, Array]]:
         """``("1.running_mean", array), …``: the non-trainable state, in model order."""
-        views = self.state_table.views(self.flat_state, self.backend.xp)
-        return [(slot.key, views[slot.layer][slot.name]) for slot in self.state_table.slots]
+        return self._named(self.state_table, self.flat_state)
 
     def get_state(self) -> dict[str, Any]:
         """Host (NumPy) copies of the non-trainable state (running statistics), by name."""
@@ -240,12 +243,11 @@ class Sequential:
 
     def named_parameters(self) -> list[tuple[str, Array]]:
         """``("0.W", array), ("0.b", array), …`` in model order (views on mutable backends)."""
-        views = self.table.views(self.flat_params, self.backend.xp)
-        return [(slot.key, views[slot.layer][slot.name]) for slot in self.table.slots]
+        return self._named(self.table, self.flat_params)
 
     def named_gradients(self) -> list[tuple[str, Array]]:
-        views = self.table.views(self.flat_grads, self.backend.xp)
-        return [(slot.key, views[slot.layer][slot.name]) for slot in self.table.slots]
+        """``("0.W", gradient), …`` of the last gradient pass, in model order."""
+        return self._named(self.table, self.flat_grads)
 
     def get_weights(self) -> dict[str, Any]:
         """Host (NumPy) copies of every parameter, by name."""
