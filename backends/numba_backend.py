@@ -20,6 +20,17 @@ from .numpy_backend import NumpyBackend
 _DELTA_KERNELS = {"softmax_ce": kernels.softmax_ce_delta, "sigmoid_bce": kernels.sigmoid_bce_delta}
 
 
+# Rows narrower than this run through the element-wise kernels as one flat array with the bias
+# repeated along a tile (a convolution's (N·H·W, 6) output: 6-long rows did not vectorise).
+_TILE = 256
+
+
+def _narrow(activation: ActivationFunction, *arrays: np.ndarray) -> bool:
+    z = arrays[0]
+    return (activation.elementwise and z.ndim == 2 and z.shape[1] <= _TILE // 4
+            and all(x.flags.c_contiguous and x.shape == z.shape for x in arrays))
+
+
 class NumbaBackend(NumpyBackend):
     name = "numba"
     reuses_buffers = True
@@ -51,13 +62,23 @@ class NumbaBackend(NumpyBackend):
             kernels.bias_add(z, b)
             return z, np.tanh(z, out=np.empty_like(z) if out is None else out)
         a = np.empty_like(z) if out is None else out
-        kernels.bias_activation(z, b, a, activation.code, LEAKY_RELU_SLOPE)
+        if _narrow(activation, z, a):
+            tile = np.tile(b, _TILE // z.shape[1])
+            kernels.bias_activation_tiled(z.reshape(-1), tile, a.reshape(-1), activation.code, LEAKY_RELU_SLOPE)
+        else:
+            kernels.bias_activation(z, b, a, activation.code, LEAKY_RELU_SLOPE)
         return z, a
 
     def activation_backward(self, da, z, a, activation: ActivationFunction, out=None, db_out=None):
         dz = np.empty_like(z) if out is None else out
         db = np.empty(z.shape[1], dtype=z.dtype) if db_out is None else db_out
-        kernels.activation_backward(da, z, a, dz, db, activation.code, LEAKY_RELU_SLOPE)
+        if _narrow(activation, z, a, da, dz):
+            partial = np.zeros(_TILE // z.shape[1] * z.shape[1], dtype=z.dtype)
+            kernels.activation_backward_tiled(da.reshape(-1), z.reshape(-1), a.reshape(-1), dz.reshape(-1), partial,
+                                              activation.code, LEAKY_RELU_SLOPE)
+            np.sum(partial.reshape(-1, z.shape[1]), axis=0, out=db)  # the tile's columns folded into db
+        else:
+            kernels.activation_backward(da, z, a, dz, db, activation.code, LEAKY_RELU_SLOPE)
         return dz, db
 
     def sum_rows(self, x, out=None):
@@ -65,24 +86,28 @@ class NumbaBackend(NumpyBackend):
         kernels.sum_rows(x, out)  # one pass, rows in order: no temporaries, unlike np.sum's pairwise blocks
         return out
 
-    def im2col(self, x, window, strides, out_hw):
-        out = np.empty((x.shape[0], *out_hw, window[0] * window[1], x.shape[3]), dtype=x.dtype)
+    def im2col(self, x, window, strides, out_hw, out=None):
+        if out is None:
+            out = np.empty((x.shape[0], *out_hw, window[0] * window[1], x.shape[3]), dtype=x.dtype)
         kernels.im2col(np.ascontiguousarray(x), *window, *strides, out)
         return out
 
-    def col2im(self, cols, padded_hw, window, strides):
-        out = np.empty((cols.shape[0], *padded_hw, cols.shape[4]), dtype=cols.dtype)
+    def col2im(self, cols, padded_hw, window, strides, out=None):
+        if out is None:
+            out = np.empty((cols.shape[0], *padded_hw, cols.shape[4]), dtype=cols.dtype)
         kernels.col2im(np.ascontiguousarray(cols), *window, *strides, out)
         return out
 
-    def max_pool(self, x, window, strides, out_hw):
+    def max_pool(self, x, window, strides, out_hw, out=None, winners_out=None):
         shape = (x.shape[0], *out_hw, x.shape[3])
-        out, winners = np.empty(shape, dtype=x.dtype), np.empty(shape, dtype=np.int64)
+        out = np.empty(shape, dtype=x.dtype) if out is None else out
+        winners = np.empty(shape, dtype=np.int64) if winners_out is None else winners_out
         kernels.max_pool(np.ascontiguousarray(x), *window, *strides, out, winners)
         return out, winners
 
-    def max_pool_backward(self, grad, winners, input_hw, window, strides):
-        out = np.empty((grad.shape[0], *input_hw, grad.shape[3]), dtype=grad.dtype)
+    def max_pool_backward(self, grad, winners, input_hw, window, strides, out=None):
+        if out is None:
+            out = np.empty((grad.shape[0], *input_hw, grad.shape[3]), dtype=grad.dtype)
         kernels.max_pool_backward(np.ascontiguousarray(grad), winners, window[1], *strides, out)
         return out
 

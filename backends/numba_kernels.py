@@ -166,6 +166,42 @@ def bias_activation(z, b, a, code, slope):
 
 
 @jit
+def bias_activation_tiled(z, tile, a, code, slope):
+    """``bias_activation`` of a narrow (n, m) batch as flat arrays: ``tile`` is b repeated r times
+    (length r·m), so each pass of the inner loop covers r rows and is long enough to vectorise."""
+    width = tile.shape[0]
+    size = z.shape[0]
+    for start in range(0, size - width + 1, width):
+        for t in range(width):
+            v = z[start + t] + tile[t]
+            z[start + t] = v
+            a[start + t] = _activate(v, code, slope)
+    rest = size - size % width
+    for t in range(size - rest):
+        v = z[rest + t] + tile[t]
+        z[rest + t] = v
+        a[rest + t] = _activate(v, code, slope)
+
+
+@jit
+def activation_backward_tiled(da, z, a, dz, partial, code, slope):
+    """``activation_backward`` of a narrow batch as flat arrays; ``partial`` (the tile's length)
+    gathers the column sums, which the caller folds into db."""
+    width = partial.shape[0]
+    size = z.shape[0]
+    for start in range(0, size - width + 1, width):
+        for t in range(width):
+            v = _derivative_times(da[start + t], z[start + t], a[start + t], code, slope)
+            dz[start + t] = v
+            partial[t] += v
+    rest = size - size % width
+    for t in range(size - rest):
+        v = _derivative_times(da[rest + t], z[rest + t], a[rest + t], code, slope)
+        dz[rest + t] = v
+        partial[t] += v
+
+
+@jit
 def bias_add(z, b):
     """Z ← Z + b in place (identity activation: A is Z itself)."""
     n, m = z.shape
@@ -316,33 +352,44 @@ def rmsprop(param, grad, square_avg, lr, alpha, eps, weight_decay):
 # Windows of channels-last images (toolkit.ops.conv): one pass each, no temporaries.
 @jit
 def im2col(x, kh, kw, sh, sw, out):
-    """out[n, y, x, i·kw + j, c] = x[n, y·sh + i, x·sw + j, c]."""
+    """out[n, y, x, i·kw + j, c] = x[n, y·sh + i, x·sw + j, c].
+
+    For one kernel row i the kw·C values x[n, y·sh + i, x·sw : x·sw + kw, :] are adjacent in
+    memory (channels-last), and so are their places in ``out``: each is copied as one run, so
+    the innermost loop is kw·C long, not C (1 for a grey image)."""
     n, ho, wo = out.shape[0], out.shape[1], out.shape[2]
-    channels = x.shape[3]
+    hp, wp, channels = x.shape[1], x.shape[2], x.shape[3]
+    run = kw * channels
+    source, target = x.reshape(-1), out.reshape(-1)
     for b in range(n):
         for y in range(ho):
             for z in range(wo):
+                to = ((b * ho + y) * wo + z) * kh * run
                 for i in range(kh):
-                    for j in range(kw):
-                        k = i * kw + j
-                        for c in range(channels):
-                            out[b, y, z, k, c] = x[b, y * sh + i, z * sw + j, c]
+                    at = ((b * hp + y * sh + i) * wp + z * sw) * channels
+                    for t in range(run):
+                        target[to + t] = source[at + t]
+                    to += run
 
 
 @jit
 def col2im(cols, kh, kw, sh, sw, out):
-    """The adjoint of im2col: out[n, y·sh + i, x·sw + j, c] += cols[n, y, x, i·kw + j, c]."""
-    n, ho, wo = cols.shape[0], cols.shape[1], cols.shape[2]
-    channels = cols.shape[4]
-    out[...] = 0
+    """The adjoint of im2col: out[n, y·sh + i, x·sw + j, c] += cols[n, y, x, i·kw + j, c], one
+    run of kw·C adjacent values per kernel row (as in ``im2col``)."""
+    n, ho, wo, channels = cols.shape[0], cols.shape[1], cols.shape[2], cols.shape[4]
+    hp, wp = out.shape[1], out.shape[2]
+    run = kw * channels
+    source, target = cols.reshape(-1), out.reshape(-1)
+    target[:] = 0
     for b in range(n):
         for y in range(ho):
             for z in range(wo):
+                at = ((b * ho + y) * wo + z) * kh * run
                 for i in range(kh):
-                    for j in range(kw):
-                        k = i * kw + j
-                        for c in range(channels):
-                            out[b, y * sh + i, z * sw + j, c] += cols[b, y, z, k, c]
+                    to = ((b * hp + y * sh + i) * wp + z * sw) * channels
+                    for t in range(run):
+                        target[to + t] += source[at + t]
+                    at += run
 
 
 @jit
@@ -352,17 +399,19 @@ def max_pool(x, kh, kw, sh, sw, out, winners):
     for b in range(n):
         for y in range(ho):
             for z in range(wo):
+                # Channels innermost: adjacent in memory, so the comparisons run along a row.
+                best, where = out[b, y, z], winners[b, y, z]
                 for c in range(channels):
-                    best = x[b, y * sh, z * sw, c]
-                    where = 0
-                    for i in range(kh):
-                        for j in range(kw):
-                            v = x[b, y * sh + i, z * sw + j, c]
-                            if v > best or (v != v and best == best):  # NaN wins, as in the reference's max
-                                best = v
-                                where = i * kw + j
-                    out[b, y, z, c] = best
-                    winners[b, y, z, c] = where
+                    best[c] = x[b, y * sh, z * sw, c]
+                    where[c] = 0
+                for i in range(kh):
+                    for j in range(kw):
+                        row = x[b, y * sh + i, z * sw + j]
+                        for c in range(channels):
+                            v = row[c]
+                            if v > best[c] or (v != v and best[c] == best[c]):  # NaN wins, as in the reference's max
+                                best[c] = v
+                                where[c] = i * kw + j
 
 
 @jit
@@ -374,8 +423,9 @@ def max_pool_backward(grad, winners, kw, sh, sw, out):
         for y in range(ho):
             for z in range(wo):
                 for c in range(channels):
-                    i, j = divmod(winners[b, y, z, c], kw)
-                    out[b, y * sh + i, z * sw + j, c] += grad[b, y, z, c]
+                    k = winners[b, y, z, c]
+                    i = k // kw
+                    out[b, y * sh + i, z * sw + k - i * kw, c] += grad[b, y, z, c]
 
 
 _M0, _M1, _M2 = random.MULTIPLIERS

@@ -53,7 +53,7 @@ class NumpyBackend(Backend):
 
     # Windows of images: strided views copied once (im2col), and the adjoint as one in-place add per
     # kernel offset (col2im) instead of the reference's zero-stuffing and padding.
-    def im2col(self, x, window, strides, out_hw):
+    def im2col(self, x, window, strides, out_hw, out=None):
         (kh, kw), (sh, sw), (ho, wo) = window, strides, out_hw
         views = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(1, 2))  # (N, Hp-kh+1, Wp-kw+1, C, kh, kw)
         views = views[:, : sh * (ho - 1) + 1 : sh, : sw * (wo - 1) + 1 : sw]
@@ -62,7 +62,7 @@ class NumpyBackend(Backend):
         np.copyto(out, views.transpose(0, 1, 2, 4, 5, 3))
         return out.reshape(n, ho, wo, kh * kw, c)
 
-    def col2im(self, cols, padded_hw, window, strides):
+    def col2im(self, cols, padded_hw, window, strides, out=None):
         (kh, kw), (sh, sw), (hp, wp) = window, strides, padded_hw
         n, ho, wo, _, c = cols.shape
         out = np.zeros((n, hp, wp, c), dtype=cols.dtype)

@@ -144,21 +144,23 @@ class Backend:
     def sum_rows(self, x: Array, out: Array | None = None) -> Array:
         return reference.sum_rows(x, self.xp)
 
-    def im2col(self, x: Array, window: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int]) -> Array:
+    def im2col(self, x: Array, window: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int],
+               out: Array | None = None) -> Array:
         """(N, Hp, Wp, C) → (N, Ho, Wo, kh·kw, C): every window of a (padded) image batch."""
         return conv.im2col(x, window, strides, out_hw, self.xp)
 
-    def col2im(self, cols: Array, padded_hw: tuple[int, int], window: tuple[int, int], strides: tuple[int, int]) -> Array:
+    def col2im(self, cols: Array, padded_hw: tuple[int, int], window: tuple[int, int], strides: tuple[int, int],
+               out: Array | None = None) -> Array:
         """The adjoint of ``im2col``: each window's values added back into an (N, Hp, Wp, C) batch."""
         return conv.col2im(cols, padded_hw, window, strides, self.xp)
 
-    def max_pool(self, x: Array, window: tuple[int, int], strides: tuple[int, int],
-                 out_hw: tuple[int, int]) -> tuple[Array, Array]:
+    def max_pool(self, x: Array, window: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int],
+                 out: Array | None = None, winners_out: Array | None = None) -> tuple[Array, Array]:
         """(max, arg-max offset) of every window of an (N, H, W, C) batch."""
         return conv.max_pool(x, window, strides, out_hw, self.xp)
 
     def max_pool_backward(self, grad: Array, winners: Array, input_hw: tuple[int, int], window: tuple[int, int],
-                          strides: tuple[int, int]) -> Array:
+                          strides: tuple[int, int], out: Array | None = None) -> Array:
         """Each window's gradient routed to its arg-max."""
         return conv.max_pool_backward(grad, winners, input_hw, window, strides, self.xp)
 

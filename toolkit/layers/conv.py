@@ -25,7 +25,7 @@ from ..initializers import default_for, get_initializer
 from ..ops import conv
 from ..ops.activations import get_activation
 from ..validation import check_int
-from .base import Array, Layer, Params, PassContext, Scratch
+from .base import Array, Layer, Params, PassContext, Scratch, scratch_buffer
 
 
 def pair(name: str, value: Any) -> tuple[int, int]:
@@ -115,11 +115,18 @@ class Conv2D(Layer):
         backend, xp = self.backend, self.backend.xp
         (ho, wo), (kh, kw) = self.out_hw, self.kernel_size
         columns = self.input_shape[2] * kh * kw
-        cols = backend.im2col(conv.pad(x, self.pads, xp), self.kernel_size, self.strides, self.out_hw)
+        buffers: dict[str, Any] = {}
+        if scratch is not None:  # numba: the same buffers every step (a fresh 20 MB array page-faults)
+            rows = x.shape[0] * ho * wo
+            buffers = {"cols": scratch.get("cols", (x.shape[0], ho, wo, kh * kw, self.input_shape[2]), x.dtype),
+                       "z": scratch.get("z", (rows, self.filters), x.dtype),
+                       "a": scratch.get("a", (rows, self.filters), x.dtype)}
+        cols = backend.im2col(conv.pad(x, self.pads, xp), self.kernel_size, self.strides, self.out_hw,
+                              out=buffers.get("cols"))
         # -1, not N·Ho·Wo: the batch size may be symbolic (an ONNX export traces a dynamic batch axis).
         cols = xp.reshape(cols, (-1, columns))  # one row per output pixel: its window
-        z = backend.matmul(cols, xp.reshape(params["W"], (columns, self.filters)))  # cols W
-        z, a = backend.bias_activation(z, params["b"], self.activation)  # Z = cols W + b, A = σ(Z)
+        z = backend.matmul(cols, xp.reshape(params["W"], (columns, self.filters)), out=buffers.get("z"))  # cols W
+        z, a = backend.bias_activation(z, params["b"], self.activation, out=buffers.get("a"))  # Z = cols W + b, A = σ(Z)
         return xp.reshape(a, (-1, ho, wo, self.filters)), ((cols, z, a) if context.training else None)
 
     def backward(self, params: Params, saved: Any, grad_output: Array, scratch: Scratch | None,
@@ -128,6 +135,7 @@ class Conv2D(Layer):
         cols, z, a = saved
         n = grad_output.shape[0]
         delta, db = backend.activation_backward(xp.reshape(grad_output, z.shape), z, a, self.activation,
+                                                out=scratch_buffer(scratch, "delta", tuple(z.shape), z.dtype),
                                                 db_out=grad_out.get("b"))  # δ = ∂J/∂A ∘ σ'(Z), db = Σ δ
         w_slot = grad_out.get("W")
         flat_slot = None if w_slot is None else xp.reshape(w_slot, (cols.shape[1], self.filters))
@@ -136,9 +144,11 @@ class Conv2D(Layer):
                  "b": db}
         if not self.needs_input_grad:
             return None, grads
-        dcols = backend.matmul(delta, xp.reshape(params["W"], (cols.shape[1], self.filters)).T)  # δ Wᵀ
+        dcols = backend.matmul(delta, xp.reshape(params["W"], (cols.shape[1], self.filters)).T,
+                               out=scratch_buffer(scratch, "dcols", tuple(cols.shape), cols.dtype))  # δ Wᵀ
         dcols = xp.reshape(dcols, (n, *self.out_hw, self.kernel_size[0] * self.kernel_size[1], self.input_shape[2]))
-        dx = backend.col2im(dcols, self.padded_hw, self.kernel_size, self.strides)
+        dx = backend.col2im(dcols, self.padded_hw, self.kernel_size, self.strides,
+                            out=scratch_buffer(scratch, "dx", (n, *self.padded_hw, self.input_shape[2]), dcols.dtype))
         return conv.unpad(dx, self.pads), grads
 
     def get_config(self) -> dict[str, Any]:

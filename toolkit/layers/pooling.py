@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import ShapeError
 from ..ops import conv
-from .base import Array, Layer, Params, PassContext, Scratch
+from .base import Array, Layer, Params, PassContext, Scratch, scratch_buffer
 from .conv import image_shape, pair
 
 
@@ -64,12 +64,18 @@ class MaxPool2D(_Pool2D):
         self.declared_input_shape = None if input_shape is None else tuple(input_shape)
 
     def forward(self, params: Params, x: Array, context: PassContext, scratch: Scratch | None) -> tuple[Array, Any]:
-        largest, winners = self.backend.max_pool(x, self.pool_size, self.strides, self.out_hw)
+        out = winners_out = None
+        if scratch is not None:  # numba: the same buffers every step
+            shape = (x.shape[0], *self.output_shape)
+            out, winners_out = scratch.get("out", shape, x.dtype), scratch.get("winners", shape, self.backend.xp.int64)
+        largest, winners = self.backend.max_pool(x, self.pool_size, self.strides, self.out_hw, out=out,
+                                                 winners_out=winners_out)
         return largest, (winners if context.training else None)
 
     def backward(self, params: Params, saved: Any, grad_output: Array, scratch: Scratch | None,
                  grad_out: Params) -> tuple[Array | None, Params]:
-        return self.backend.max_pool_backward(grad_output, saved, self.input_hw, self.pool_size, self.strides), {}
+        out = scratch_buffer(scratch, "grad_input", (grad_output.shape[0], *self.input_shape), grad_output.dtype)
+        return self.backend.max_pool_backward(grad_output, saved, self.input_hw, self.pool_size, self.strides, out=out), {}
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
