@@ -4,7 +4,7 @@ The same layers, losses and backpropagation run on NumPy, numba-jitted CPU kerne
 (CUDA), JAX, PyTorch and array-api-strict. Pick the backend with ``TOOLKIT_BACKEND`` or ``use_backend``.
 """
 
-from . import callbacks, distributed, metrics, registry, schedules
+from . import callbacks, data, distributed, metrics, registry, schedules
 from .config import get_backend, set_backend, use_backend
 from .errors import BackendError, CheckpointError, InputError, ShapeError, ToolkitError, TrainingDiverged
 from .gradcheck import gradcheck
@@ -37,7 +37,7 @@ __all__ = [
     "Activation", "Adam", "AdamW", "BackendError", "BinaryCrossEntropy", "CategoricalCrossEntropy",
     "CheckpointError", "Dense", "History", "InputError", "Layer", "Loss", "MeanSquaredError", "Optimizer",
     "RMSProp", "SGD", "Sequential", "ShapeError", "ToolkitError", "TrainingDiverged", "available_backends",
-    "callbacks", "distributed", "export_onnx", "get_backend", "gradcheck", "load", "load_torch_weights",
+    "callbacks", "data", "distributed", "export_onnx", "get_backend", "gradcheck", "load", "load_torch_weights",
     "load_weights", "metrics", "registry", "save", "schedules", "set_backend", "store_torch_weights",
     "use_backend",
 ]
