@@ -46,7 +46,7 @@ def _named(error: ToolkitError, where: str) -> ToolkitError:
     return renamed
 
 
-class _Converter:
+class Converter:
     """Host (or foreign) batches to checked arrays of the model (run on the prefetch thread)."""
 
     def __init__(self, model: Sequential, finite: bool, with_targets: bool = True) -> None:
@@ -105,7 +105,7 @@ class DatasetFeeder:
                  distributed: DataParallel | None, finite: bool, prefetch: int) -> None:
         self.model, self.dataset, self.shuffle, self.rng = model, dataset, shuffle, rng
         self.distributed, self.prefetch = distributed, prefetch
-        self.convert = _Converter(model, finite)
+        self.convert = Converter(model, finite)
         self.ranges = batch_ranges(len(dataset), batch_size)
         self.steps: int | None = len(self.ranges)
         self._pipeline: Any = None
@@ -146,7 +146,7 @@ class StreamFeeder:
     def __init__(self, model: Sequential, stream: Any, steps_per_epoch: int | None,
                  distributed: DataParallel | None, finite: bool, prefetch: int) -> None:
         self.stream, self.steps_per_epoch, self.distributed, self.prefetch = stream, steps_per_epoch, distributed, prefetch
-        self.convert = _Converter(model, finite)
+        self.convert = Converter(model, finite)
         self.reiterable = iter(stream) is not stream
         length = data.stream_length(stream)
         self.steps = steps_per_epoch if steps_per_epoch is not None else length

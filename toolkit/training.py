@@ -222,7 +222,7 @@ def _inference_batches(model: Sequential, x: Any, y: Any, batch_size: int | None
     if isinstance(x, data.Dataset) or data.is_stream(x):
         if y is not None:
             raise InputError(f"a {type(x).__name__} brings its own targets: pass it alone")
-        convert = feeders._Converter(model, False, with_targets)
+        convert = feeders.Converter(model, False, with_targets)
         if isinstance(x, data.Dataset):
             size = len(x) if batch_size is None else check_int("batch_size", batch_size, 1)
             items: Any = (x.rows(slice(start, stop)) for start, stop in feeders.batch_ranges(len(x), size))
