@@ -71,6 +71,34 @@ class NumpyBackend(Backend):
             out[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :] += cols[:, :, :, k, :]
         return out
 
+    # Max-pool over non-overlapping windows (strides = pool size, the usual case): the windows are a
+    # reshape of the input, so one transposed copy replaces the general path's window copy, its
+    # max pass and its one-hot backward.
+    def max_pool(self, x, window, strides, out_hw, out=None, winners_out=None):
+        (kh, kw), (ho, wo) = window, out_hw
+        if tuple(strides) != (kh, kw):
+            return super().max_pool(x, window, strides, out_hw)
+        n, c = x.shape[0], x.shape[3]
+        blocks = x[:, : ho * kh, : wo * kw, :].reshape(n, ho, kh, wo, kw, c)
+        windows = blocks.transpose(0, 1, 3, 2, 4, 5).reshape(n, ho, wo, kh * kw, c)
+        winners = np.argmax(windows, axis=3)  # the first maximum in row-major window order (NaN wins)
+        largest = np.take_along_axis(windows, winners[:, :, :, None, :], axis=3)[:, :, :, 0, :]
+        return largest, winners
+
+    def max_pool_backward(self, grad, winners, input_hw, window, strides, out=None):
+        (kh, kw), (h, w) = window, input_hw
+        if tuple(strides) != (kh, kw):
+            return super().max_pool_backward(grad, winners, input_hw, window, strides)
+        n, ho, wo, c = grad.shape
+        routed = np.zeros((n, ho, wo, kh * kw, c), dtype=grad.dtype)
+        np.put_along_axis(routed, winners[:, :, :, None, :], grad[:, :, :, None, :], axis=3)
+        image = routed.reshape(n, ho, wo, kh, kw, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, ho * kh, wo * kw, c)
+        if (ho * kh, wo * kw) == (h, w):
+            return image
+        full = np.zeros((n, h, w, c), dtype=grad.dtype)  # rows and columns no window covered get 0
+        full[:, : ho * kh, : wo * kw, :] = image
+        return full
+
     # Optimizer updates with ufuncs writing into one reused scratch array: the reference's
     # temporaries, each as large as the whole model, cost a page-faulting allocation apiece.
     def _sgd(self, param: np.ndarray, grad: np.ndarray, lr: float) -> None:
