@@ -23,9 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from toolkit.backend import Backend
+from toolkit.context import INFERENCE, PassContext
 from toolkit.engine import Plan, forward_pass, gradient_pass
 from toolkit.errors import BackendError
-from toolkit.layers import INFERENCE, PassContext
 from toolkit.ops.optim import RULES
 
 from .host import HostRandom, host_array

@@ -18,9 +18,9 @@ import numpy as np
 import onnx
 
 from toolkit.backend import Backend
+from toolkit.context import INFERENCE
 from toolkit.engine import forward_pass
 from toolkit.errors import ToolkitError
-from toolkit.layers import INFERENCE
 
 INPUT_NAME, OUTPUT_NAME = "input", "output"
 

@@ -94,6 +94,29 @@ def test_dropout_is_inverted_in_training_and_the_identity_at_inference(backend):
     assert model.random_step == 2 and not np.array_equal(trained, again)  # a new mask per training pass
 
 
+# -- the pass context --------------------------------------------------------------------------
+
+
+def test_pass_context_of_one_process_and_of_a_data_parallel_rank():
+    """One process: no reduction, the batch is the global batch. A rank: sums go through its
+    all-reduce and the global row count is the one it was given."""
+    import dataclasses
+
+    from toolkit.context import INFERENCE, PassContext
+
+    assert not INFERENCE.training and INFERENCE.first_row == 0 and INFERENCE.share == 1.0
+    single = PassContext(training=True, random_key=7)
+    values = np.array([1.0, 2.0])
+    assert single.sum_over_processes(values) is values and single.rows(5) == 5
+    calls = []
+    rank = PassContext(training=True, first_row=4, global_rows=9, share=5 / 9,
+                       all_reduce=lambda x: calls.append(x) or x * 2)  # as if 2 ranks held the same sums
+    np.testing.assert_array_equal(rank.sum_over_processes(values), [2.0, 4.0])
+    assert len(calls) == 1 and rank.rows(5) == 9
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        single.training = False
+
+
 # -- normalisation -------------------------------------------------------------------------------
 
 

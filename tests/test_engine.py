@@ -12,7 +12,7 @@ import toolkit
 from tests.conftest import to_numpy, unavailable_reason
 from tests.helpers import TOLERANCE, relative_error
 from toolkit import Activation, Dense, Sequential
-from toolkit.layers import INFERENCE
+from toolkit.context import INFERENCE
 from toolkit.losses import BinaryCrossEntropy
 
 ARCHITECTURES = {

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backend import Backend
-from .layers import Dense, Layer, PassContext, Scratch
+from .context import PassContext
+from .layers import Dense, Layer, Scratch
 from .layers.base import scratch_buffer
 from .losses import Loss
 from .ops.reference import OUTPUT_PAIRS

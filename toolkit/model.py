@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from .backend import Backend
 from .config import get_backend, load_backend
+from .context import INFERENCE, PassContext
 from .engine import Engine, backward_pass, forward_pass, make_plan, next_state
 from .errors import InputError, ShapeError, ToolkitError
-from .layers import INFERENCE, Dropout, Layer, PassContext
+from .layers import Dropout, Layer
 from .losses import Loss, get_loss
 from .metrics import Metric, get_metric
 from .ops.optim import RULES

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import CheckpointError
 from .activation import Activation
-from .base import INFERENCE, Layer, PassContext, Scratch
+from .base import Layer, Scratch
 from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
@@ -32,6 +32,6 @@ def from_config(spec: dict[str, Any]) -> Layer:
     return LAYERS[name](**spec.get("config", {}))
 
 
-__all__ = ["INFERENCE", "LAYERS", "Activation", "AvgPool2D", "BatchNorm", "Conv2D", "Dense", "Dropout", "Flatten",
-           "GlobalAveragePooling2D", "Layer", "LayerNorm", "MaxPool2D", "PassContext", "Reshape", "Residual", "Scratch",
+__all__ = ["LAYERS", "Activation", "AvgPool2D", "BatchNorm", "Conv2D", "Dense", "Dropout", "Flatten",
+           "GlobalAveragePooling2D", "Layer", "LayerNorm", "MaxPool2D", "Reshape", "Residual", "Scratch",
            "from_config"]

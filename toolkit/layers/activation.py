@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..context import PassContext
 from ..ops.activations import get_activation
-from .base import Array, Layer, Params, PassContext, Scratch
+from .base import Array, Layer, Params, Scratch
 
 
 class Activation(Layer):

@@ -20,12 +20,13 @@ from __future__ import annotations
 from typing import Any
 
 from ..backend import RandomSource
+from ..context import PassContext
 from ..errors import InputError, ShapeError
 from ..initializers import default_for, get_initializer
 from ..ops import conv
 from ..ops.activations import get_activation
 from ..validation import check_int
-from .base import Array, Layer, Params, PassContext, Scratch, scratch_buffer
+from .base import Array, Layer, Params, Scratch, scratch_buffer
 
 
 def pair(name: str, value: Any) -> tuple[int, int]:

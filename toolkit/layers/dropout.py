@@ -13,9 +13,10 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
+from ..context import PassContext
 from ..errors import InputError
 from ..validation import check_real
-from .base import Array, Layer, Params, PassContext, Scratch
+from .base import Array, Layer, Params, Scratch
 
 
 class Dropout(Layer):

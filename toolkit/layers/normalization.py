@@ -23,9 +23,10 @@ import math
 from typing import Any
 
 from ..backend import RandomSource
+from ..context import PassContext
 from ..errors import InputError
 from ..validation import check_real
-from .base import Array, Layer, Params, PassContext, Scratch
+from .base import Array, Layer, Params, Scratch
 
 
 class _Normalization(Layer):

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..context import PassContext
 from ..errors import ShapeError
 from ..ops import conv
-from .base import Array, Layer, Params, PassContext, Scratch, scratch_buffer
+from .base import Array, Layer, Params, Scratch, scratch_buffer
 from .conv import image_shape, pair
 
 

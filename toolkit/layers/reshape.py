@@ -8,9 +8,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..context import PassContext
 from ..errors import ShapeError
 from ..validation import check_int
-from .base import Array, Layer, Params, PassContext, Scratch
+from .base import Array, Layer, Params, Scratch
 
 
 class Reshape(Layer):

@@ -11,8 +11,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..backend import RandomSource
+from ..context import PassContext
 from ..errors import InputError, ShapeError
-from .base import Array, Layer, Params, PassContext, Scratch
+from .base import Array, Layer, Params, Scratch
 
 
 def _prefixed(per_layer: list[Params]) -> Params:
