@@ -83,7 +83,7 @@ class EarlyStopping(Callback):
         if self.restore_best_weights and self._best_params is not None:
             params, state = self._best_params
             self.model.assign_params(params)
-            self.model.flat_state = self.model.backend.assign(self.model.flat_state, state)
+            self.model.assign_state(state)
 
 
 class ModelCheckpoint(Callback):

@@ -240,7 +240,7 @@ class Sequential:
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Load the non-trainable state by name; every name and shape is checked first."""
-        self.flat_state = self.backend.assign(self.flat_state, self._flatten_checked(self.state_table, state, "state"))
+        self.assign_state(self._flatten_checked(self.state_table, state, "state"))
 
     def named_parameters(self) -> list[tuple[str, Array]]:
         """``("0.W", array), ("0.b", array), …`` in model order (views on mutable backends)."""
@@ -275,6 +275,12 @@ class Sequential:
         if tuple(flat.shape) != tuple(self.flat_params.shape):
             raise ShapeError(f"flat parameters of shape {tuple(flat.shape)}; the model has {tuple(self.flat_params.shape)}")
         self.flat_params = self.backend.assign(self.flat_params, flat)
+
+    def assign_state(self, flat: Array) -> None:
+        """Replace the non-trainable state at once with a flat array laid out as ``flat_state``."""
+        if tuple(flat.shape) != tuple(self.flat_state.shape):
+            raise ShapeError(f"flat state of shape {tuple(flat.shape)}; the model has {tuple(self.flat_state.shape)}")
+        self.flat_state = self.backend.assign(self.flat_state, flat)
 
     # -- inputs ---------------------------------------------------------------------------
     def as_input(self, x: Any, allow_empty: bool = False) -> Array:
@@ -362,7 +368,7 @@ class Sequential:
     def _advance(self, new_state: Array | None) -> None:
         """After a committed training pass: keep the layers' new state, count the pass."""
         if new_state is not None:
-            self.flat_state = self.backend.assign(self.flat_state, new_state)
+            self.assign_state(new_state)
         self.random_step += 1
 
     def backward(self, y: Array) -> Array:

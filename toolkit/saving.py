@@ -78,7 +78,7 @@ def _restore(model: Sequential, tensors: dict[str, Any], metadata: dict[str, Any
     except ToolkitError as error:
         raise CheckpointError(f"{path!r} does not match this model: {error}") from error
     model.assign_params(weights)
-    model.flat_state = model.backend.assign(model.flat_state, state)
+    model.assign_state(state)
     random = metadata.get("random", {})
     model.random_seed = int(random.get("seed", model.random_seed))
     model.random_step = int(random.get("step", 0))
