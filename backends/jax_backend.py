@@ -51,13 +51,6 @@ def _settings(layer: Any) -> tuple[Any, ...]:
     return tuple(found)
 
 
-def _views(tables: tuple[Any, Any], flat: Any, state: Any) -> list[dict[str, Any]]:
-    """Per layer, its parameters and its state cut from the two flat arrays."""
-    table, state_table = tables
-    return [{**params, **values} for params, values in zip(table.views(flat, jnp), state_table.views(state, jnp),
-                                                           strict=True)]
-
-
 def _structure(layers: Any, device: Any, *extra: Any) -> tuple[Any, ...]:
     return (tuple((type(layer).__module__, type(layer).__qualname__, _settings(layer)) for layer in layers),
             str(device), *extra)
@@ -126,7 +119,7 @@ class JaxBackend(Backend):
 
         def gradients(flat: Any, state: Any, x: Any, y: Any, key: Any) -> tuple[Any, Any, Any, Any]:
             context = PassContext(training=True, random_key=key)
-            loss, output, grads, new_state = gradient_pass(plan, self, _views((plan.table, plan.state_table), flat, state),
+            loss, output, grads, new_state = gradient_pass(plan, self, plan.table.views_with(plan.state_table, flat, state, jnp),
                                                            x, y, context, none, no_slots, state if has_state else None)
             return loss, output, plan.table.gather(grads, flat, jnp), state if new_state is None else new_state
 
@@ -136,7 +129,7 @@ class JaxBackend(Backend):
         none = [None] * len(layers)
 
         def forward(flat: Any, state: Any, x: Any) -> Any:
-            return forward_pass(layers, _views((table, state_table), flat, state), x, INFERENCE, none)[0]
+            return forward_pass(layers, table.views_with(state_table, flat, state, jnp), x, INFERENCE, none)[0]
 
         return _cached(_structure(layers, self.device, "forward"), lambda: jax.jit(forward))
 

@@ -89,10 +89,9 @@ def _assert_oracle(model, x, y):
     context = model.training_context()  # training mode: the same dropout masks, the batch's statistics
     model._gradients(xb, yb, context)
     explicit = np.asarray(model.flat_grads)
-    state = model.state_table.views(model.flat_state, jnp)
 
     def loss_of(flat):
-        params = [{**p, **s} for p, s in zip(model.table.views(flat, jnp), state, strict=True)]
+        params = model.table.views_with(model.state_table, flat, model.flat_state, jnp)
         output, _ = forward_pass(model.layers, params, xb, context, [None] * len(model.layers))
         return model.loss.value(output, yb, jnp)
 

@@ -214,8 +214,7 @@ class Sequential:
         cut once per flat buffer: mutable backends keep theirs, so the cut is reused step after step."""
         if self._views_for is not self.flat_params or self._state_views_for is not self.flat_state:
             xp = self.backend.xp
-            self._param_views = [{**params, **state} for params, state in zip(
-                self.table.views(self.flat_params, xp), self.state_table.views(self.flat_state, xp), strict=True)]
+            self._param_views = self.table.views_with(self.state_table, self.flat_params, self.flat_state, xp)
             self._grad_slots = (self.table.views(self.flat_grads, xp) if self.backend.mutable
                                 else [{} for _ in self.layers])
             self._views_for, self._state_views_for = self.flat_params, self.flat_state

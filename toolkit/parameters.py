@@ -56,6 +56,12 @@ class ParameterTable:
             per_layer[slot.layer][slot.name] = xp.reshape(flat[slot.offset : slot.offset + slot.size], slot.shape)
         return per_layer
 
+    def views_with(self, state_table: ParameterTable, flat: Array, state: Array, xp: Any) -> list[dict[str, Array]]:
+        """Per layer, its parameters (cut from ``flat`` by this table) and its state (cut from
+        ``state`` by ``state_table``) in one dict: what a layer's forward receives."""
+        return [{**params, **values} for params, values in zip(self.views(flat, xp), state_table.views(state, xp),
+                                                               strict=True)]
+
     def flatten(self, arrays: dict[str, Array], xp: Any) -> Array:
         """One flat array from ``{"0.W": …, "0.b": …}`` in table order (a new array)."""
         if not self.slots:
