@@ -72,8 +72,7 @@ def next_state(layers: Sequence[Layer], state_table: ParameterTable, params: Seq
     """The flat state after a training pass (a new array), or None when the layers have no state."""
     if not state_table.size:
         return None
-    states = [layer.next_state(layer_params, saved) if layer.state_shapes() else {}
-              for layer, layer_params, saved in zip(layers, params, tape, strict=True)]
+    states = [layer.next_state(layer_params, saved) for layer, layer_params, saved in zip(layers, params, tape, strict=True)]
     return state_table.gather(states, like, xp)
 
 
