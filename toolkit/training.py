@@ -190,7 +190,8 @@ def fit(
             for metric in model.metrics:
                 logs[metric.name] = metric.result()
             if validation is not None:
-                logs.update({f"val_{k}": v for k, v in _evaluate_feeder(model, validation).items()})
+                logs.update({f"val_{k}": v for k, v in _evaluate_batches(
+                    model, _validation_batches(model, validation, batch_size)).items()})
             for callback in callbacks:
                 callback.on_epoch_end(epoch, logs)
             history.append(epoch, logs)
@@ -206,7 +207,7 @@ def fit(
 
 
 def _validation_set(model: Sequential, validation_data: Any) -> Any:
-    """Validation data in the form ``_evaluate_feeder`` reads: prepared arrays, a Dataset or a stream."""
+    """Validation data checked once, before the first epoch: prepared arrays, or a Dataset or a stream."""
     if validation_data is None:
         return None
     if isinstance(validation_data, data.Dataset) or data.is_stream(validation_data):
@@ -214,6 +215,20 @@ def _validation_set(model: Sequential, validation_data: Any) -> Any:
     x_val, y_val = validation_data
     x_val = model.as_input(x_val)
     return x_val, model.prepare_targets(y_val, x_val.shape[0])
+
+
+def _validation_batches(model: Sequential, validation: Any, batch_size: int) -> Iterator[tuple[Array, Array | None]]:
+    """One epoch's validation batches: prepared arrays are sliced as they are (checked once, in
+    ``_validation_set``); a Dataset or a stream is read and checked as it comes."""
+    if isinstance(validation, tuple):
+        x_val, y_val = validation
+        return _array_batches(x_val, y_val, batch_size)
+    return _inference_batches(model, validation, None, batch_size, with_targets=True)
+
+
+def _array_batches(x: Array, y: Array | None, size: int) -> Iterator[tuple[Array, Array | None]]:
+    for start, stop in feeders.batch_ranges(x.shape[0], size):
+        yield x[start:stop, ...], (None if y is None else y[start:stop, ...])
 
 
 def _inference_batches(model: Sequential, x: Any, y: Any, batch_size: int | None,
@@ -238,8 +253,7 @@ def _inference_batches(model: Sequential, x: Any, y: Any, batch_size: int | None
         yield x, None
         return
     size = x.shape[0] if batch_size is None else check_int("batch_size", batch_size, 1)
-    for start, stop in feeders.batch_ranges(x.shape[0], size):
-        yield x[start:stop, ...], (y[start:stop, ...] if with_targets else None)
+    yield from _array_batches(x, y if with_targets else None, size)
 
 
 def predict(model: Sequential, x: Any, batch_size: int | None = None) -> Array:
@@ -256,14 +270,11 @@ def evaluate(model: Sequential, x: Any, y: Any = None, batch_size: int | None = 
     """Mean loss and every compiled metric over ``(x, y)``, a ``Dataset`` or a stream of batches."""
     if model.loss is None:
         raise RuntimeError("call compile(loss=..., optimizer=...) before training or evaluating")
-    return _evaluate_feeder(model, _inference_batches(model, x, y, batch_size, with_targets=True))
+    return _evaluate_batches(model, _inference_batches(model, x, y, batch_size, with_targets=True))
 
 
-def _evaluate_feeder(model: Sequential, batches: Any) -> dict[str, float]:
-    if isinstance(batches, tuple):  # prepared validation arrays
-        batches = _inference_batches(model, batches[0], batches[1], 256, with_targets=True)
-    elif isinstance(batches, data.Dataset) or data.is_stream(batches):
-        batches = _inference_batches(model, batches, None, 256, with_targets=True)
+def _evaluate_batches(model: Sequential, batches: Iterator[tuple[Array, Array | None]]) -> dict[str, float]:
+    """Mean loss and metrics over checked ``(x, y)`` batches."""
     xp = model.backend.xp
     _reset_metrics(model)
     loss = model.loss
