@@ -62,23 +62,25 @@ class NumbaBackend(NumpyBackend):
             kernels.bias_add(z, b)
             return z, np.tanh(z, out=np.empty_like(z) if out is None else out)
         a = np.empty_like(z) if out is None else out
+        compiled = kernels.for_activation(activation.code)
         if _narrow(activation, z, a):
             tile = np.tile(b, _TILE // z.shape[1])
-            kernels.bias_activation_tiled(z.reshape(-1), tile, a.reshape(-1), activation.code, LEAKY_RELU_SLOPE)
+            compiled.bias_activation_flat(z.reshape(-1), tile, a.reshape(-1), LEAKY_RELU_SLOPE)
         else:
-            kernels.bias_activation(z, b, a, activation.code, LEAKY_RELU_SLOPE)
+            compiled.bias_activation(z, b, a, LEAKY_RELU_SLOPE)
         return z, a
 
     def activation_backward(self, da, z, a, activation: ActivationFunction, out=None, db_out=None):
         dz = np.empty_like(z) if out is None else out
         db = np.empty(z.shape[1], dtype=z.dtype) if db_out is None else db_out
+        compiled = kernels.for_activation(activation.code)
         if _narrow(activation, z, a, da, dz):
             partial = np.zeros(_TILE // z.shape[1] * z.shape[1], dtype=z.dtype)
-            kernels.activation_backward_tiled(da.reshape(-1), z.reshape(-1), a.reshape(-1), dz.reshape(-1), partial,
-                                              activation.code, LEAKY_RELU_SLOPE)
+            compiled.activation_backward_flat(da.reshape(-1), z.reshape(-1), a.reshape(-1), dz.reshape(-1), partial,
+                                              LEAKY_RELU_SLOPE)
             np.sum(partial.reshape(-1, z.shape[1]), axis=0, out=db)  # the tile's columns folded into db
         else:
-            kernels.activation_backward(da, z, a, dz, db, activation.code, LEAKY_RELU_SLOPE)
+            compiled.activation_backward(da, z, a, dz, db, LEAKY_RELU_SLOPE)
         return dz, db
 
     def sum_rows(self, x, out=None):

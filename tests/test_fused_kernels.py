@@ -29,19 +29,20 @@ def _buffer(side, shape, dtype, use_buffers):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("use_buffers", [False, True], ids=["alloc", "buffers"])
-def test_bias_activation_and_backward(backend, rng, name, dtype, use_buffers):
+@pytest.mark.parametrize("shape", [(9, 5), (3, 70)], ids=["narrow", "wide"])  # numba: a flat loop, or row by row
+def test_bias_activation_and_backward(backend, rng, name, dtype, use_buffers, shape):
     fused, reference = _pair(backend)
     activation = ACTIVATIONS[name]
-    z, b, da = rng.normal(size=(9, 5)) * 3, rng.normal(size=5), rng.normal(size=(9, 5))
+    z, b, da = rng.normal(size=shape) * 3, rng.normal(size=shape[1]), rng.normal(size=shape)
 
     def run(side):
         t = side.dtype(dtype)
-        out = _buffer(side, (9, 5), t, use_buffers)
+        out = _buffer(side, shape, t, use_buffers)
         # bias_activation may overwrite the product it is given: hand it a fresh copy.
         zz, a = side.bias_activation(side.asarray(z.copy(), t), side.asarray(b, t), activation, out=out)
-        db_out = _buffer(side, (5,), t, use_buffers)
+        db_out = _buffer(side, (shape[1],), t, use_buffers)
         dz, db = side.activation_backward(side.asarray(da, t), zz, a, activation,
-                                          out=_buffer(side, (9, 5), t, use_buffers), db_out=db_out)
+                                          out=_buffer(side, shape, t, use_buffers), db_out=db_out)
         return [to_numpy(side, v) for v in (zz, a, dz, db)]
 
     for got, want in zip(run(fused), run(reference), strict=True):
@@ -238,3 +239,20 @@ def test_cuda_dropout_source_draws_the_reference_bits():
         drawn.append(scope[kept] if eval(condition, {}, scope) else 0.0)  # noqa: S307
     reference = random.dropout_mask(random.step_key(21, 8), 3, shape, start // 7, rate, np.float64, np)
     np.testing.assert_array_equal(np.array(drawn).reshape(shape), reference)
+
+
+def test_max_pool_kernel_lets_nan_win_as_the_reference_does(backend):
+    """A NaN in a window is its maximum and its winner (the first NaN), in the kernel as in ``xp.max``."""
+    fused, reference = _pair(backend)
+    x = np.arange(2 * 4 * 4 * 2, dtype=np.float64).reshape(2, 4, 4, 2)
+    x[0, 1, 1, 0] = x[0, 0, 1, 0] = x[1, 3, 2, 1] = np.nan  # two NaNs in one window, one in another
+
+    def run(side):
+        largest, winners = side.max_pool(side.asarray(x, side.dtype("float64")), (2, 2), (2, 2), (2, 2))
+        return to_numpy(side, largest), to_numpy(side, winners)
+
+    (got, got_winners), (want, want_winners) = run(fused), run(reference)
+    assert np.isnan(got[0, 0, 0, 0]) and np.isnan(got[1, 1, 1, 1])
+    np.testing.assert_array_equal(got, want)
+    assert got_winners[0, 0, 0, 0] == 1  # the first NaN in row-major window order
+    np.testing.assert_array_equal(got_winners[~np.isnan(want)], want_winners[~np.isnan(want)])
