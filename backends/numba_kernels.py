@@ -220,7 +220,8 @@ def _activation_backward_flat(da, z, a, dz, partial, code, slope):
     gathers the column sums, which the caller folds into db."""
     width = partial.shape[0]
     for start in range(0, z.shape[0], width):
-        das, zs, as_, dzs = da[start : start + width], z[start : start + width], a[start : start + width], dz[start : start + width]
+        end = start + width
+        das, zs, as_, dzs = da[start:end], z[start:end], a[start:end], dz[start:end]
         for t in range(zs.shape[0]):
             v = _derivative_times(das[t], zs[t], as_[t], code, slope)
             dzs[t] = v
