@@ -451,44 +451,73 @@ def col2im(cols, kh, kw, sh, sw, out):
 
 @jit
 def max_pool(x, kh, kw, sh, sw, out, winners):
-    """Largest value of each window and its offset i·kw + j (the first one on ties)."""
+    """Largest value of each window and its offset i·kw + j (the first one on ties).
+
+    In two passes per output row: first the window's kh rows are compared along whole input rows
+    (Wp·C adjacent values, a loop long enough to vectorise), then the kw columns of that row
+    maximum. One pass per pixel ran along its C channels (6 in the LeNet): too short to vectorise,
+    and 2× slower."""
     n, ho, wo, channels = out.shape
+    hp, wp = x.shape[1], x.shape[2]
+    size, width, step = _U(wp * channels), _U(wo * channels), _U(sw * channels)
+    rows_max = np.empty(wp * channels, dtype=x.dtype)
+    rows_winner = np.empty(wp * channels, dtype=winners.dtype)
+    source, best, where = x.reshape(-1), out.reshape(-1), winners.reshape(-1)
     for b in range(n):
         for y in range(ho):
+            at = _U((b * hp + y * sh) * wp * channels)
+            for t in range(size):
+                rows_max[t] = source[at + t]
+                rows_winner[t] = 0
+            for i in range(1, kh):
+                at = _U((b * hp + y * sh + i) * wp * channels)
+                for t in range(size):
+                    v, top = source[at + t], rows_max[t]
+                    # NaN wins, as in the reference's max; selects, not branches (which pixel wins is data).
+                    take = (v > top) | ((v != v) & (top == top))
+                    rows_max[t] = v if take else top
+                    rows_winner[t] = i * kw if take else rows_winner[t]
+            o = _U((b * ho + y) * wo) * _U(channels)
+            top_row, won_row = best[o : o + width], where[o : o + width]
             for z in range(wo):
-                # Channels innermost: adjacent in memory, so the comparisons run along a row.
-                best, where = out[b, y, z], winners[b, y, z]
-                first = x[b, y * sh, z * sw]
+                pixel = _U(z) * step
                 for c in range(channels):
-                    best[c] = first[c]
-                    where[c] = 0
-                for i in range(kh):
-                    for j in range(kw):
-                        row = x[b, y * sh + i, z * sw + j]
-                        offset = i * kw + j
-                        for c in range(channels):
-                            v, top = row[c], best[c]
-                            # Selects, not branches: which pixel wins is data, and a mispredicted
-                            # branch per comparison cost more than the comparison (NaN wins, as in
-                            # the reference's max).
-                            take = (v > top) | ((v != v) & (top == top))
-                            best[c] = v if take else top
-                            where[c] = offset if take else where[c]
+                    top_row[z * channels + c] = rows_max[pixel + _U(c)]
+                    won_row[z * channels + c] = rows_winner[pixel + _U(c)]
+                for j in range(1, kw):
+                    column = pixel + _U(j * channels)
+                    for c in range(channels):
+                        v, top = rows_max[column + _U(c)], top_row[z * channels + c]
+                        offset, held = rows_winner[column + _U(c)] + j, won_row[z * channels + c]
+                        # Ties (NaN ties too) go to the earlier offset in row-major order, which the
+                        # row pass alone does not know: its winner may sit in a later row.
+                        tied = (v == top) | ((v != v) & (top != top))
+                        take = (v > top) | ((v != v) & (top == top)) | (tied & (offset < held))
+                        top_row[z * channels + c] = v if take else top
+                        won_row[z * channels + c] = offset if take else held
 
 
 @jit
-def max_pool_backward(grad, winners, kw, sh, sw, out):
+def max_pool_backward(grad, winners, kh, kw, sh, sw, out):
     """Each window's gradient added to its winner's pixel; every other pixel 0."""
     n, ho, wo, channels = grad.shape
-    out[...] = 0
+    h, w = out.shape[1], out.shape[2]
+    # Where each window offset i·kw + j lies from the window's corner, in flat (H, W, C) steps: a
+    # table instead of an integer division per element.
+    jump = np.empty(kh * kw, dtype=np.uint64)
+    for i in range(kh):
+        for j in range(kw):
+            jump[i * kw + j] = _U((i * w + j) * channels)
+    target, source, where = out.reshape(-1), grad.reshape(-1), winners.reshape(-1)
+    target[:] = 0
     for b in range(n):
         for y in range(ho):
+            o = _U((b * ho + y) * wo * channels)
             for z in range(wo):
-                g, won = grad[b, y, z], winners[b, y, z]
+                corner = _U(((b * h + y * sh) * w + z * sw) * channels)
+                at = o + _U(z * channels)
                 for c in range(channels):
-                    k = won[c]
-                    i = k // kw
-                    out[b, y * sh + i, z * sw + k - i * kw, c] += g[c]
+                    target[corner + jump[where[at + _U(c)]] + _U(c)] += source[at + _U(c)]
 
 
 _M0, _M1, _M2 = random.MULTIPLIERS

@@ -71,9 +71,10 @@ def test_output_delta(backend, rng, pair, dtype):
     assert relative_error(delta_f, delta_r) <= TOLERANCE[dtype]
 
 
-def test_sum_rows_and_matmul(backend, rng):
+@pytest.mark.parametrize("rows", [6, 9000], ids=["short", "long"])  # long: numba sums the product in blocks of rows
+def test_sum_rows_and_matmul(backend, rng, rows):
     fused, reference = _pair(backend)
-    x, w = rng.normal(size=(6, 3)), rng.normal(size=(6, 4))
+    x, w = rng.normal(size=(rows, 3)), rng.normal(size=(rows, 4))
     sums, products = [], []
     for side in (fused, reference):
         t = side.dtype("float64")
