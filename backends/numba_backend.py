@@ -108,7 +108,9 @@ class NumbaBackend(NumpyBackend):
     def im2col(self, x, window, strides, out_hw, out=None):
         if out is None:
             out = np.empty((x.shape[0], *out_hw, window[0] * window[1], x.shape[3]), dtype=x.dtype)
-        kernels.im2col(np.ascontiguousarray(x), *window, *strides, out)
+        short = window[1] * x.shape[3] <= kernels.SHORT_RUN
+        kernel = kernels.im2col_for(*window, x.shape[3]) if short else kernels.im2col
+        kernel(np.ascontiguousarray(x), *window, *strides, out)
         return out
 
     def col2im(self, cols, padded_hw, window, strides, out=None):

@@ -407,15 +407,15 @@ def rmsprop(param, grad, square_avg, lr, alpha, eps, weight_decay):
 _U = np.uint64
 
 
-@jit
-def im2col(x, kh, kw, sh, sw, out):
+@inline
+def _im2col(x, kh, kw, sh, sw, out, channels):
     """out[n, y, x, i·kw + j, c] = x[n, y·sh + i, x·sw + j, c].
 
     For one kernel row i the kw·C values x[n, y·sh + i, x·sw : x·sw + kw, :] are adjacent in
     memory (channels-last), and so are their places in ``out``: each is copied as one run, so
     the innermost loop is kw·C long, not C (1 for a grey image)."""
     n, ho, wo = out.shape[0], out.shape[1], out.shape[2]
-    hp, wp, channels = x.shape[1], x.shape[2], x.shape[3]
+    hp, wp = x.shape[1], x.shape[2]
     run = _U(kw * channels)
     source, target = x.reshape(-1), out.reshape(-1)
     for b in range(n):
@@ -427,6 +427,29 @@ def im2col(x, kh, kw, sh, sw, out):
                     for t in range(run):
                         target[to + t] = source[at + t]
                     to += run
+
+
+@jit
+def im2col(x, kh, kw, sh, sw, out):
+    _im2col(x, kh, kw, sh, sw, out, x.shape[3])
+
+
+# Windows whose kernel rows are this short (kw·C values) or shorter get an im2col compiled for
+# their (kh, kw, C): with those constants the whole window's copies unroll into straight-line
+# code. A 5×5 window over a grey image went 0.46 → 0.27 ms at batch 64; fixing the run length
+# alone gained nothing.
+SHORT_RUN = 8
+
+
+@functools.cache
+def im2col_for(kh: int, kw: int, channels: int) -> Any:
+    """``im2col`` for one window shape ``kh × kw`` over ``channels`` (kw·C ≤ ``SHORT_RUN``)."""
+
+    @jit
+    def im2col_window(x, kh_, kw_, sh, sw, out):
+        _im2col(x, kh, kw, sh, sw, out, channels)
+
+    return im2col_window
 
 
 @jit
