@@ -8,6 +8,10 @@ Contenders: the toolkit on numpy and numba, PyTorch CPU eager (same threads), a 
 im2col step (the same math, no framework), and the GEMM floor: the forward, dW and dX products of
 every layer (no dX for the first) on im2col matrices prepared outside the timed region, as matmuls
 into preallocated outputs. Timings are never asserted anywhere: the machine is shared and noisy.
+
+PyTorch is also timed alone, in a process of its own ("torch alone"): in one process with NumPy,
+OpenBLAS's threads spin after every product and PyTorch's step runs up to 2× slower (the toolkit's
+own steps do not change when PyTorch is beside them), so both ratios are printed.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -52,14 +58,21 @@ def toolkit_step(backend: str, n: int) -> Callable[[], None]:
     return step
 
 
+def torch_lenet() -> Any:  # a torch.nn.Sequential (torch stays an optional import)
+    """The LeNet of ``examples/mnist_cnn.py`` in PyTorch (images NCHW)."""
+    import torch
+
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 6, 5, padding=2), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(6, 16, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
+        torch.nn.Linear(400, 120), torch.nn.ReLU(), torch.nn.Linear(120, 84), torch.nn.ReLU(), torch.nn.Linear(84, 10))
+
+
 def torch_step(n: int) -> Callable[[], None]:
     import torch
 
     torch.manual_seed(0)
-    net = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 6, 5, padding=2), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(6, 16, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
-        torch.nn.Linear(400, 120), torch.nn.ReLU(), torch.nn.Linear(120, 84), torch.nn.ReLU(), torch.nn.Linear(84, 10))
+    net = torch_lenet()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
     data = [(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(y)) for x, y in batches(n)]
@@ -182,12 +195,23 @@ def gemm_floor(n: int) -> Callable[[], None]:
     return step
 
 
+def torch_alone(n: int, rounds: int, block_seconds: float) -> float:
+    """Median ms per PyTorch step, timed in a fresh process with nothing else loaded."""
+    command = [sys.executable, os.path.abspath(__file__), "--torch-alone-worker", "--batches", str(n),
+               "--rounds", str(rounds), "--block-seconds", str(block_seconds)]
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", nargs="+", type=int, default=[64, 256], help="batch sizes (default: 64 256)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default: %(default)s)")
     parser.add_argument("--block-seconds", type=float, default=0.3, help="time per block (default: %(default)s)")
-    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "conv_step.json"))
+    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "conv_step.json"),
+                        help="where the JSON report goes (default: %(default)s)")
+    parser.add_argument("--torch-alone-worker", action="store_true",
+                        help="internal: time only PyTorch's step at the first batch size, print ms (default: off)")
     args = parser.parse_args()
     try:
         import torch
@@ -195,6 +219,10 @@ def main() -> None:
         torch.set_num_threads(os.cpu_count() or 1)
     except ImportError:
         torch = None
+    if args.torch_alone_worker:
+        samples = interleaved_timings({"torch": torch_step(args.batches[0])}, args.rounds, args.block_seconds)
+        print(statistics.median(samples["torch"]) * 1e3)
+        return
     report = {}
     for n in args.batches:
         steps = {"toolkit-numpy": toolkit_step("numpy", n)}
@@ -206,6 +234,8 @@ def main() -> None:
         steps["gemm-floor"] = gemm_floor(n)
         samples = interleaved_timings(steps, args.rounds, args.block_seconds)
         medians = {name: statistics.median(values) * 1e3 for name, values in samples.items()}
+        if torch is not None:
+            medians["torch alone"] = torch_alone(n, args.rounds, args.block_seconds)
         report[n] = medians
         print(f"\nLeNet step, batch {n} (float32): ms/step, ÷torch, ÷floor")
         for name, ms in medians.items():
@@ -213,6 +243,8 @@ def main() -> None:
             print(f"  {name:16s} {ms:8.2f}  {vs_torch:>6s}  {ms / medians['gemm-floor']:6.2f}")
         if "toolkit-numpy" in medians:
             print(f"  numpy backend ÷ hand NumPy: {medians['toolkit-numpy'] / medians['numpy-hand']:.2f}")
+        if "torch alone" in medians and "toolkit-numba" in medians:
+            print(f"  numba backend ÷ torch alone: {medians['toolkit-numba'] / medians['torch alone']:.2f}")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as stream:
         json.dump({"ms_per_step": report}, stream, indent=1)
