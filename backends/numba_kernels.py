@@ -27,6 +27,8 @@ RELU, SIGMOID, TANH, LEAKY_RELU, SOFTMAX, GELU, SILU, ELU, SOFTPLUS = (CODES[nam
 # more than it won (measured: a 784-256-256-10 step went from 0.9 ms to 8 ms).
 # error_model="numpy" drops Python's division-by-zero checks, which kept loops from vectorising.
 jit = numba.njit(cache=True, fastmath=False, nogil=True, error_model="numpy")
+# Loop bodies that other kernels share: numba copies them into each caller before compiling it.
+inline = numba.njit(inline="always", error_model="numpy")
 
 
 def like(reference, value):  # noqa: D103 - typed by the overload below
@@ -141,16 +143,15 @@ def _derivative_times(da, z, a, code, slope):
     return da
 
 
-# The activation loops are written once, as bodies that numba inlines into their callers. Each
-# is compiled twice over: with the activation code as an argument (``bias_activation``,
-# ``activation_backward``: the whole-pass runner picks the code per layer at run time), and with
-# the code as a constant of the compiled function (``for_activation``), where every branch on it
-# folds away and the loop vectorises: ReLU over a convolution's output ran 7× faster that way.
-inline = numba.njit(inline="always", error_model="numpy")
+# The activation loops are written once and compiled twice over: as they are, with the activation
+# code an argument (the whole-pass runner of Dense stacks picks the code per layer at run time),
+# and inlined into ``for_activation``'s kernels, where the code is a constant of the compiled
+# function, every branch on it folds away and the loop vectorises (ReLU over a convolution's output
+# ran 7× faster that way).
 
 
-@inline
-def _bias_activation_rows(z, b, a, code, slope):
+@jit
+def bias_activation(z, b, a, code, slope):
     """Z ← Z + b in place and A = σ(Z), row by row (softmax needs the whole row)."""
     n, m = z.shape
     for i in range(n):
@@ -169,15 +170,14 @@ def _bias_activation_rows(z, b, a, code, slope):
             for j in range(m):
                 a[i, j] /= total
         else:
-            zi, ai = z[i], a[i]
             for j in range(m):
-                v = zi[j] + b[j]
-                zi[j] = v
-                ai[j] = _activate(v, code, slope)
+                v = z[i, j] + b[j]
+                z[i, j] = v
+                a[i, j] = _activate(v, code, slope)
 
 
-@inline
-def _bias_activation_flat(z, tile, a, code, slope):
+@jit
+def bias_activation_flat(z, tile, a, code, slope):
     """``bias_activation`` of a narrow (n, m) batch as flat arrays: ``tile`` is b repeated r times
     (length r·m), so each pass of the inner loop covers r rows and is long enough to vectorise."""
     width = tile.shape[0]
@@ -191,8 +191,8 @@ def _bias_activation_flat(z, tile, a, code, slope):
             as_[t] = _activate(v, code, slope)
 
 
-@inline
-def _activation_backward_rows(da, z, a, dz, db, code, slope):
+@jit
+def activation_backward(da, z, a, dz, db, code, slope):
     """δ = dA ∘ σ'(Z) into ``dz`` and db = Σ_rows δ into ``db``, in one pass."""
     n, m = z.shape
     for j in range(m):
@@ -207,15 +207,14 @@ def _activation_backward_rows(da, z, a, dz, db, code, slope):
                 dz[i, j] = v
                 db[j] += v
         else:
-            dai, zi, ai, dzi = da[i], z[i], a[i], dz[i]
             for j in range(m):
-                v = _derivative_times(dai[j], zi[j], ai[j], code, slope)
-                dzi[j] = v
+                v = _derivative_times(da[i, j], z[i, j], a[i, j], code, slope)
+                dz[i, j] = v
                 db[j] += v
 
 
-@inline
-def _activation_backward_flat(da, z, a, dz, partial, code, slope):
+@jit
+def activation_backward_flat(da, z, a, dz, partial, code, slope):
     """``activation_backward`` of a narrow batch as flat arrays; ``partial`` (the tile's length)
     gathers the column sums, which the caller folds into db."""
     width = partial.shape[0]
@@ -228,14 +227,9 @@ def _activation_backward_flat(da, z, a, dz, partial, code, slope):
             partial[t] += v
 
 
-@jit
-def bias_activation(z, b, a, code, slope):
-    _bias_activation_rows(z, b, a, code, slope)
-
-
-@jit
-def activation_backward(da, z, a, dz, db, code, slope):
-    _activation_backward_rows(da, z, a, dz, db, code, slope)
+_bias_activation_rows, _bias_activation_flat = inline(bias_activation.py_func), inline(bias_activation_flat.py_func)
+_activation_backward_rows = inline(activation_backward.py_func)
+_activation_backward_flat = inline(activation_backward_flat.py_func)
 
 
 class ActivationKernels(NamedTuple):
