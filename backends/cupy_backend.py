@@ -14,6 +14,7 @@ from typing import Any
 
 import array_api_compat.cupy as xp_cupy
 import cupy
+import cupy.lib.stride_tricks  # noqa: F401 - StridedWindows reaches it as cupy.lib.stride_tricks
 import numpy as np
 
 from toolkit.backend import Backend
@@ -23,6 +24,7 @@ from toolkit.ops.activations import LEAKY_RELU_SLOPE, ActivationFunction
 
 from .cuda_sources import CUDA_ACTIVATIONS, DROPOUT_MASK, activation_branches
 from .host import HostRandom, host_array
+from .strided_windows import StridedWindows
 
 _bias_activation = cupy.ElementwiseKernel(
     "T z, raw T b, int32 m, int32 code, T slope", "T z_out, T a",
@@ -75,8 +77,9 @@ _rmsprop = cupy.ElementwiseKernel(
 )
 
 
-class CupyBackend(Backend):
+class CupyBackend(StridedWindows, Backend):
     name = "cupy"
+    array_module = cupy
 
     def __init__(self, device: Any = None, fused: bool = True) -> None:
         try:

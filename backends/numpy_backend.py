@@ -1,7 +1,8 @@
 """The default backend: NumPy arrays through array-api-compat's namespace.
 
 Beyond the references it writes products and sums straight into their destination (``out=``),
-and runs SGD and Adam as ufuncs into one reused scratch array."""
+runs SGD and Adam as ufuncs into one reused scratch array, and takes image windows as strided
+views (``backends.strided_windows``)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from toolkit.backend import Backend
 from toolkit.errors import BackendError
 
 from .host import HostRandom, UpdateScratch, host_array
+from .strided_windows import StridedWindows
 
 
-class NumpyBackend(Backend):
+class NumpyBackend(StridedWindows, Backend):
     name = "numpy"
+    array_module = np
 
     def __init__(self, device: Any = None, fused: bool = True) -> None:
         if device not in (None, "cpu"):
@@ -50,54 +53,6 @@ class NumpyBackend(Backend):
 
     def sum_rows(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         return np.sum(x, axis=0, out=out)
-
-    # Windows of images: strided views copied once (im2col), and the adjoint as one in-place add per
-    # kernel offset (col2im) instead of the reference's zero-stuffing and padding.
-    def im2col(self, x, window, strides, out_hw, out=None):
-        (kh, kw), (sh, sw), (ho, wo) = window, strides, out_hw
-        views = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(1, 2))  # (N, Hp-kh+1, Wp-kw+1, C, kh, kw)
-        views = views[:, : sh * (ho - 1) + 1 : sh, : sw * (wo - 1) + 1 : sw]
-        n, c = x.shape[0], x.shape[3]
-        out = np.empty((n, ho, wo, kh, kw, c), dtype=x.dtype)
-        np.copyto(out, views.transpose(0, 1, 2, 4, 5, 3))
-        return out.reshape(n, ho, wo, kh * kw, c)
-
-    def col2im(self, cols, padded_hw, window, strides, out=None):
-        (kh, kw), (sh, sw), (hp, wp) = window, strides, padded_hw
-        n, ho, wo, _, c = cols.shape
-        out = np.zeros((n, hp, wp, c), dtype=cols.dtype)
-        for k in range(kh * kw):
-            i, j = divmod(k, kw)
-            out[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :] += cols[:, :, :, k, :]
-        return out
-
-    # Max-pool over non-overlapping windows (strides = pool size, the usual case): the windows are a
-    # reshape of the input, so one transposed copy replaces the general path's window copy, its
-    # max pass and its one-hot backward.
-    def max_pool(self, x, window, strides, out_hw, out=None, winners_out=None):
-        (kh, kw), (ho, wo) = window, out_hw
-        if tuple(strides) != (kh, kw):
-            return super().max_pool(x, window, strides, out_hw)
-        n, c = x.shape[0], x.shape[3]
-        blocks = x[:, : ho * kh, : wo * kw, :].reshape(n, ho, kh, wo, kw, c)
-        windows = blocks.transpose(0, 1, 3, 2, 4, 5).reshape(n, ho, wo, kh * kw, c)
-        winners = np.argmax(windows, axis=3)  # the first maximum in row-major window order (NaN wins)
-        largest = np.take_along_axis(windows, winners[:, :, :, None, :], axis=3)[:, :, :, 0, :]
-        return largest, winners
-
-    def max_pool_backward(self, grad, winners, input_hw, window, strides, out=None):
-        (kh, kw), (h, w) = window, input_hw
-        if tuple(strides) != (kh, kw):
-            return super().max_pool_backward(grad, winners, input_hw, window, strides)
-        n, ho, wo, c = grad.shape
-        routed = np.zeros((n, ho, wo, kh * kw, c), dtype=grad.dtype)
-        np.put_along_axis(routed, winners[:, :, :, None, :], grad[:, :, :, None, :], axis=3)
-        image = routed.reshape(n, ho, wo, kh, kw, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, ho * kh, wo * kw, c)
-        if (ho * kh, wo * kw) == (h, w):
-            return image
-        full = np.zeros((n, h, w, c), dtype=grad.dtype)  # rows and columns no window covered get 0
-        full[:, : ho * kh, : wo * kw, :] = image
-        return full
 
     # Optimizer updates with ufuncs writing into one reused scratch array: the reference's
     # temporaries, each as large as the whole model, cost a page-faulting allocation apiece.
