@@ -199,12 +199,16 @@ class Sequential:
         self.loss, self.optimizer, self.metrics = new_loss, new_optimizer, new_metrics
         self._engine = None
 
+    def _compiled_loss(self) -> Loss:
+        """The loss given to ``compile``; training and evaluating need it."""
+        if self.loss is None:
+            raise RuntimeError("call compile(loss=..., optimizer=...) before training or evaluating")
+        return self.loss
+
     def _engine_for_training(self) -> Engine:
         """The engine of this model's plan, made on first use after each build/compile."""
         if self._engine is None:
-            if self.loss is None:
-                raise RuntimeError("call compile(loss=..., optimizer=...) before training or evaluating")
-            self._engine = Engine(make_plan(self.layers, self.table, self.state_table, self.loss, self.dtype),
+            self._engine = Engine(make_plan(self.layers, self.table, self.state_table, self._compiled_loss(), self.dtype),
                                   self.backend)
         return self._engine
 
@@ -330,11 +334,10 @@ class Sequential:
 
     def prepare_targets(self, y: Any, n_rows: int, validate: bool = True) -> Array:
         """Targets checked against the model's output shape, converted once (labels → one-hot)."""
-        if self.loss is None:
-            raise RuntimeError("call compile(loss=..., optimizer=...) before training or evaluating")
-        targets = self.loss.prepare((n_rows, *self.output_shape), y, self.backend, self.dtype)
+        loss = self._compiled_loss()
+        targets = loss.prepare((n_rows, *self.output_shape), y, self.backend, self.dtype)
         if validate:
-            self.loss.validate(targets, self.backend)
+            loss.validate(targets, self.backend)
         return targets
 
     # -- passes ---------------------------------------------------------------------------

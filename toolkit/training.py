@@ -268,17 +268,14 @@ def predict(model: Sequential, x: Any, batch_size: int | None = None) -> Array:
 
 def evaluate(model: Sequential, x: Any, y: Any = None, batch_size: int | None = 256) -> dict[str, float]:
     """Mean loss and every compiled metric over ``(x, y)``, a ``Dataset`` or a stream of batches."""
-    if model.loss is None:
-        raise RuntimeError("call compile(loss=..., optimizer=...) before training or evaluating")
     return _evaluate_batches(model, _inference_batches(model, x, y, batch_size, with_targets=True))
 
 
 def _evaluate_batches(model: Sequential, batches: Iterator[tuple[Array, Array | None]]) -> dict[str, float]:
     """Mean loss and metrics over checked ``(x, y)`` batches."""
+    loss = model._compiled_loss()  # before the (lazy) batches are read
     xp = model.backend.xp
     _reset_metrics(model)
-    loss = model.loss
-    assert loss is not None  # evaluate and fit check it first
     total, count = 0.0, 0
     for xb, yb in batches:
         prediction = model.forward(xb)
