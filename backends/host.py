@@ -51,13 +51,21 @@ def host_array(x: Any, backend_name: str, dtype: Any = None) -> np.ndarray:
                 f"the nested list cannot be an array ({error}); give every row the same length"
             ) from error
     try:
-        return np.asarray(x, dtype=dtype)
+        array = np.asarray(x, dtype=dtype)
     except (TypeError, ValueError, RuntimeError) as error:
-        device = getattr(x, "device", "unknown")
+        device = str(getattr(x, "device", "unknown"))
+        where = ("Move it to the host first (or build the model on that array's backend)" if device not in ("cpu", "unknown")
+                 else f"Convert it to a NumPy dtype first (e.g. float32: {type(x).__name__} of dtype "
+                      f"{getattr(x, 'dtype', '?')} has no NumPy equivalent)")
         raise InputError(
             f"backend {backend_name!r} cannot take an array of type {type(x).__name__} on device {device}: {error}. "
-            "Move it to the host first (or build the model on that array's backend)"
+            + where
         ) from error
+    if array.dtype.kind in "USO":
+        raise InputError(f"backend {backend_name!r} takes numbers; got an array of dtype {array.dtype} "
+                         "(strings or objects): encode labels as integers (e.g. sklearn's LabelEncoder) and "
+                         "inputs as floats")
+    return array
 
 
 class UpdateScratch:

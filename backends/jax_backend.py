@@ -14,6 +14,7 @@ into one XLA program (``compile_step``); ``compile_pass`` compiles the gradient 
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -24,45 +25,87 @@ import numpy as np
 
 from toolkit.backend import Backend
 from toolkit.context import INFERENCE, PassContext
-from toolkit.engine import Plan, forward_pass, gradient_pass
+from toolkit.engine import Plan, evaluation_pass, forward_pass, gradient_pass
 from toolkit.errors import BackendError
+from toolkit.layers import Layer
+from toolkit.ops.activations import ActivationFunction
 from toolkit.ops.optim import RULES
 
 from .host import HostRandom, host_array
 
-# Compiled functions by the structure they trace (layer configs and shapes, pair, loss, dtype, device):
-# two models of one architecture share them, so each compiles once per batch shape (hyper-parameter
-# searches and test suites build many). Bounded: the oldest are dropped.
+# Compiled functions by the computation they trace (layer and loss settings, output pair, dtype,
+# device) and by the shapes of the batch: two models of one architecture share them, so each
+# compiles once per batch shape (hyper-parameter searches and test suites build many). Each entry
+# is a jax.jit of its own, so dropping the least recently used one frees its program: memory stays
+# bounded however many batch sizes a process sees. Inference pads its batches to a few sizes
+# (rows are independent there, so this is exact); training and evaluate compile per batch shape
+# (padding would change their means and batch statistics).
 _COMPILED: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 _COMPILED_ENTRIES = 64
+# The model's bookkeeping on a layer, not what it computes: the backend (the key names the device),
+# the layer's path in the model, its owning model.
+_NOT_TRACED = frozenset({"backend", "path", "_owner", "layers"})
 
 
-def _settings(layer: Any) -> tuple[Any, ...]:
-    """Everything a layer's trace can depend on: its plain attributes (a layer holds no arrays),
-    and those of the layers nested in it."""
-    found = []
-    for name, value in sorted(vars(layer).items()):
-        if isinstance(value, (int, float, str, bool, tuple, type(None))):
-            found.append((name, value))
-        elif hasattr(value, "code") and hasattr(value, "name"):  # an ActivationFunction
-            found.append((name, value.name))
-    if hasattr(layer, "sublayers"):
-        found.append(("sublayers", _structure(layer.sublayers(), None)))
-    return tuple(found)
+def _frozen(value: Any) -> Any:
+    """``value`` as a key equal to another's only when a trace cannot tell them apart: numbers with
+    their type, containers element by element, arrays by dtype, shape and bytes, activations by
+    name, nested layers by their settings; any other object by identity (never shared; the
+    compiled function keeps it alive, so its id cannot be reused while the entry exists)."""
+    if value is None or isinstance(value, (bool, int, float, complex, str)):
+        return (type(value).__name__, value)
+    if isinstance(value, (tuple, list)):
+        return (type(value).__name__, tuple(_frozen(item) for item in value))
+    if isinstance(value, dict):
+        return ("dict", tuple(sorted((repr(key), _frozen(item)) for key, item in value.items())))
+    if isinstance(value, ActivationFunction):
+        return ("activation", value.name)
+    if isinstance(value, Layer):
+        return ("layer", _settings(value))
+    if hasattr(value, "shape") and hasattr(value, "dtype") and hasattr(value, "__array__"):
+        host = np.asarray(value)
+        return ("array", str(host.dtype), host.shape, hashlib.sha256(np.ascontiguousarray(host).tobytes()).hexdigest())
+    return ("object", id(value))
+
+
+def _settings(owner: Any) -> tuple[Any, ...]:
+    """Everything a layer's (or a loss's) trace can depend on: its type, its attributes, and the
+    layers nested in it."""
+    found = [(name, _frozen(value)) for name, value in sorted(vars(owner).items()) if name not in _NOT_TRACED]
+    if isinstance(owner, Layer):
+        found.append(("sublayers", tuple(_settings(layer) for layer in owner.sublayers())))
+    return (type(owner).__module__, type(owner).__qualname__, tuple(found))
 
 
 def _structure(layers: Any, device: Any, *extra: Any) -> tuple[Any, ...]:
-    return (tuple((type(layer).__module__, type(layer).__qualname__, _settings(layer)) for layer in layers),
-            str(device), *extra)
+    return (tuple(_settings(layer) for layer in layers), str(device), *extra)
 
 
-def _cached(key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
-    found = _COMPILED.get(key)
-    if found is None:
-        found = _COMPILED[key] = make()
-        while len(_COMPILED) > _COMPILED_ENTRIES:
-            _COMPILED.popitem(last=False)
-    return found
+def _shape_bucket(rows: int) -> int:
+    """The padded row count of an inference batch: 4, 5, 6 or 7 times a power of two (at most 25 %
+    more rows), so any batch size compiles one of a few programs per octave."""
+    if rows <= 8:
+        return rows
+    scale = 1 << (rows.bit_length() - 3)
+    return -(-rows // scale) * scale
+
+
+def _cached(key: tuple[Any, ...], function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` compiled by ``jax.jit`` once per (``key``, shapes and dtypes of its array
+    arguments), through the bounded, least-recently-used table ``_COMPILED``."""
+    def call(*args: Any) -> Any:
+        shapes = tuple((tuple(a.shape), str(a.dtype)) for a in args if hasattr(a, "shape"))
+        entry = (key, shapes)
+        compiled = _COMPILED.get(entry)
+        if compiled is None:
+            compiled = _COMPILED[entry] = jax.jit(function)
+            while len(_COMPILED) > _COMPILED_ENTRIES:
+                _COMPILED.popitem(last=False)
+        else:
+            _COMPILED.move_to_end(entry)
+        return compiled(*args)
+
+    return call
 
 
 class JaxBackend(Backend):
@@ -131,21 +174,37 @@ class JaxBackend(Backend):
         def forward(flat: Any, state: Any, x: Any) -> Any:
             return forward_pass(layers, table.views_with(state_table, flat, state, jnp), x, INFERENCE, none)[0]
 
-        return _cached(_structure(layers, self.device, "forward"), lambda: jax.jit(forward))
+        compiled = _cached(_structure(layers, self.device, "forward"), forward)
+
+        def padded(flat: Any, state: Any, x: Any) -> Any:
+            rows = x.shape[0]
+            bucket = _shape_bucket(rows)
+            if bucket == rows:
+                return compiled(flat, state, x)
+            x = jnp.concatenate([x, jnp.zeros((bucket - rows, *x.shape[1:]), dtype=x.dtype, device=self.device)])
+            return compiled(flat, state, x)[:rows]
+
+        return padded
 
     def _plan_key(self, plan: Plan, kind: str) -> tuple[Any, ...]:
-        loss = (type(plan.loss).__module__, type(plan.loss).__qualname__, _settings(plan.loss))
-        return _structure(plan.layers, self.device, kind, plan.pair, loss, str(plan.dtype))
+        return _structure(plan.layers, self.device, kind, plan.pair, _settings(plan.loss), str(plan.dtype))
 
     def compile_pass(self, plan: Plan) -> Callable[..., Any] | None:
-        compiled = _cached(self._plan_key(plan, "pass"), lambda: jax.jit(self._gradient_function(plan)))
+        compiled = _cached(self._plan_key(plan, "pass"), self._gradient_function(plan))
         return lambda params, grads, state, x, y, context: compiled(params, state, x, y, np.int64(context.random_key))
+
+    def compile_evaluation(self, plan: Plan) -> Callable[..., Any] | None:
+        def evaluate(flat: Any, state: Any, x: Any, y: Any) -> tuple[Any, Any]:
+            return evaluation_pass(plan, plan.table.views_with(plan.state_table, flat, state, jnp), x, y, jnp)
+
+        return _cached(self._plan_key(plan, "evaluate"), evaluate)
 
     def compile_step(self, plan: Plan) -> Callable[..., Any] | None:
         gradients = self._gradient_function(plan)
-        compiled: dict[tuple[str, tuple[Any, ...]], Callable[..., Any]] = _cached(self._plan_key(plan, "step"), dict)
+        key = self._plan_key(plan, "step")
+        compiled: dict[tuple[str, tuple[Any, ...]], Callable[..., Any]] = {}
 
-        def step(params: Any, state: tuple[Any, ...], layer_state: Any, x: Any, y: Any, key: int, rule: str,
+        def step(params: Any, state: tuple[Any, ...], layer_state: Any, x: Any, y: Any, key_: int, rule: str,
                  scalars: tuple[Any, ...]):
             # Booleans (Nesterov) choose code paths: they are part of what is compiled. Floats
             # (learning rate, bias corrections) are traced, so a schedule never recompiles.
@@ -159,9 +218,9 @@ class JaxBackend(Backend):
                     new_params, *new_state = RULES[rule].reference(params, flat_grads, *state, *merged, jnp)
                     return loss, output, flat_grads, new_params, tuple(new_state), new_layer_state
 
-                function = compiled[rule, flags] = jax.jit(whole_step)
+                function = compiled[rule, flags] = _cached((*key, rule, flags), whole_step)
             floats = tuple(float(s) for s in scalars if not isinstance(s, bool))
             # The dropout key is traced (an int64 scalar), so a new step never recompiles.
-            return function(params, state, layer_state, x, y, np.int64(key), floats)
+            return function(params, state, layer_state, x, y, np.int64(key_), floats)
 
         return step

@@ -52,7 +52,7 @@ CASES = [
     ("inf in targets", lambda: regressor().fit(X, np.array([[1.0], [np.inf], [0.0], [0.0]]), verbose=0),
      InputError, r"targets contain NaN or inf"),
     ("integer inputs", lambda: classifier().predict(np.ones((2, 3), dtype=np.int64)),
-     InputError, r"inputs have dtype int64; Dense layers need floating-point inputs"),
+     InputError, r"inputs have dtype int64; the model takes floating-point inputs"),
     ("float16 inputs", lambda: classifier().predict(np.ones((2, 3), dtype=np.float16)),
      InputError, r"dtype float16.* (is )?not supported"),
     ("1-D inputs", lambda: classifier().predict(np.ones(3)),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import string
 from collections.abc import Callable
 from typing import Any
 
@@ -14,9 +15,15 @@ class Callback:
     """Hooks called by ``fit``. ``logs`` maps ``"loss"``, ``"val_loss"``, metric names… to floats."""
 
     model: Any = None
+    params: dict[str, Any] = {}
 
     def set_model(self, model: Any) -> None:
         self.model = model
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        """What ``fit`` is about to run: ``epochs``, ``steps`` per epoch (None: unknown) and
+        ``log_keys``, the names every epoch's logs will hold."""
+        self.params = params
 
     def on_train_begin(self) -> None: ...
 
@@ -88,14 +95,31 @@ class EarlyStopping(Callback):
 
 class ModelCheckpoint(Callback):
     """Save the model (and optimizer state) to ``path`` after each epoch, or only when
-    ``monitor`` improves with ``save_best_only``. ``{epoch}`` in the path is filled in."""
+    ``monitor`` improves with ``save_best_only``. The path is a format string filled with
+    ``epoch`` (from 1) and every logged value, as in Keras: ``"ck_{epoch:02d}_{val_loss:.3f}.safetensors"``;
+    a name that the epoch's logs will not hold is an ``InputError`` before training starts."""
 
     def __init__(self, path: str, monitor: str = "val_loss", save_best_only: bool = False, mode: str = "auto") -> None:
         self.path, self.monitor, self.save_best_only = str(path), monitor, save_best_only
         self.mode = _resolve_mode(mode, monitor)
+        try:
+            fields = [field for _, field, _, _ in string.Formatter().parse(self.path) if field is not None]
+        except ValueError as error:
+            raise InputError(f"ModelCheckpoint: {self.path!r} is not a valid format string ({error})") from None
+        bad = [field for field in fields if not field.isidentifier()]
+        if bad:
+            raise InputError(f"ModelCheckpoint: {self.path!r} names {bad}; fields must be names, such as {{epoch}} "
+                             "or {val_loss}")
+        self.fields = [field for field in fields if field != "epoch"]
 
     def on_train_begin(self) -> None:
         self.best = math.inf if self.mode == "min" else -math.inf
+        available = self.params.get("log_keys")
+        if available is not None:
+            unknown = [field for field in self.fields if field not in available]
+            if unknown:
+                raise InputError(f"ModelCheckpoint: the path {self.path!r} names {unknown}, which this fit does not "
+                                 f"log; available: {['epoch', *available]}")
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         from .saving import save
@@ -106,7 +130,7 @@ class ModelCheckpoint(Callback):
                 return
             self.best = value
         if self.model.is_main:
-            save(self.model, self.path.format(epoch=epoch + 1))
+            save(self.model, self.path.format(**{**logs, "epoch": epoch + 1}))
 
 
 class LearningRateScheduler(Callback):

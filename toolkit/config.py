@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 from . import registry
 from .backend import Backend
@@ -20,7 +21,10 @@ ENV_VARIABLE = "TOOLKIT_BACKEND"
 DEFAULT_BACKEND = "numpy"
 
 _requested: str = os.environ.get(ENV_VARIABLE, "").strip() or DEFAULT_BACKEND
-_active: Backend | None = None
+_default: Backend | None = None  # the process's backend: TOOLKIT_BACKEND's, or set_backend's
+# A ``use_backend`` block's backend belongs to the thread (and the asyncio task) that entered it:
+# two threads in their own blocks never see each other's, and each leaves the process as it was.
+_block: ContextVar[Backend | None] = ContextVar("toolkit_backend_block", default=None)
 
 
 def load_backend(spec: str | Backend, fused: bool = True) -> Backend:
@@ -31,21 +35,26 @@ def load_backend(spec: str | Backend, fused: bool = True) -> Backend:
 
 
 def get_backend() -> Backend:
-    """The active backend, loading the one ``TOOLKIT_BACKEND`` names on first use.
+    """The active backend: that of the innermost ``use_backend`` block of this thread, else the
+    process's (``set_backend``'s, or the one ``TOOLKIT_BACKEND`` names, loaded on first use).
 
     Example:
         >>> import toolkit
         >>> toolkit.get_backend().name in toolkit.available_backends()
         True
     """
-    global _active
-    if _active is None:
-        _active = load_backend(_requested)
-    return _active
+    global _default
+    block = _block.get()
+    if block is not None:
+        return block
+    if _default is None:
+        _default = load_backend(_requested)
+    return _default
 
 
 def set_backend(spec: str | Backend, fused: bool = True) -> Backend:
-    """Make ``spec`` the active backend for everything created from now on.
+    """Make ``spec`` the process's backend for everything created from now on, in every thread
+    (inside a ``use_backend`` block, that block's backend changes too, until it ends).
 
     Example:
         >>> import toolkit
@@ -54,25 +63,28 @@ def set_backend(spec: str | Backend, fused: bool = True) -> Backend:
         'numpy'
         >>> _ = toolkit.set_backend(previous)
     """
-    global _active
-    _active = load_backend(spec, fused=fused)
-    return _active
+    global _default
+    _default = load_backend(spec, fused=fused)
+    if _block.get() is not None:
+        _block.set(_default)
+    return _default
 
 
 @contextmanager
 def use_backend(spec: str | Backend, fused: bool = True) -> Iterator[Backend]:
     """Run a block on another backend, then restore the previous one.
 
-    ``fused=False`` forces every hot op onto its plain Array-API reference.
+    The block's backend is this thread's only (a context variable): other threads keep theirs,
+    so two threads may each run their own block at once. ``fused=False`` forces every hot op
+    onto its plain Array-API reference.
 
     >>> with use_backend("numpy") as backend:
     ...     backend.name
     'numpy'
     """
-    global _active
-    previous = _active
-    _active = load_backend(spec, fused=fused)
+    backend = load_backend(spec, fused=fused)
+    token = _block.set(backend)
     try:
-        yield _active
+        yield backend
     finally:
-        _active = previous
+        _block.reset(token)

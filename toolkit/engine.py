@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backend import Backend
-from .context import PassContext
+from .context import INFERENCE, PassContext
 from .layers import Dense, Layer, Scratch
 from .layers.base import scratch_buffer
 from .losses import Loss
-from .ops.reference import OUTPUT_PAIRS
+from .ops.reference import OUTPUT_PAIRS, pair_loss
 from .parameters import ParameterTable
 
 Array = Any
@@ -111,6 +111,21 @@ def gradient_pass(plan: Plan, backend: Backend, params: Sequence[Params], x: Arr
     return loss, output, grads, new_state
 
 
+def evaluation_pass(plan: Plan, params: Sequence[Params], x: Array, y: Array, xp: Any) -> tuple[Array, Array]:
+    """(loss, ŷ) of a batch in inference mode, the loss defined as training defines it: from the
+    output layer's logits when the plan fuses an output pair (the loss of a clipped ŷ would
+    disagree where ŷ saturates), else the loss of ŷ."""
+    layers = plan.layers
+    if plan.pair is None:
+        output, _ = forward_pass(layers, params, x, INFERENCE, [None] * len(layers))
+        return plan.loss.value(output, y, xp), output
+    hidden, _ = forward_pass(layers[:-1], params[:-1], x, INFERENCE, [None] * (len(layers) - 1))
+    output_layer = layers[-1]
+    assert isinstance(output_layer, Dense)  # make_plan pairs only a Dense output layer
+    z, output = output_layer.logits_and_output(params[-1], hidden)
+    return pair_loss(plan.pair, z, output, y, xp), output
+
+
 class Engine:
     """A plan bound to one model: its scratch buffers and its backend's compiled runner, if any."""
 
@@ -121,6 +136,7 @@ class Engine:
                                               for _ in plan.layers]
         self.runner: Callable[..., Any] | None = backend.compile_pass(plan)
         self.step: Callable[..., Any] | None = backend.compile_step(plan)
+        self.evaluation: Callable[..., Any] | None = backend.compile_evaluation(plan)
 
     def gradients(self, flat_params: Array, flat_grads: Array, flat_state: Array, params: list[Params],
                   grad_out: list[Params], x: Array, y: Array,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import data
 from .errors import InputError, ToolkitError
+from .ops.random import step_key
 
 if TYPE_CHECKING:
     from .distributed import DataParallel
@@ -35,8 +36,25 @@ def check_finite(x: Array, what: str, xp: Any) -> None:
         raise InputError(f"{what} contain {bad} NaN or inf value(s); clean the data or pass check_finite=False")
 
 
-def batch_ranges(n: int, batch_size: int) -> list[tuple[int, int]]:
-    return [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+def batch_ranges(n: int, batch_size: int, drop_remainder: bool = False) -> list[tuple[int, int]]:
+    """(start, stop) of each batch of ``n`` rows; ``drop_remainder`` leaves out a last, shorter one."""
+    last = n - n % batch_size if drop_remainder else n
+    return [(start, min(start + batch_size, n)) for start in range(0, last, batch_size)]
+
+
+class EpochOrder:
+    """The rows' order in each epoch of ``fit``: a permutation drawn from (seed, epoch number),
+    the epoch counted over the model's life (``epochs_completed``, kept in checkpoints), so a run
+    resumed from a checkpoint shuffles as the uninterrupted run did, on every backend."""
+
+    def __init__(self, model: Sequential, seed: int | None, shuffle: bool) -> None:
+        self.model, self.shuffle = model, shuffle
+        self.seed = model.random_seed if seed is None else seed
+
+    def __call__(self, n: int) -> Array | None:
+        if not self.shuffle:
+            return None
+        return self.model.backend.random(step_key(self.seed, self.model.epochs_completed)).permutation(n)
 
 
 def _named(error: ToolkitError, where: str) -> ToolkitError:
@@ -74,15 +92,15 @@ class Converter:
 class ArrayFeeder:
     """Arrays already on the device: the seeded permutation picks each batch's rows there."""
 
-    def __init__(self, model: Sequential, x: Array, y: Array, batch_size: int, shuffle: bool, rng: Any,
-                 distributed: DataParallel | None) -> None:
-        self.x, self.y, self.shuffle, self.rng, self.distributed = x, y, shuffle, rng, distributed
+    def __init__(self, model: Sequential, x: Array, y: Array, batch_size: int, order: EpochOrder,
+                 distributed: DataParallel | None, drop_remainder: bool = False) -> None:
+        self.x, self.y, self.order, self.distributed = x, y, order, distributed
         self.xp = model.backend.xp
-        self.ranges = batch_ranges(x.shape[0], batch_size)
+        self.ranges = batch_ranges(x.shape[0], batch_size, drop_remainder)
         self.steps: int | None = len(self.ranges)
 
     def epoch(self, epoch: int) -> Iterator[tuple[int, Array, Array]]:
-        order = self.rng.permutation(self.x.shape[0]) if self.shuffle else None
+        order = self.order(self.x.shape[0])
         for start, stop in self.ranges:
             if order is None:
                 xb, yb = self.x[start:stop, ...], self.y[start:stop, ...]
@@ -101,12 +119,12 @@ class DatasetFeeder:
     """A ``Dataset`` read batch by batch with the same permutation ``ArrayFeeder`` draws, so a run
     on disk equals the run in memory; in data-parallel training each process reads only its rows."""
 
-    def __init__(self, model: Sequential, dataset: data.Dataset, batch_size: int, shuffle: bool, rng: Any,
-                 distributed: DataParallel | None, finite: bool, prefetch: int) -> None:
-        self.model, self.dataset, self.shuffle, self.rng = model, dataset, shuffle, rng
+    def __init__(self, model: Sequential, dataset: data.Dataset, batch_size: int, order: EpochOrder,
+                 distributed: DataParallel | None, finite: bool, prefetch: int, drop_remainder: bool = False) -> None:
+        self.model, self.dataset, self.order = model, dataset, order
         self.distributed, self.prefetch = distributed, prefetch
         self.convert = Converter(model, finite)
-        self.ranges = batch_ranges(len(dataset), batch_size)
+        self.ranges = batch_ranges(len(dataset), batch_size, drop_remainder)
         self.steps: int | None = len(self.ranges)
         self._pipeline: Any = None
         if not model.built:  # build on this thread, from the first row
@@ -126,9 +144,9 @@ class DatasetFeeder:
         return count, xb, yb
 
     def epoch(self, epoch: int) -> Iterator[tuple[int, Array, Array]]:
-        order = None
-        if self.shuffle:  # the permutation fit(x, y) draws, on the host for indexing the rows
-            order = self.model.backend.to_host(self.rng.permutation(len(self.dataset)))
+        order = self.order(len(self.dataset))  # the permutation fit(x, y) draws, on the host for indexing the rows
+        if order is not None:
+            order = self.model.backend.to_host(order)
         self._pipeline = data.pipeline(self._reads(epoch, order), self._read, self.prefetch)
         yield from self._pipeline
 
@@ -160,6 +178,7 @@ class StreamFeeder:
         self._running: Iterator[Any] | None = None
         self._pipeline: Any = None
         self.ran_out = False
+        self.exhausted = False  # the source ran out: fit stops after this epoch
 
     def _items(self, epoch: int) -> Iterator[Any]:
         if self.steps_per_epoch is None:
@@ -211,8 +230,14 @@ class StreamFeeder:
         for item in self._pipeline:
             produced += 1
             yield item
+        if self.ran_out and self.steps is not None and 0 < produced < self.steps:
+            self.exhausted = True
+            warnings.warn(f"the data stream ran out part-way through epoch {epoch + 1}: {produced} of its "
+                          f"{self.steps} steps ran; training stops after this epoch (give a re-iterable source, "
+                          "or fewer epochs × steps_per_epoch)", RuntimeWarning, stacklevel=3)
         if produced == 0:
             if epoch > 0 and self.steps_per_epoch is not None and self.ran_out:
+                self.exhausted = True
                 warnings.warn(f"the data stream ran out after epoch {epoch}; training stopped (give a re-iterable "
                               "source, or fewer epochs × steps_per_epoch)", RuntimeWarning, stacklevel=3)
                 return

@@ -54,10 +54,42 @@ def _pairs(model: Sequential, module: Any) -> list[tuple[int, Any]]:
             raise ShapeError(f"layer {index}, {layer.describe()}, is {layer.input_dim}→{layer.units} but the torch "
                              f"{torch_layer} is {torch_layer.in_features}→{torch_layer.out_features}")
         if isinstance(layer, Conv2D):
-            expected = (layer.filters, layer.input_shape[2], *layer.kernel_size)
-            if tuple(torch_layer.weight.shape) != expected or tuple(torch_layer.stride) != layer.strides:
-                raise ShapeError(f"layer {index}, {layer.describe()}, does not match the torch {torch_layer}")
+            _check_convolution(index, layer, torch_layer)
     return list(zip(ours, theirs, strict=True))
+
+
+def _torch_pads(torch_layer: Any) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((top, bottom), (left, right)) zeros a torch ``Conv2d`` adds around its input."""
+    padding = torch_layer.padding
+    if padding == "valid":
+        return (0, 0), (0, 0)
+    if padding == "same":  # torch puts the odd one of the total on the far side
+        totals = [d * (k - 1) for d, k in zip(torch_layer.dilation, torch_layer.kernel_size, strict=True)]
+        return (totals[0] // 2, totals[0] - totals[0] // 2), (totals[1] // 2, totals[1] - totals[1] // 2)
+    return (padding[0], padding[0]), (padding[1], padding[1])
+
+
+def _check_convolution(index: int, layer: Conv2D, torch_layer: Any) -> None:
+    """Everything that changes what a torch ``Conv2d`` computes must match the ``Conv2D``:
+    weight shape, stride, padding, dilation, padding mode, groups."""
+    differences = []
+    expected = (layer.filters, layer.input_shape[2], *layer.kernel_size)
+    if tuple(torch_layer.weight.shape) != expected:
+        differences.append(f"weight shape {tuple(torch_layer.weight.shape)} vs (F, C, kh, kw) = {expected}")
+    if tuple(torch_layer.stride) != layer.strides:
+        differences.append(f"stride {tuple(torch_layer.stride)} vs {layer.strides}")
+    if _torch_pads(torch_layer) != tuple(layer.pads):
+        differences.append(f"padding {torch_layer.padding!r} adds {_torch_pads(torch_layer)} vs the layer's "
+                           f"padding={layer.padding!r}, which adds {tuple(layer.pads)} ((top, bottom), (left, right))")
+    if tuple(torch_layer.dilation) != (1, 1):
+        differences.append(f"dilation {tuple(torch_layer.dilation)}: Conv2D has no dilation (use dilation=1)")
+    if torch_layer.padding_mode != "zeros":
+        differences.append(f"padding_mode={torch_layer.padding_mode!r}: Conv2D pads with zeros only")
+    if torch_layer.groups != 1:
+        differences.append(f"groups={torch_layer.groups}: Conv2D has no groups")
+    if differences:
+        raise ShapeError(f"layer {index}, {layer.describe()}, does not match the torch {torch_layer}: "
+                         + "; ".join(differences))
 
 
 def _host(tensor: Any) -> Any:

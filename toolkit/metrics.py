@@ -1,12 +1,17 @@
 """Streaming metrics: ``update`` adds a batch's counts as device arrays (no synchronisation),
 ``result`` turns them into one Python float.
 
+The metric objects given to ``compile`` are templates: every ``evaluate`` call, every epoch of
+``fit`` and every validation pass works on its own copy (``fresh``), so two calls running at
+once in two threads never add into each other's totals.
+
 Targets are the model's prepared targets (one-hot rows for categorical losses). Binary
 metrics threshold the prediction at 0.5, or at 0 when the model outputs logits.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from .errors import InputError
@@ -24,6 +29,13 @@ class Metric:
 
     def reset(self) -> None:
         self._totals: list[Any] = []
+
+    def fresh(self, from_logits: bool) -> Metric:
+        """A copy with zero totals, for one call; ``from_logits`` sets the binary threshold (0, not 0.5)."""
+        metric = copy.copy(self)
+        metric.from_logits = from_logits
+        metric.reset()
+        return metric
 
     def _add(self, *values: Any) -> None:
         self._totals = list(values) if not self._totals else [t + v for t, v in zip(self._totals, values, strict=True)]

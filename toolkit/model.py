@@ -11,13 +11,15 @@ from __future__ import annotations
 import math
 import secrets
 import threading
+import warnings
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .backend import Backend
 from .config import get_backend, load_backend
 from .context import INFERENCE, PassContext
-from .engine import Engine, backward_pass, forward_pass, make_plan, next_state
+from .engine import Engine, backward_pass, evaluation_pass, forward_pass, make_plan, next_state
 from .errors import InputError, ShapeError, ToolkitError
 from .layers import Dropout, Layer
 from .losses import Loss, get_loss
@@ -45,6 +47,18 @@ def _take(lock: Any, what: str) -> None:
         )
 
 
+def _warn_if_channels_first(batch_shape: tuple[int, ...]) -> None:
+    """Images are channels-last here; a batch that looks channels-first (N, C, H, W) with C of 1,
+    3 or 4 would build and train on the wrong axes, so say so (once: the model builds once)."""
+    if len(batch_shape) == 4 and batch_shape[1] in (1, 3, 4) and batch_shape[-1] not in (1, 3, 4):
+        n, c, h, w = batch_shape
+        warnings.warn(
+            f"inputs of shape {batch_shape} look channels-first (N, C, H, W); the toolkit's images are channels-last "
+            f"(N, H, W, C), so the model is built for H={c}, W={h}, C={w}. If the channels are on axis 1, pass "
+            f"x.transpose(0, 2, 3, 1) (shape {(n, h, w, c)}), or give input_shape to silence this",
+            UserWarning, stacklevel=4)
+
+
 class _StepGuard:
     """``with _StepGuard(lock, what):`` holds ``lock`` for the block (``_take`` on entry)."""
 
@@ -66,6 +80,26 @@ def _every_layer(layers: Iterable[Layer]) -> list[Layer]:
     for layer in layers:
         found += [layer, *_every_layer(layer.sublayers())]
     return found
+
+
+def _claim(layers: Sequence[Layer], model: object) -> None:
+    """Make ``model`` the owner of its layers (nested ones too). A layer computes with the backend,
+    shapes and parameter slots of one model, so a layer object that is in another live model, or
+    twice in this one, is refused here rather than failing later inside the array library."""
+    every = _every_layer(layers)
+    seen: set[int] = set()
+    for layer in every:
+        if id(layer) in seen:
+            raise InputError(f"{layer.describe()} appears twice in this model; each position needs its own "
+                             f"layer object (e.g. {type(layer).__name__}.from_config(layer.get_config()))")
+        seen.add(id(layer))
+        owner = layer.__dict__.get("_owner")
+        if owner is not None and owner() is not None and owner() is not model:
+            raise InputError(f"{layer.describe()} already belongs to another model; a layer object serves one model "
+                             f"(build a new one, e.g. {type(layer).__name__}.from_config(layer.get_config()), or "
+                             "copy weights between models with get_weights/set_weights)")
+    for layer in every:
+        layer._owner = weakref.ref(model)  # type: ignore[attr-defined]
 
 
 class Sequential:
@@ -107,6 +141,7 @@ class Sequential:
             raise InputError("Sequential needs at least one layer")
         if any(not isinstance(layer, Layer) for layer in self.layers):
             raise InputError(f"Sequential takes layers; got {[type(layer).__name__ for layer in self.layers]}")
+        _claim(self.layers, self)
         self.backend: Backend = get_backend() if backend is None else load_backend(backend)
         self.dtype = self.backend.dtype(dtype)
         self.dtype_name = dtype
@@ -124,6 +159,8 @@ class Sequential:
         # when it has none) and the number of training passes so far. Checkpoints keep both.
         self.random_seed = self.seed if self.seed is not None else secrets.randbits(32)
         self.random_step = 0
+        self.epochs_completed = 0  # whole epochs fit has run: each epoch's shuffle order depends on it
+        self.history: History | None = None  # the last fit's, as Keras keeps it
         self._step_lock = threading.Lock()
         self._thread = threading.local()  # the tape of a hand-written forward(training=True), per thread
         if input_dim is not None and input_shape is not None:
@@ -297,13 +334,15 @@ class Sequential:
         xp = self.backend.xp
         dtype_name = str(x.dtype).rsplit(".", 1)[-1]  # "int64" from any namespace's dtype
         if not xp.isdtype(x.dtype, "real floating"):
+            hint = f" (images of 0–255: x.astype('{self.dtype_name}') / 255)" if dtype_name == "uint8" else ""
             raise InputError(
-                f"inputs have dtype {dtype_name}; Dense layers need floating-point inputs "
-                f"(convert with x.astype('{self.dtype_name}'))"
+                f"inputs have dtype {dtype_name}; the model takes floating-point inputs: convert with "
+                f"x.astype('{self.dtype_name}'){hint}"
             )
         if x.dtype not in (xp.float32, xp.float64):
             raise InputError(f"inputs have dtype {dtype_name}, which is not supported; use float32 or float64")
         if not self.built and x.ndim >= 2:
+            _warn_if_channels_first(tuple(int(size) for size in x.shape))
             self.build(tuple(int(size) for size in x.shape[1:]))
         rank = 1 + (len(self.input_shape) if self.built else 1)
         if x.ndim != rank:
@@ -366,6 +405,14 @@ class Sequential:
             self._thread.last_pass = (params, tape, output)
             self._advance(next_state(self.layers, self.state_table, params, tape, self.flat_state, self.backend.xp))
         return output
+
+    def evaluation_pass(self, x: Array, y: Array) -> tuple[Array, Array]:
+        """(loss, ŷ) of a prepared batch in inference mode, the loss computed as the training step
+        computes it (``toolkit.engine.evaluation_pass``)."""
+        engine = self._engine_for_training()
+        if engine.evaluation is not None:  # compiled (JAX)
+            return engine.evaluation(self.flat_params, self.flat_state, x, y)
+        return evaluation_pass(engine.plan, self._views()[0], x, y, self.backend.xp)
 
     def _advance(self, new_state: Array | None) -> None:
         """After a committed training pass: keep the layers' new state, count the pass."""
@@ -478,7 +525,7 @@ class Sequential:
             validation_data: Any = None, validation_split: float = 0.0,
             callbacks: Sequence[Callback] = (), verbose: int = 1, check_finite: bool = True,
             seed: int | None = None, distributed: DataParallel | None = None, steps_per_epoch: int | None = None,
-            prefetch: int = 2) -> History:
+            prefetch: int = 2, drop_remainder: bool = False) -> History:
         """Train on arrays ``(x, y)``, a ``toolkit.data.Dataset`` or a stream of ``(x, y)`` batches;
         see ``toolkit.training.fit`` for the arguments. Returns a ``History``."""
         from .training import fit
@@ -486,7 +533,7 @@ class Sequential:
         return fit(self, x, y, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                    validation_data=validation_data, validation_split=validation_split, callbacks=callbacks,
                    verbose=verbose, check_finite=check_finite, seed=seed, distributed=distributed,
-                   steps_per_epoch=steps_per_epoch, prefetch=prefetch)
+                   steps_per_epoch=steps_per_epoch, prefetch=prefetch, drop_remainder=drop_remainder)
 
     def evaluate(self, x: Any, y: Any = None, batch_size: int | None = 256) -> dict[str, float]:
         """Loss and metrics on ``(x, y)``; see ``toolkit.training.evaluate``."""

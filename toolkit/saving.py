@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 from . import registry
-from .errors import CheckpointError, ToolkitError
+from .errors import CheckpointError, InputError, ShapeError, ToolkitError
 from .layers import from_config
 from .losses import LOSSES
 from .model import Sequential
@@ -42,7 +42,8 @@ def save(model: Sequential, path: str | os.PathLike, include_optimizer: bool = T
     tensors.update({f"state/{name}": value for name, value in model.get_state().items()})
     metadata: dict[str, Any] = {"format": FORMAT, "version": VERSION, "model": model.get_config(),
                                 "trained_on": model.backend.name,
-                                "random": {"seed": model.random_seed, "step": model.random_step}}
+                                "random": {"seed": model.random_seed, "step": model.random_step,
+                                           "epochs": model.epochs_completed}}
     if model.loss is not None:
         metadata["loss"] = {"name": model.loss.name, "config": model.loss.get_config()}
         metadata["metrics"] = [metric.name for metric in model.metrics]
@@ -68,26 +69,48 @@ def _build(config: dict[str, Any], backend: Any) -> Sequential:
     return Sequential(layers, input_shape=shape, dtype=config["dtype"], seed=config["seed"], backend=backend)
 
 
-def _restore(model: Sequential, tensors: dict[str, Any], metadata: dict[str, Any], path: str) -> None:
+def _restore(model: Sequential, tensors: dict[str, Any], metadata: dict[str, Any], path: str,
+             include_optimizer: bool = True) -> None:
+    """Put a checkpoint into ``model``: everything is checked and converted first, then written,
+    so on any error the model (weights, state, dropout step, optimizer) is as it was."""
     def part(prefix: str) -> dict[str, Any]:
         return {name[len(prefix):]: value for name, value in tensors.items() if name.startswith(prefix)}
 
-    try:  # every name and shape is checked before anything is written
+    try:
         weights = model._flatten_checked(model.table, part("param/"), "weight")
         state = model._flatten_checked(model.state_table, part("state/"), "state")
-    except ToolkitError as error:
+        random = metadata.get("random", {})
+        seed, step = int(random.get("seed", model.random_seed)), int(random.get("step", 0))
+        epochs = int(random.get("epochs", 0))
+        optimizer_state = None
+        if include_optimizer and model.optimizer is not None and "optimizer" in metadata:
+            optimizer_state = _optimizer_state(model, tensors, metadata["optimizer"])
+    except (ToolkitError, KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path!r} does not match this model: {error}") from error
     model.assign_params(weights)
     model.assign_state(state)
-    random = metadata.get("random", {})
-    model.random_seed = int(random.get("seed", model.random_seed))
-    model.random_step = int(random.get("step", 0))
-    if model.optimizer is not None and "optimizer" in metadata:
-        info = metadata["optimizer"]
-        state = {k[len("optimizer/"):]: model.backend.asarray(v, dtype=model.dtype)
-                 for k, v in tensors.items() if k.startswith("optimizer/")}
-        model.optimizer.load_state_dict({**info, "state": state})
+    model.random_seed, model.random_step, model.epochs_completed = seed, step, epochs
+    if optimizer_state is not None:
+        assert model.optimizer is not None
+        model.optimizer.load_state_dict(optimizer_state)
         model.optimizer.bind(model.flat_params, model.backend, owner=model)
+
+
+def _optimizer_state(model: Sequential, tensors: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's optimizer state for ``model.optimizer``, checked (kind, names, shapes)."""
+    optimizer = model.optimizer
+    assert optimizer is not None
+    if info["name"] != optimizer.name:
+        raise InputError(f"its optimizer state is {info['name']!r} but the model is compiled with "
+                         f"{optimizer.name!r}; compile with the same optimizer, or load without its state "
+                         "(include_optimizer=False)")
+    state = {k[len("optimizer/"):]: model.backend.asarray(v, dtype=model.dtype)
+             for k, v in tensors.items() if k.startswith("optimizer/")}
+    expected = tuple(model.flat_params.shape)
+    for name, value in state.items():
+        if tuple(value.shape) != expected:
+            raise ShapeError(f"optimizer state {name!r} has shape {tuple(value.shape)}, the parameters {expected}")
+    return {**info, "state": state}
 
 
 def load(path: str | os.PathLike, backend: Any = None) -> Sequential:
@@ -124,9 +147,13 @@ def _meaning(layers: Any) -> Any:
             if isinstance(spec, dict) else spec for spec in layers]
 
 
-def load_weights(model: Sequential, path: str | os.PathLike) -> None:
-    """Load a checkpoint's weights (and optimizer state) into an existing model of the same
-    architecture; on any mismatch the model is left untouched.
+def load_weights(model: Sequential, path: str | os.PathLike, include_optimizer: bool = False) -> None:
+    """Load a checkpoint's weights and layer state (running statistics, the dropout step) into an
+    existing model of the same architecture; on any mismatch the model is left untouched.
+
+    The optimizer chosen in ``compile`` keeps its settings (learning rate and all). With
+    ``include_optimizer=True`` its saved state (moments, step count, learning rate) is restored
+    too, which needs the same kind of optimizer.
 
     Example:
         >>> import os, tempfile
@@ -145,4 +172,4 @@ def load_weights(model: Sequential, path: str | os.PathLike) -> None:
     theirs = _meaning(metadata.get("model", {}).get("layers"))
     if theirs != ours:
         raise CheckpointError(f"{path!r} holds a different architecture: {theirs} vs this model's {ours}")
-    _restore(model, tensors, metadata, path)
+    _restore(model, tensors, metadata, path, include_optimizer=include_optimizer)

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import data, feeders
-from .callbacks import Callback, TerminateOnNaN
+from .callbacks import Callback, LearningRateScheduler, TerminateOnNaN
 from .errors import InputError, TrainingDiverged
+from .metrics import Metric
 from .progress import Progress
 from .validation import check_int, check_real, check_seed
 
@@ -45,11 +46,11 @@ class History:
         return self.history[key]
 
 
-def _reset_metrics(model: Sequential) -> None:
-    """Zero every metric's totals and tell it whether the model outputs logits (threshold 0, not 0.5)."""
-    for metric in model.metrics:
-        metric.reset()
-        metric.from_logits = getattr(model.loss, "from_logits", False)
+def _fresh_metrics(model: Sequential) -> list[Metric]:
+    """This call's own copies of the compiled metrics (zero totals), told whether the model outputs
+    logits (threshold 0, not 0.5). The model's metric objects are templates and never change."""
+    from_logits = getattr(model.loss, "from_logits", False)
+    return [metric.fresh(from_logits) for metric in model.metrics]
 
 
 def fit(
@@ -68,6 +69,7 @@ def fit(
     distributed: DataParallel | None = None,
     steps_per_epoch: int | None = None,
     prefetch: int = 2,
+    drop_remainder: bool = False,
 ) -> History:
     """Train ``model`` with mini-batch gradient descent.
 
@@ -78,7 +80,9 @@ def fit(
         epochs: passes over the data (0 trains nothing).
         batch_size: samples per gradient step (the global batch when distributed); a stream
             brings its own batches.
-        shuffle: draw a new seeded order of the samples every epoch (arrays and Datasets).
+        shuffle: draw a new seeded order of the samples every epoch (arrays and Datasets); the
+            order of an epoch depends on the seed and on how many epochs the model has trained
+            (kept in checkpoints), so a resumed run shuffles as the uninterrupted one.
         validation_data: ``(x_val, y_val)``, a Dataset or a stream, evaluated after each epoch.
         validation_split: fraction of the data, taken from the end before shuffling, held out (arrays).
         callbacks: ``EarlyStopping``, ``ModelCheckpoint``, ``LearningRateScheduler``…
@@ -91,6 +95,8 @@ def fit(
             generators, or to cut epochs shorter than one pass.
         prefetch: batches of a Dataset or stream read and copied ahead on a background thread
             while the current step runs (0: read each when it is needed).
+        drop_remainder: leave out each epoch's last, shorter batch (arrays and Datasets); a
+            last batch of one row is refused up front where BatchNorm needs batch statistics.
 
     Returns:
         A ``History`` with per-epoch ``loss``, metrics, and ``val_*`` entries.
@@ -116,11 +122,11 @@ def fit(
         raise InputError("steps_per_epoch applies to streams of batches; arrays and Datasets take every row each epoch")
     if distributed is not None:
         distributed.prepare(model)
-    rng = backend.random(model.seed if seed is None else seed)
+    order = feeders.EpochOrder(model, seed, shuffle)
 
     feeder: Any
     if isinstance(x, data.Dataset):
-        feeder = feeders.DatasetFeeder(model, x, batch_size, shuffle, rng, distributed, check_finite, prefetch)
+        feeder = feeders.DatasetFeeder(model, x, batch_size, order, distributed, check_finite, prefetch, drop_remainder)
     elif streamed:
         feeder = feeders.StreamFeeder(model, x, steps_per_epoch, distributed, check_finite, prefetch)
     else:
@@ -135,20 +141,31 @@ def fit(
                                  "validation")
             validation_data = (x[-n_val:, ...], y[-n_val:, ...])
             x, y = x[:-n_val, ...], y[:-n_val, ...]
-        feeder = feeders.ArrayFeeder(model, x, y, batch_size, shuffle, rng, distributed)
-    if distributed is not None and not data.is_stream(x):
-        distributed.check_batch_size(batch_size)
-        distributed.check_batches(model, len(x) if isinstance(x, data.Dataset) else x.shape[0], batch_size)
-    validation = _validation_set(model, validation_data)
+        feeder = feeders.ArrayFeeder(model, x, y, batch_size, order, distributed, drop_remainder)
+    if not data.is_stream(x):
+        rows = len(x) if isinstance(x, data.Dataset) else x.shape[0]
+        _check_last_batch(model, rows, batch_size, drop_remainder)
+        if distributed is not None:
+            distributed.check_batch_size(batch_size)
+            distributed.check_batches(model, rows, batch_size)
+    validation = _validation_set(model, validation_data, epochs)
 
     callbacks = list(callbacks)
     quiet_nan = any(isinstance(c, TerminateOnNaN) for c in callbacks)
     main = distributed is None or distributed.is_main
     progress = Progress(verbose if main else 0, epochs, feeder.steps)
+    history = History()
+    model.history = history
+    log_keys = ["loss", *(m.name for m in model.metrics)]
+    if validation is not None:
+        log_keys += [f"val_{key}" for key in log_keys]
+    if any(isinstance(callback, LearningRateScheduler) for callback in callbacks):
+        log_keys.append("lr")
     for callback in callbacks:
         callback.set_model(model)
+        callback.set_params({"epochs": epochs, "steps": feeder.steps, "log_keys": log_keys})
+    for callback in callbacks:
         callback.on_train_begin()
-    history = History()
     model.stop_training = False
     logs: dict[str, float] = {}
     try:
@@ -156,7 +173,7 @@ def fit(
             started = time.perf_counter()
             for callback in callbacks:
                 callback.on_epoch_begin(epoch)
-            _reset_metrics(model)
+            metrics = _fresh_metrics(model)
             loss_sum = xp.zeros((), dtype=model.dtype, device=backend.device)
             seen = 0
             progress.epoch_begin(epoch)
@@ -178,25 +195,26 @@ def fit(
                 commit()
                 loss_sum = loss_sum + loss * rows
                 seen += rows
-                if model.metrics and xb.shape[0]:
-                    for metric in model.metrics:
+                if metrics and xb.shape[0]:
+                    for metric in metrics:
                         metric.update(prediction, yb, xp)
                 progress.batch_end(lambda total=loss_sum, count=seen: float(total) / count)
             if seen == 0:  # diverged at once, or a stream that ran out
                 break
+            if not model.stop_training:  # a whole epoch: the next one draws the next permutation
+                model.epochs_completed += 1
             logs = {"loss": float(loss_sum) / seen}
             if distributed is not None:
-                distributed.reduce_metrics(model.metrics)
-            for metric in model.metrics:
+                distributed.reduce_metrics(metrics)
+            for metric in metrics:
                 logs[metric.name] = metric.result()
             if validation is not None:
-                logs.update({f"val_{k}": v for k, v in _evaluate_batches(
-                    model, _validation_batches(model, validation, batch_size)).items()})
+                logs.update({f"val_{k}": v for k, v in _validate(model, validation, batch_size, epoch, history).items()})
             for callback in callbacks:
                 callback.on_epoch_end(epoch, logs)
             history.append(epoch, logs)
             progress.epoch_end(epoch, logs, time.perf_counter() - started)
-            if model.stop_training:
+            if model.stop_training or getattr(feeder, "exhausted", False):
                 break
     finally:
         feeder.close()
@@ -206,15 +224,45 @@ def fit(
     return history
 
 
-def _validation_set(model: Sequential, validation_data: Any) -> Any:
+def _check_last_batch(model: Sequential, rows: int, batch_size: int, drop_remainder: bool) -> None:
+    """Refuse, before any step, a last batch of one row where a layer needs batch statistics."""
+    if drop_remainder or rows % batch_size != 1 or rows == 1:
+        return
+    needs_batch = [layer.describe() for layer in model.synchronized_layers] if model.built else []
+    if needs_batch:
+        raise InputError(
+            f"{rows} rows in batches of {batch_size} leave a last batch (number {rows // batch_size + 1}) of one row, "
+            f"and {needs_batch[0]} cannot compute batch statistics from one row; pass drop_remainder=True to "
+            f"fit, or choose another batch_size (e.g. {batch_size + 1})")
+
+
+def _validation_set(model: Sequential, validation_data: Any, epochs: int) -> Any:
     """Validation data checked once, before the first epoch: prepared arrays, or a Dataset or a stream."""
     if validation_data is None:
         return None
     if isinstance(validation_data, data.Dataset) or data.is_stream(validation_data):
+        if epochs > 1 and isinstance(validation_data, Iterator):
+            raise InputError(
+                f"validation_data is a {type(validation_data).__name__}, which can be read once, but fit runs "
+                f"{epochs} epochs and validates after each; give a re-iterable source (a list of batches, a "
+                "DataLoader, a toolkit.data.Dataset, or arrays (x_val, y_val))")
         return validation_data
     x_val, y_val = validation_data
     x_val = model.as_input(x_val)
     return x_val, model.prepare_targets(y_val, x_val.shape[0])
+
+
+def _validate(model: Sequential, validation: Any, batch_size: int, epoch: int, history: History) -> dict[str, float]:
+    """The validation loss and metrics after ``epoch``; a source that fails says it is the
+    validation data, and the error carries the ``History`` of the epochs finished so far."""
+    try:
+        return _evaluate_batches(model, _validation_batches(model, validation, batch_size))
+    except InputError as error:
+        raised = InputError(f"validation_data after epoch {epoch + 1}: {error}; give a re-iterable source (a list "
+                            "of batches, a DataLoader, a toolkit.data.Dataset, or arrays); the weights trained so "
+                            "far are kept, and the finished epochs' logs are in model.history")
+        raised.history = history  # type: ignore[attr-defined]
+        raise raised from error
 
 
 def _validation_batches(model: Sequential, validation: Any, batch_size: int) -> Iterator[tuple[Array, Array | None]]:
@@ -273,18 +321,18 @@ def evaluate(model: Sequential, x: Any, y: Any = None, batch_size: int | None = 
 
 def _evaluate_batches(model: Sequential, batches: Iterator[tuple[Array, Array | None]]) -> dict[str, float]:
     """Mean loss and metrics over checked ``(x, y)`` batches."""
-    loss = model._compiled_loss()  # before the (lazy) batches are read
+    model._compiled_loss()  # before the (lazy) batches are read
     xp = model.backend.xp
-    _reset_metrics(model)
+    metrics = _fresh_metrics(model)
     total, count = 0.0, 0
     for xb, yb in batches:
-        prediction = model.forward(xb)
-        total += float(loss.value(prediction, yb, xp)) * xb.shape[0]
+        loss, prediction = model.evaluation_pass(xb, yb)
+        total += float(loss) * xb.shape[0]
         count += xb.shape[0]
-        for metric in model.metrics:
+        for metric in metrics:
             metric.update(prediction, yb, xp)
     if count == 0:
         raise InputError("evaluate got no batches: the stream is empty")
     results = {"loss": total / count}
-    results.update({metric.name: metric.result() for metric in model.metrics})
+    results.update({metric.name: metric.result() for metric in metrics})
     return results

@@ -86,11 +86,15 @@ class Dense(Layer):
                 for name, init in (("W", self.kernel_initializer), ("b", self.bias_initializer))}
 
     def forward(self, params: Params, x: Array, context: PassContext, scratch: Scratch | None) -> tuple[Array, Any]:
+        z, a = self.logits_and_output(params, x, scratch)
+        return a, ((x, z, a) if context.training else None)
+
+    def logits_and_output(self, params: Params, x: Array, scratch: Scratch | None = None) -> tuple[Array, Array]:
+        """(Z, A) of a batch: Z = aW + b, A = σ(Z)."""
         backend, shape = self.backend, (x.shape[0], self.units)
         z = backend.matmul(x, params["W"], out=scratch_buffer(scratch, "z", shape, x.dtype))  # a W
         a_buffer = scratch_buffer(scratch, "a", shape, x.dtype)
-        z, a = backend.bias_activation(z, params["b"], self.activation, out=a_buffer)  # Z = aW + b, A = σ(Z)
-        return a, ((x, z, a) if context.training else None)
+        return backend.bias_activation(z, params["b"], self.activation, out=a_buffer)  # Z = aW + b, A = σ(Z)
 
     def backward(self, params: Params, saved: Any, grad_output: Array, scratch: Scratch | None,
                  grad_out: Params) -> tuple[Array | None, Params]:

@@ -56,14 +56,25 @@ def output_delta(pair: str, z: Array, a: Array, y: Array, xp: Any) -> tuple[Arra
 
     The value is computed from the logits ``z`` (stable); ``a`` is σ(z) or softmax(z).
     """
+    value = pair_loss(pair, z, a, y, xp)
     if pair == "sigmoid_bce":
-        return losses.bce_logits_value(z, y, xp), (a - y) / count(z)
+        return value, (a - y) / count(z)
     if pair == "softmax_ce":
         # ∂/∂z of −Σₖ yₖ log softmax(z)ₖ is ŷ·Σₖyₖ − y: the row sum keeps the gradient exact for
         # targets that are not distributions (multi-hot, scaled); it is ŷ − y when rows sum to 1.
-        return losses.softmax_ce_logits_value(z, y, xp), (a * xp.sum(y, axis=-1, keepdims=True) - y) / z.shape[0]
+        return value, (a * xp.sum(y, axis=-1, keepdims=True) - y) / z.shape[0]
+    return value, losses.mse_grad(a, y, xp)
+
+
+def pair_loss(pair: str, z: Array, a: Array, y: Array, xp: Any) -> Array:
+    """The loss of a pair, as training reports it: from the logits ``z`` for the cross-entropies
+    (exact where ŷ has saturated: logits of ±1e4 give 1e4, not the clipped −log 1e-7)."""
+    if pair == "sigmoid_bce":
+        return losses.bce_logits_value(z, y, xp)
+    if pair == "softmax_ce":
+        return losses.softmax_ce_logits_value(z, y, xp)
     if pair == "identity_mse":
-        return losses.mse_value(a, y, xp), losses.mse_grad(a, y, xp)
+        return losses.mse_value(a, y, xp)
     raise ValueError(f"unknown output/loss pair {pair!r}; expected one of {sorted(OUTPUT_PAIRS)}")
 
 
