@@ -23,7 +23,15 @@ from toolkit.layers import Dense
 from toolkit.ops.activations import CODES, LEAKY_RELU_SLOPE
 from toolkit.ops.reference import OUTPUT_PAIRS
 
-from .numba_kernels import activation_backward, bias_activation, jit, mse_delta, sigmoid_bce_delta, softmax_ce_delta, sum_rows
+from .numba_kernels import (
+    activation_backward_by_code,
+    bias_activation_by_code,
+    jit,
+    mse_delta,
+    sigmoid_bce_delta,
+    softmax_ce_delta,
+    sum_rows,
+)
 
 SOFTMAX_CE, SIGMOID_BCE, IDENTITY_MSE = (OUTPUT_PAIRS[name].code for name in ("softmax_ce", "sigmoid_bce", "identity_mse"))
 
@@ -59,7 +67,7 @@ def dense_pass(x, y, params, grads, layout, codes, slope, pair, scratch, places)
         z = _matrix(scratch, places[layer, 0], n, fan_out)
         a = _matrix(scratch, places[layer, 1], n, fan_out)
         np.dot(previous, _matrix(params, w_at, fan_in, fan_out), z)  # a W
-        bias_activation(z, params[b_at : b_at + fan_out], a, codes[layer], slope)  # Z = aW + b, A = σ(Z)
+        bias_activation_by_code(z, params[b_at : b_at + fan_out], a, codes[layer], slope)  # Z = aW + b, A = σ(Z)
         previous = a
     fan_out = layout[depth - 1, 1]
     loss = _output_delta(z, a, y, _matrix(scratch, delta_at, n, fan_out), pair)  # δ_out = ŷ − y
@@ -79,8 +87,8 @@ def dense_pass(x, y, params, grads, layout, codes, slope, pair, scratch, places)
         z_below = _matrix(scratch, places[layer - 1, 0], n, fan_in)
         # δ[l-1] = ∂J/∂A[l-1] ∘ σ'(Z[l-1]) with db[l-1] = Σ_rows δ[l-1], into δ's buffer (free now):
         # written in place instead, the aliased loop stopped vectorising (4× slower).
-        activation_backward(da_below, z_below, a_below, _matrix(scratch, delta_at, n, fan_in),
-                            grads[below_b : below_b + fan_in], codes[layer - 1], slope)
+        activation_backward_by_code(da_below, z_below, a_below, _matrix(scratch, delta_at, n, fan_in),
+                                    grads[below_b : below_b + fan_in], codes[layer - 1], slope)
     return loss
 
 

@@ -56,11 +56,18 @@ class NumpyBackend(StridedWindows, Backend):
 
     # Optimizer updates with ufuncs writing into one reused scratch array: the reference's
     # temporaries, each as large as the whole model, cost a page-faulting allocation apiece.
+    # NumPy computes here, so its floating-point warnings are silenced here (``quiet``): a diverging
+    # step says so through its loss.
     def _sgd(self, param: np.ndarray, grad: np.ndarray, lr: float) -> None:
-        step = np.multiply(grad, lr, out=self._update_scratch.like(param))
-        np.subtract(param, step, out=param)
+        with self.quiet():
+            step = np.multiply(grad, lr, out=self._update_scratch.like(param))
+            np.subtract(param, step, out=param)
 
     def _adam(self, param, grad, m, v, step_size, beta1, beta2, eps, shrink, l2, sqrt_correction2) -> None:
+        with self.quiet():
+            self._adam_steps(param, grad, m, v, step_size, beta1, beta2, eps, shrink, l2, sqrt_correction2)
+
+    def _adam_steps(self, param, grad, m, v, step_size, beta1, beta2, eps, shrink, l2, sqrt_correction2) -> None:
         scratch = self._update_scratch.like(param)
         if shrink != 1.0:
             np.multiply(param, shrink, out=param)

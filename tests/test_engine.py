@@ -21,6 +21,8 @@ ARCHITECTURES = {
     "leaky-linear-mse": ((6, 8, 8, 2), ("leaky_relu", None, None), "mse"),
     "logistic-regression": ((6, 1), ("sigmoid",), "binary_crossentropy"),
     "tanh-64-32-1": ((64, 32, 1), ("tanh", "sigmoid"), "binary_crossentropy"),
+    # every other arm of the runner's per-activation branch
+    "gelu-silu-elu-softplus": ((6, 7, 6, 5, 4, 3), ("gelu", "silu", "elu", "softplus", "sigmoid"), "binary_crossentropy"),
 }
 
 

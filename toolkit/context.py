@@ -39,3 +39,4 @@ class PassContext:
 
 
 INFERENCE = PassContext(training=False)
+TRAINING = PassContext(training=True)  # a training pass of one process with no random layers

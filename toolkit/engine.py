@@ -149,8 +149,9 @@ class Engine:
             if result is not None:
                 return result
         state = flat_state if self.plan.state_table.size else None
-        loss, output, grads, new_state = gradient_pass(self.plan, self.backend, params, x, y, context, self.scratch,
-                                                       grad_out, state)
+        with self.backend.quiet():  # a diverging step says so through its loss, not through warnings
+            loss, output, grads, new_state = gradient_pass(self.plan, self.backend, params, x, y, context, self.scratch,
+                                                           grad_out, state)
         return loss, output, self.gather(flat_grads, grads, grad_out), new_state
 
     def gather(self, flat_grads: Array, grads: list[Params], grad_out: list[Params]) -> Array:

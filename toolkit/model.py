@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .backend import Backend
 from .config import get_backend, load_backend
-from .context import INFERENCE, PassContext
+from .context import INFERENCE, TRAINING, PassContext
 from .engine import Engine, backward_pass, evaluation_pass, forward_pass, make_plan, next_state
 from .errors import InputError, ShapeError, ToolkitError
 from .layers import Dropout, Layer
@@ -263,6 +263,8 @@ class Sequential:
 
     def training_context(self, **distributed: Any) -> PassContext:
         """The context of this model's next training pass (its dropout key)."""
+        if not self._uses_random and not distributed:
+            return TRAINING  # nothing to key: one shared context, not a new one per step
         key = step_key(self.random_seed, self.random_step) if self._uses_random else 0
         return PassContext(training=True, random_key=key, **distributed)
 
@@ -445,9 +447,8 @@ class Sequential:
         lock = self._step_lock  # taken inline, not through _exclusive: this runs every step
         _take(lock, "compute_gradients")
         try:
-            with self.backend.quiet():  # a diverging step says so through its loss, not through warnings
-                loss, output, self.flat_grads, new_state = engine.gradients(
-                    self.flat_params, self.flat_grads, self.flat_state, params, slots, x, y, context)
+            loss, output, self.flat_grads, new_state = engine.gradients(
+                self.flat_params, self.flat_grads, self.flat_state, params, slots, x, y, context)
         finally:
             lock.release()
         return loss, output, new_state
@@ -466,8 +467,7 @@ class Sequential:
         lock = self._step_lock
         _take(lock, "apply_gradients")
         try:
-            with self.backend.quiet():
-                self.flat_params = self.optimizer.step(self.flat_params, self.flat_grads)
+            self.flat_params = self.optimizer.step(self.flat_params, self.flat_grads)
         finally:
             lock.release()
 

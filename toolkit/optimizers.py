@@ -94,8 +94,10 @@ class Optimizer:
         names = _STATE_NAMES[rule]
         if not names:  # plain SGD: no state to hand over or take back
             return self.backend.update(rule, params, grads, (), scalars)[0]
-        params, state = self.backend.update(rule, params, grads, tuple(self.state[name] for name in names), scalars)
-        self.state.update(zip(names, state, strict=True))
+        current = tuple([self.state[name] for name in names])
+        params, state = self.backend.update(rule, params, grads, current, scalars)
+        if state is not current:  # immutable arrays: the new state replaces the old (kernels write in place)
+            self.state.update(zip(names, state, strict=True))
         return params
 
     def rule(self, step: int) -> tuple[str, tuple[Any, ...]]:
