@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import InputError
+from .saving import save
 from .validation import check_real
 
 
@@ -122,8 +123,6 @@ class ModelCheckpoint(Callback):
                                  f"log; available: {['epoch', *available]}")
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        from .saving import save
-
         if self.save_best_only:
             value = _monitored(logs, self.monitor, "ModelCheckpoint")
             if not _improved(self.mode, value, self.best, 0.0):

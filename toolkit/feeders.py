@@ -1,9 +1,13 @@
-"""What ``fit`` iterates: per epoch, the batches of one kind of data as checked device arrays.
+"""The one way in for data: ``feeder_for`` turns whatever a user passes to ``fit``,
+``evaluate`` or ``predict`` (arrays of any library, lists, memmaps, a ``Dataset``, generators,
+DataLoaders, with or without targets, validation data) into the feeder the loops read, with every
+check of the data in one place.
 
-Each feeder yields ``(rows, x, y)``: the rows of the global batch (for the loss average; the
-whole batch in data-parallel training) and this process's share of it, on the model's device,
-validated (shape, dtype, finiteness). A batch that fails a check raises the error with its
-index, before its step runs, so the weights stay those from before that batch.
+Each feeder yields, per epoch, ``(rows, x, y)``: the rows of the global batch (for the loss
+average; the whole batch in data-parallel training) and this process's share of it, on the
+model's device, validated (shape, dtype, finiteness); ``y`` is None for ``predict``. A batch that
+fails a check raises the error with its index, before its step runs, so the weights stay those
+from before that batch.
 
     ArrayFeeder     arrays in memory, moved to the device once; batches sliced there
     DatasetFeeder   a ``toolkit.data.Dataset`` (e.g. memory-mapped): the same seeded batches,
@@ -21,15 +25,16 @@ from typing import TYPE_CHECKING, Any
 from . import data
 from .errors import InputError, ToolkitError
 from .ops.random import step_key
+from .validation import check_int
 
 if TYPE_CHECKING:
     from .distributed import DataParallel
-    from .model import Sequential
+    from .trainer import Trainer
 
 Array = Any
 
 
-def check_finite(x: Array, what: str, xp: Any) -> None:
+def _check_finite(x: Array, what: str, xp: Any) -> None:
     finite = xp.isfinite(x)
     if not bool(xp.all(finite)):
         bad = int(xp.sum(xp.astype(~finite, xp.int64)))
@@ -47,7 +52,7 @@ class EpochOrder:
     the epoch counted over the model's life (``epochs_completed``, kept in checkpoints), so a run
     resumed from a checkpoint shuffles as the uninterrupted run did, on every backend."""
 
-    def __init__(self, model: Sequential, seed: int | None, shuffle: bool) -> None:
+    def __init__(self, model: Trainer, seed: int | None, shuffle: bool) -> None:
         self.model, self.shuffle = model, shuffle
         self.seed = model.random_seed if seed is None else seed
 
@@ -64,10 +69,15 @@ def _named(error: ToolkitError, where: str) -> ToolkitError:
     return renamed
 
 
+def _where(index: int, epoch: int, named_epoch: bool) -> str:
+    """How an error names a batch: "batch 3 of epoch 2" in training, "batch 3" otherwise."""
+    return f"batch {index + 1} of epoch {epoch + 1}" if named_epoch else f"batch {index + 1}"
+
+
 class Converter:
     """Host (or foreign) batches to checked arrays of the model (run on the prefetch thread)."""
 
-    def __init__(self, model: Sequential, finite: bool, with_targets: bool = True) -> None:
+    def __init__(self, model: Trainer, finite: bool, with_targets: bool = True) -> None:
         self.model, self.finite, self.with_targets = model, finite, with_targets
 
     def __call__(self, where: str, x: Any, y: Any) -> tuple[Array, Array | None]:
@@ -79,7 +89,7 @@ class Converter:
         try:
             xb = model.as_input(x)
             if self.finite:
-                check_finite(xb, "inputs", model.backend.xp)
+                _check_finite(xb, "inputs", model.backend.xp)
             if not self.with_targets:
                 return xb, None
             if y is None:
@@ -92,21 +102,24 @@ class Converter:
 class ArrayFeeder:
     """Arrays already on the device: the seeded permutation picks each batch's rows there."""
 
-    def __init__(self, model: Sequential, x: Array, y: Array, batch_size: int, order: EpochOrder,
-                 distributed: DataParallel | None, drop_remainder: bool = False) -> None:
+    def __init__(self, model: Trainer, x: Array, y: Array | None, batch_size: int, order: EpochOrder | None = None,
+                 distributed: DataParallel | None = None, drop_remainder: bool = False) -> None:
         self.x, self.y, self.order, self.distributed = x, y, order, distributed
         self.xp = model.backend.xp
-        self.ranges = batch_ranges(x.shape[0], batch_size, drop_remainder)
+        # An empty input is one empty batch (predict answers it with an empty batch, as PyTorch).
+        self.ranges = batch_ranges(x.shape[0], batch_size, drop_remainder) or [(0, 0)]
         self.steps: int | None = len(self.ranges)
+        self.held_out: tuple[Array, Array] | None = None  # rows validation_split kept out of x and y
+
+    def _rows(self, array: Array | None, start: int, stop: int, order: Array | None) -> Array | None:
+        if array is None:
+            return None
+        return array[start:stop, ...] if order is None else self.xp.take(array, order[start:stop], axis=0)
 
     def epoch(self, epoch: int) -> Iterator[tuple[int, Array, Array]]:
-        order = self.order(self.x.shape[0])
+        order = None if self.order is None else self.order(self.x.shape[0])
         for start, stop in self.ranges:
-            if order is None:
-                xb, yb = self.x[start:stop, ...], self.y[start:stop, ...]
-            else:
-                rows = order[start:stop]
-                xb, yb = self.xp.take(self.x, rows, axis=0), self.xp.take(self.y, rows, axis=0)
+            xb, yb = self._rows(self.x, start, stop, order), self._rows(self.y, start, stop, order)
             if self.distributed is not None:
                 xb, yb = self.distributed.local_batch(xb, yb)
             yield stop - start, xb, yb
@@ -119,11 +132,13 @@ class DatasetFeeder:
     """A ``Dataset`` read batch by batch with the same permutation ``ArrayFeeder`` draws, so a run
     on disk equals the run in memory; in data-parallel training each process reads only its rows."""
 
-    def __init__(self, model: Sequential, dataset: data.Dataset, batch_size: int, order: EpochOrder,
-                 distributed: DataParallel | None, finite: bool, prefetch: int, drop_remainder: bool = False) -> None:
+    def __init__(self, model: Trainer, dataset: data.Dataset, batch_size: int, order: EpochOrder | None,
+                 distributed: DataParallel | None, finite: bool, prefetch: int, drop_remainder: bool = False,
+                 with_targets: bool = True) -> None:
         self.model, self.dataset, self.order = model, dataset, order
         self.distributed, self.prefetch = distributed, prefetch
-        self.convert = Converter(model, finite)
+        self.convert = Converter(model, finite, with_targets)
+        self.named_epochs = order is not None
         self.ranges = batch_ranges(len(dataset), batch_size, drop_remainder)
         self.steps: int | None = len(self.ranges)
         self._pipeline: Any = None
@@ -135,7 +150,7 @@ class DatasetFeeder:
             rows: Any = slice(start, stop) if order is None else order[start:stop]
             if self.distributed is not None:
                 rows = self.distributed.local_rows(rows, stop - start)
-            yield f"batch {index + 1} of epoch {epoch + 1}", stop - start, rows
+            yield _where(index, epoch, self.named_epochs), stop - start, rows
 
     def _read(self, item: tuple[str, int, Any]) -> tuple[int, Array, Array]:
         where, count, rows = item
@@ -144,8 +159,8 @@ class DatasetFeeder:
         return count, xb, yb
 
     def epoch(self, epoch: int) -> Iterator[tuple[int, Array, Array]]:
-        order = self.order(len(self.dataset))  # the permutation fit(x, y) draws, on the host for indexing the rows
-        if order is not None:
+        order = None if self.order is None else self.order(len(self.dataset))  # fit(x, y)'s permutation
+        if order is not None:  # on the host, for indexing the rows
             order = self.model.backend.to_host(order)
         self._pipeline = data.pipeline(self._reads(epoch, order), self._read, self.prefetch)
         yield from self._pipeline
@@ -161,11 +176,13 @@ class StreamFeeder:
     iterator, started again when a re-iterable source (a DataLoader, a list) runs out. In
     data-parallel training process r takes batches r, r + N, r + 2N, … of each epoch."""
 
-    def __init__(self, model: Sequential, stream: Any, steps_per_epoch: int | None,
-                 distributed: DataParallel | None, finite: bool, prefetch: int) -> None:
+    def __init__(self, model: Trainer, stream: Any, steps_per_epoch: int | None,
+                 distributed: DataParallel | None, finite: bool, prefetch: int, training: bool = True,
+                 with_targets: bool = True) -> None:
         self.stream, self.steps_per_epoch, self.distributed, self.prefetch = stream, steps_per_epoch, distributed, prefetch
-        self.convert = Converter(model, finite)
-        self.reiterable = iter(stream) is not stream
+        self.training, self.with_targets = training, with_targets
+        self.convert = Converter(model, finite, with_targets)
+        self.reiterable = not isinstance(stream, Iterator)  # without calling iter(): a DataLoader would start its workers
         length = data.stream_length(stream)
         self.steps = steps_per_epoch if steps_per_epoch is not None else length
         if distributed is not None:
@@ -201,8 +218,8 @@ class StreamFeeder:
                 error.add_note(f"raised by the data stream while producing batch {index + 1} of epoch {epoch + 1}; "
                                "the model keeps the weights from before that batch")
                 raise
+            yield _where(index, epoch, self.training), item
             index += 1
-            yield f"batch {index} of epoch {epoch + 1}", item
 
     def _endless(self) -> Iterator[Any]:
         while True:
@@ -219,7 +236,7 @@ class StreamFeeder:
 
     def _convert(self, item: tuple[str, Any]) -> tuple[int, Array, Array]:
         where, batch = item
-        x, y = data.split_batch(batch, True, where)
+        x, y = data.split_batch(batch, self.with_targets, where)
         xb, yb = self.convert(where, x, y)
         count = xb.shape[0] if self.distributed is None else self.distributed.strided_rows(xb.shape[0])
         return count, xb, yb
@@ -235,7 +252,7 @@ class StreamFeeder:
             warnings.warn(f"the data stream ran out part-way through epoch {epoch + 1}: {produced} of its "
                           f"{self.steps} steps ran; training stops after this epoch (give a re-iterable source, "
                           "or fewer epochs × steps_per_epoch)", RuntimeWarning, stacklevel=3)
-        if produced == 0:
+        if produced == 0 and self.training:  # evaluate and predict say it in their own words
             if epoch > 0 and self.steps_per_epoch is not None and self.ran_out:
                 self.exhausted = True
                 warnings.warn(f"the data stream ran out after epoch {epoch}; training stopped (give a re-iterable "
@@ -250,3 +267,92 @@ class StreamFeeder:
     def close(self) -> None:
         if self._pipeline is not None:
             self._pipeline.close()
+
+
+Feeder = ArrayFeeder | DatasetFeeder | StreamFeeder
+PURPOSES = ("fit", "validation_data", "evaluate", "predict")
+
+
+def feeder_for(model: Trainer, x: Any, y: Any = None, *, purpose: str, batch_size: int | None = None,
+               epochs: int = 1, shuffle: bool = False, seed: int | None = None, steps_per_epoch: int | None = None,
+               prefetch: int = 0, check_finite: bool = False, drop_remainder: bool = False,
+               distributed: DataParallel | None = None, validation_split: float = 0.0) -> Feeder:
+    """The feeder of ``fit``, ``evaluate``, ``predict`` or ``fit``'s validation data (``purpose``)
+    for whatever the user passed: arrays of any library (moved to the device once, checked once),
+    a ``toolkit.data.Dataset`` (read batch by batch) or any iterable of batches (converted as they
+    come). Every check of the data happens here, before a step runs; ``fit`` only trains on
+    shuffled orders (``EpochOrder``). With ``validation_split`` the held-out arrays are the
+    returned feeder's ``held_out``: pass them back here as ``"validation_data"``.
+
+    ``batch_size`` None (evaluate, predict): arrays in one batch, a Dataset whole."""
+    if purpose not in PURPOSES:
+        raise ValueError(f"purpose must be one of {PURPOSES}; got {purpose!r}")
+    training, with_targets = purpose == "fit", purpose != "predict"
+    streamed = isinstance(x, data.Dataset) or data.is_stream(x)
+    if streamed and y is not None:
+        raise InputError(f"a {type(x).__name__} brings its own targets: pass it alone, without y")
+    if streamed and validation_split:
+        raise InputError("validation_split needs arrays in memory; give validation_data for a Dataset or a stream")
+    if steps_per_epoch is not None and not data.is_stream(x):
+        raise InputError("steps_per_epoch applies to streams of batches; arrays and Datasets take every row each epoch")
+    if purpose == "validation_data" and epochs > 1 and isinstance(x, Iterator):
+        raise InputError(
+            f"validation_data is a {type(x).__name__}, which can be read once, but fit runs {epochs} epochs and "
+            "validates after each; give a re-iterable source (a list of batches, a DataLoader, a "
+            "toolkit.data.Dataset, or arrays (x_val, y_val))")
+    if batch_size is not None:
+        batch_size = check_int("batch_size", batch_size, 1)
+    order = EpochOrder(model, seed, shuffle) if training else None
+    if training and distributed is not None:
+        distributed.prepare(model)
+    feeder: Feeder
+    if isinstance(x, data.Dataset):
+        if not model.built:  # build on this thread, from the first row
+            model.as_input(x.rows(slice(0, 1))[0])
+        feeder = DatasetFeeder(model, x, len(x) if batch_size is None else batch_size, order,
+                               distributed if training else None, check_finite, prefetch if training else 0,
+                               drop_remainder, with_targets)
+    elif streamed:
+        feeder = StreamFeeder(model, x, steps_per_epoch, distributed if training else None, check_finite,
+                              prefetch if training else 0, training, with_targets)
+    else:
+        if purpose == "validation_data" and isinstance(x, tuple) and len(x) == 2:
+            x, y = x
+        x = model.as_input(x, allow_empty=purpose == "predict")
+        if check_finite:
+            _check_finite(x, "inputs", model.backend.xp)
+        y = model.prepare_targets(y, x.shape[0]) if with_targets else None
+        held_out = None
+        if validation_split:
+            x, y, held_out = _split(x, y, validation_split)
+        feeder = ArrayFeeder(model, x, y, max(x.shape[0], 1) if batch_size is None else batch_size, order,
+                             distributed if training else None, drop_remainder)
+        feeder.held_out = held_out
+    if training and not data.is_stream(x):
+        rows = len(x) if isinstance(x, data.Dataset) else x.shape[0]
+        assert batch_size is not None  # fit always has one
+        _check_last_batch(model, rows, batch_size, drop_remainder)
+        if distributed is not None:
+            distributed.check_batch_size(batch_size)
+            distributed.check_batches(model, rows, batch_size)
+    return feeder
+
+
+def _split(x: Array, y: Array, fraction: float) -> tuple[Array, Array, tuple[Array, Array]]:
+    """(x, y) without their last ``fraction`` of rows, and those rows (Keras' validation_split)."""
+    n_val = int(round(x.shape[0] * fraction))
+    if n_val < 1 or n_val >= x.shape[0]:
+        raise InputError(f"validation_split={fraction} leaves {n_val} of {x.shape[0]} samples for validation")
+    return x[:-n_val, ...], y[:-n_val, ...], (x[-n_val:, ...], y[-n_val:, ...])
+
+
+def _check_last_batch(model: Trainer, rows: int, batch_size: int, drop_remainder: bool) -> None:
+    """Refuse, before any step, a last batch of one row where a layer needs batch statistics."""
+    if drop_remainder or rows % batch_size != 1 or rows == 1:
+        return
+    needs_batch = [layer.describe() for layer in model.synchronized_layers] if model.built else []
+    if needs_batch:
+        raise InputError(
+            f"{rows} rows in batches of {batch_size} leave a last batch (number {rows // batch_size + 1}) of one row, "
+            f"and {needs_batch[0]} cannot compute batch statistics from one row; pass drop_remainder=True to "
+            f"fit, or choose another batch_size (e.g. {batch_size + 1})")

@@ -18,7 +18,7 @@ from .errors import ShapeError
 from .layers import Conv2D, Dense, Flatten
 
 if TYPE_CHECKING:
-    from .model import Sequential
+    from .network import Network
 
 
 _TORCH_KINDS = {"Linear": Dense, "Conv2d": Conv2D}
@@ -28,7 +28,7 @@ def _weighted_modules(module: Any) -> list[Any]:
     return [child for child in module.modules() if type(child).__name__ in _TORCH_KINDS]
 
 
-def _flattened_from(model: Sequential, index: int) -> tuple[int, int, int] | None:
+def _flattened_from(model: Network, index: int) -> tuple[int, int, int] | None:
     """(H, W, C) when layer ``index`` is a Dense fed by a Flatten of images, else None: torch flattens
     (C, H, W), the toolkit (H, W, C), so such a layer's input rows are permuted between the two."""
     previous = model.layers[index - 1] if index else None
@@ -37,7 +37,7 @@ def _flattened_from(model: Sequential, index: int) -> tuple[int, int, int] | Non
     return None
 
 
-def _pairs(model: Sequential, module: Any) -> list[tuple[int, Any]]:
+def _pairs(model: Network, module: Any) -> list[tuple[int, Any]]:
     """(index of each Dense/Conv2D layer, the torch module it corresponds to), checked kind by kind."""
     ours = [index for index, layer in enumerate(model.layers) if isinstance(layer, (Dense, Conv2D))]
     theirs = _weighted_modules(module)
@@ -96,7 +96,7 @@ def _host(tensor: Any) -> Any:
     return tensor.detach().cpu().numpy()
 
 
-def load_torch_weights(model: Sequential, module: Any) -> None:
+def load_torch_weights(model: Network, module: Any) -> None:
     """Copy the weights of an equivalent torch ``nn.Sequential`` into ``model``.
 
     ``Linear.weight`` (out, in) is ``Wᵀ``; ``Conv2d.weight`` (F, C, kh, kw) is ``W`` (kh, kw, C, F)
@@ -128,7 +128,7 @@ def load_torch_weights(model: Sequential, module: Any) -> None:
     model.set_weights(weights)
 
 
-def store_torch_weights(model: Sequential, module: Any) -> None:
+def store_torch_weights(model: Network, module: Any) -> None:
     """Write ``model``'s weights into an equivalent torch ``nn.Sequential``, in place (the inverse
     of ``load_torch_weights``, whose docstring has the example)."""
     pairs = _pairs(model, module)
@@ -147,7 +147,7 @@ def store_torch_weights(model: Sequential, module: Any) -> None:
             target.data.copy_(target.data.new_tensor(value.copy()))
 
 
-def export_onnx(model: Sequential, path: str | os.PathLike) -> Any:
+def export_onnx(model: Network, path: str | os.PathLike) -> Any:
     """Export ``model`` as ONNX (dynamic batch axis; input ``"input"`` (N, n_features), output
     ``"output"``, the model's dtype) by running its own forward pass on ndonnx arrays. Returns the
     ``onnx.ModelProto``; needs ``pip install -e ".[onnx]"``.

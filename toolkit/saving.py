@@ -13,18 +13,28 @@ from . import registry
 from .errors import CheckpointError, InputError, ShapeError, ToolkitError
 from .layers import from_config
 from .losses import LOSSES
-from .model import Sequential
 from .optimizers import OPTIMIZERS
+
+Model = Any  # a network container with its trainer (toolkit.model.Sequential), known by duck typing
 
 FORMAT = "toolkit-checkpoint"
 VERSION = 1
+# The containers ``load`` can rebuild, by class name (``toolkit.model`` registers ``Sequential``):
+# saving knows networks through this table, so it imports no container module.
+CONTAINERS: dict[str, Any] = {}
+
+
+def register_container(cls: type) -> type:
+    """Let ``load`` rebuild checkpoints of the container class ``cls`` (by its name)."""
+    CONTAINERS[cls.__name__] = cls
+    return cls
 
 
 def _io() -> Any:
     return registry.service("checkpoint_io")  # host-side file format; toolkit/ itself stays Array-API only
 
 
-def save(model: Sequential, path: str | os.PathLike, include_optimizer: bool = True) -> None:
+def save(model: Model, path: str | os.PathLike, include_optimizer: bool = True) -> None:
     """Write ``model`` to ``path`` (safetensors; atomic: the old file survives a crash mid-save).
 
     Example:
@@ -63,13 +73,14 @@ def _read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
     return tensors, metadata
 
 
-def _build(config: dict[str, Any], backend: Any) -> Sequential:
+def _build(config: dict[str, Any], backend: Any) -> Model:
     layers = [from_config(spec) for spec in config["layers"]]
     shape = config.get("input_shape") or config["input_dim"]  # older checkpoints have input_dim only
-    return Sequential(layers, input_shape=shape, dtype=config["dtype"], seed=config["seed"], backend=backend)
+    container = CONTAINERS[config.get("class", "Sequential")]  # older checkpoints name no class
+    return container(layers, input_shape=shape, dtype=config["dtype"], seed=config["seed"], backend=backend)
 
 
-def _restore(model: Sequential, tensors: dict[str, Any], metadata: dict[str, Any], path: str,
+def _restore(model: Model, tensors: dict[str, Any], metadata: dict[str, Any], path: str,
              include_optimizer: bool = True) -> None:
     """Put a checkpoint into ``model``: everything is checked and converted first, then written,
     so on any error the model (weights, state, dropout step, optimizer) is as it was."""
@@ -96,7 +107,7 @@ def _restore(model: Sequential, tensors: dict[str, Any], metadata: dict[str, Any
         model.optimizer.bind(model.flat_params, model.backend, owner=model)
 
 
-def _optimizer_state(model: Sequential, tensors: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+def _optimizer_state(model: Model, tensors: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's optimizer state for ``model.optimizer``, checked (kind, names, shapes)."""
     optimizer = model.optimizer
     assert optimizer is not None
@@ -113,7 +124,7 @@ def _optimizer_state(model: Sequential, tensors: dict[str, Any], info: dict[str,
     return {**info, "state": state}
 
 
-def load(path: str | os.PathLike, backend: Any = None) -> Sequential:
+def load(path: str | os.PathLike, backend: Any = None) -> Model:
     """Rebuild a saved model (compiled again with its loss, metrics and optimizer state), on
     ``backend`` or the active one. See ``save`` for an example."""
     path = os.fspath(path)
@@ -147,7 +158,7 @@ def _meaning(layers: Any) -> Any:
             if isinstance(spec, dict) else spec for spec in layers]
 
 
-def load_weights(model: Sequential, path: str | os.PathLike, include_optimizer: bool = False) -> None:
+def load_weights(model: Model, path: str | os.PathLike, include_optimizer: bool = False) -> None:
     """Load a checkpoint's weights and layer state (running statistics, the dropout step) into an
     existing model of the same architecture; on any mismatch the model is left untouched.
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import data, feeders
+from . import feeders
 from .callbacks import Callback, LearningRateScheduler, TerminateOnNaN
 from .errors import InputError, TrainingDiverged
 from .metrics import Metric
@@ -25,7 +25,7 @@ from .validation import check_int, check_real, check_seed
 
 if TYPE_CHECKING:
     from .distributed import DataParallel
-    from .model import Sequential
+    from .trainer import Trainer
 
 Array = Any
 
@@ -46,7 +46,7 @@ class History:
         return self.history[key]
 
 
-def _fresh_metrics(model: Sequential) -> list[Metric]:
+def _fresh_metrics(model: Trainer) -> list[Metric]:
     """This call's own copies of the compiled metrics (zero totals), told whether the model outputs
     logits (threshold 0, not 0.5). The model's metric objects are templates and never change."""
     from_logits = getattr(model.loss, "from_logits", False)
@@ -54,7 +54,7 @@ def _fresh_metrics(model: Sequential) -> list[Metric]:
 
 
 def fit(
-    model: Sequential,
+    model: Trainer,
     x: Any,
     y: Any = None,
     epochs: int = 1,
@@ -113,42 +113,15 @@ def fit(
     steps_per_epoch = None if steps_per_epoch is None else check_int("steps_per_epoch", steps_per_epoch, 1)
     prefetch = check_int("prefetch", prefetch, 0)
     backend, xp = model.backend, model.backend.xp
-    streamed = isinstance(x, data.Dataset) or data.is_stream(x)
-    if streamed and y is not None:
-        raise InputError(f"a {type(x).__name__} brings its own targets: call fit(data), not fit(data, y)")
-    if streamed and validation_split:
-        raise InputError("validation_split needs arrays in memory; give validation_data for a Dataset or a stream")
-    if steps_per_epoch is not None and not data.is_stream(x):
-        raise InputError("steps_per_epoch applies to streams of batches; arrays and Datasets take every row each epoch")
-    if distributed is not None:
-        distributed.prepare(model)
-    order = feeders.EpochOrder(model, seed, shuffle)
-
-    feeder: Any
-    if isinstance(x, data.Dataset):
-        feeder = feeders.DatasetFeeder(model, x, batch_size, order, distributed, check_finite, prefetch, drop_remainder)
-    elif streamed:
-        feeder = feeders.StreamFeeder(model, x, steps_per_epoch, distributed, check_finite, prefetch)
-    else:
-        x = model.as_input(x)
-        if check_finite:
-            feeders.check_finite(x, "inputs", xp)
-        y = model.prepare_targets(y, x.shape[0])
-        if validation_split:
-            n_val = int(round(x.shape[0] * validation_split))
-            if n_val < 1 or n_val >= x.shape[0]:
-                raise InputError(f"validation_split={validation_split} leaves {n_val} of {x.shape[0]} samples for "
-                                 "validation")
-            validation_data = (x[-n_val:, ...], y[-n_val:, ...])
-            x, y = x[:-n_val, ...], y[:-n_val, ...]
-        feeder = feeders.ArrayFeeder(model, x, y, batch_size, order, distributed, drop_remainder)
-    if not data.is_stream(x):
-        rows = len(x) if isinstance(x, data.Dataset) else x.shape[0]
-        _check_last_batch(model, rows, batch_size, drop_remainder)
-        if distributed is not None:
-            distributed.check_batch_size(batch_size)
-            distributed.check_batches(model, rows, batch_size)
-    validation = _validation_set(model, validation_data, epochs)
+    feeder = feeders.feeder_for(model, x, y, purpose="fit", batch_size=batch_size, shuffle=shuffle, seed=seed,
+                                steps_per_epoch=steps_per_epoch, prefetch=prefetch, check_finite=check_finite,
+                                drop_remainder=drop_remainder, distributed=distributed,
+                                validation_split=validation_split)
+    held_out = getattr(feeder, "held_out", None)
+    validation = None
+    if validation_data is not None or held_out is not None:
+        validation = feeders.feeder_for(model, held_out if validation_data is None else validation_data,
+                                        purpose="validation_data", batch_size=batch_size, epochs=epochs)
 
     callbacks = list(callbacks)
     quiet_nan = any(isinstance(c, TerminateOnNaN) for c in callbacks)
@@ -209,7 +182,7 @@ def fit(
             for metric in metrics:
                 logs[metric.name] = metric.result()
             if validation is not None:
-                logs.update({f"val_{k}": v for k, v in _validate(model, validation, batch_size, epoch, history).items()})
+                logs.update({f"val_{k}": v for k, v in _validate(model, validation, epoch, history).items()})
             for callback in callbacks:
                 callback.on_epoch_end(epoch, logs)
             history.append(epoch, logs)
@@ -224,39 +197,11 @@ def fit(
     return history
 
 
-def _check_last_batch(model: Sequential, rows: int, batch_size: int, drop_remainder: bool) -> None:
-    """Refuse, before any step, a last batch of one row where a layer needs batch statistics."""
-    if drop_remainder or rows % batch_size != 1 or rows == 1:
-        return
-    needs_batch = [layer.describe() for layer in model.synchronized_layers] if model.built else []
-    if needs_batch:
-        raise InputError(
-            f"{rows} rows in batches of {batch_size} leave a last batch (number {rows // batch_size + 1}) of one row, "
-            f"and {needs_batch[0]} cannot compute batch statistics from one row; pass drop_remainder=True to "
-            f"fit, or choose another batch_size (e.g. {batch_size + 1})")
-
-
-def _validation_set(model: Sequential, validation_data: Any, epochs: int) -> Any:
-    """Validation data checked once, before the first epoch: prepared arrays, or a Dataset or a stream."""
-    if validation_data is None:
-        return None
-    if isinstance(validation_data, data.Dataset) or data.is_stream(validation_data):
-        if epochs > 1 and isinstance(validation_data, Iterator):
-            raise InputError(
-                f"validation_data is a {type(validation_data).__name__}, which can be read once, but fit runs "
-                f"{epochs} epochs and validates after each; give a re-iterable source (a list of batches, a "
-                "DataLoader, a toolkit.data.Dataset, or arrays (x_val, y_val))")
-        return validation_data
-    x_val, y_val = validation_data
-    x_val = model.as_input(x_val)
-    return x_val, model.prepare_targets(y_val, x_val.shape[0])
-
-
-def _validate(model: Sequential, validation: Any, batch_size: int, epoch: int, history: History) -> dict[str, float]:
+def _validate(model: Trainer, validation: feeders.Feeder, epoch: int, history: History) -> dict[str, float]:
     """The validation loss and metrics after ``epoch``; a source that fails says it is the
     validation data, and the error carries the ``History`` of the epochs finished so far."""
     try:
-        return _evaluate_batches(model, _validation_batches(model, validation, batch_size))
+        return _evaluate_batches(model, validation)
     except InputError as error:
         raised = InputError(f"validation_data after epoch {epoch + 1}: {error}; give a re-iterable source (a list "
                             "of batches, a DataLoader, a toolkit.data.Dataset, or arrays); the weights trained so "
@@ -265,67 +210,30 @@ def _validate(model: Sequential, validation: Any, batch_size: int, epoch: int, h
         raise raised from error
 
 
-def _validation_batches(model: Sequential, validation: Any, batch_size: int) -> Iterator[tuple[Array, Array | None]]:
-    """One epoch's validation batches: prepared arrays are sliced as they are (checked once, in
-    ``_validation_set``); a Dataset or a stream is read and checked as it comes."""
-    if isinstance(validation, tuple):
-        x_val, y_val = validation
-        return _array_batches(x_val, y_val, batch_size)
-    return _inference_batches(model, validation, None, batch_size, with_targets=True)
-
-
-def _array_batches(x: Array, y: Array | None, size: int) -> Iterator[tuple[Array, Array | None]]:
-    for start, stop in feeders.batch_ranges(x.shape[0], size):
-        yield x[start:stop, ...], (None if y is None else y[start:stop, ...])
-
-
-def _inference_batches(model: Sequential, x: Any, y: Any, batch_size: int | None,
-                       with_targets: bool) -> Iterator[tuple[Array, Array | None]]:
-    """(x, y) batches of any kind of data, checked, in order (no shuffling)."""
-    if isinstance(x, data.Dataset) or data.is_stream(x):
-        if y is not None:
-            raise InputError(f"a {type(x).__name__} brings its own targets: pass it alone")
-        convert = feeders.Converter(model, False, with_targets)
-        if isinstance(x, data.Dataset):
-            size = len(x) if batch_size is None else check_int("batch_size", batch_size, 1)
-            items: Any = (x.rows(slice(start, stop)) for start, stop in feeders.batch_ranges(len(x), size))
-        else:
-            items = (data.split_batch(item, with_targets, f"batch {index + 1}") for index, item in enumerate(x))
-        for index, (xb, yb) in enumerate(items):
-            yield convert(f"batch {index + 1}", xb, yb)
-        return
-    x = model.as_input(x, allow_empty=not with_targets)
-    if with_targets:
-        y = model.prepare_targets(y, x.shape[0])
-    elif x.shape[0] == 0:  # as PyTorch: an empty batch in, an empty batch of predictions out
-        yield x, None
-        return
-    size = x.shape[0] if batch_size is None else check_int("batch_size", batch_size, 1)
-    yield from _array_batches(x, y if with_targets else None, size)
-
-
-def predict(model: Sequential, x: Any, batch_size: int | None = None) -> Array:
+def predict(model: Trainer, x: Any, batch_size: int | None = None) -> Array:
     """ŷ for every row of ``x`` (arrays, a ``Dataset`` or a stream of batches), computed
     ``batch_size`` rows at a time (arrays: all at once by default)."""
+    feeder = feeders.feeder_for(model, x, purpose="predict", batch_size=batch_size)
     parts = [model.forward(xb) if xb.shape[0] else model.backend.zeros((0, *model.output_shape), model.dtype)
-             for xb, _ in _inference_batches(model, x, None, batch_size, with_targets=False)]
+             for _, xb, _ in feeder.epoch(0)]
     if not parts:
         raise InputError("predict got no batches: the stream is empty")
     return parts[0] if len(parts) == 1 else model.backend.xp.concat(parts, axis=0)
 
 
-def evaluate(model: Sequential, x: Any, y: Any = None, batch_size: int | None = 256) -> dict[str, float]:
+def evaluate(model: Trainer, x: Any, y: Any = None, batch_size: int | None = 256) -> dict[str, float]:
     """Mean loss and every compiled metric over ``(x, y)``, a ``Dataset`` or a stream of batches."""
-    return _evaluate_batches(model, _inference_batches(model, x, y, batch_size, with_targets=True))
+    model._compiled_loss()  # before any data is read
+    return _evaluate_batches(model, feeders.feeder_for(model, x, y, purpose="evaluate", batch_size=batch_size))
 
 
-def _evaluate_batches(model: Sequential, batches: Iterator[tuple[Array, Array | None]]) -> dict[str, float]:
-    """Mean loss and metrics over checked ``(x, y)`` batches."""
-    model._compiled_loss()  # before the (lazy) batches are read
+def _evaluate_batches(model: Trainer, feeder: feeders.Feeder) -> dict[str, float]:
+    """Mean loss and metrics over one pass of an evaluation feeder (checked ``(x, y)`` batches)."""
+    model._compiled_loss()
     xp = model.backend.xp
     metrics = _fresh_metrics(model)
     total, count = 0.0, 0
-    for xb, yb in batches:
+    for _, xb, yb in feeder.epoch(0):
         loss, prediction = model.evaluation_pass(xb, yb)
         total += float(loss) * xb.shape[0]
         count += xb.shape[0]

@@ -6,11 +6,8 @@
 ``LAYERS`` maps the class names that checkpoints record to the classes; ``from_config`` rebuilds
 a layer from its ``{"class": …, "config": …}`` record."""
 
-from typing import Any
-
-from ..errors import CheckpointError
 from .activation import Activation
-from .base import Layer, Scratch
+from .base import LAYERS, Layer, Scratch, from_config, register_layer
 from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
@@ -19,19 +16,11 @@ from .pooling import AvgPool2D, GlobalAveragePooling2D, MaxPool2D
 from .reshape import Flatten, Reshape
 from .residual import Residual
 
-LAYERS: dict[str, type[Layer]] = {cls.__name__: cls for cls in (
-    Dense, Activation, Conv2D, MaxPool2D, AvgPool2D, GlobalAveragePooling2D, Flatten, Reshape, Dropout, BatchNorm,
-    LayerNorm, Residual)}
-
-
-def from_config(spec: dict[str, Any]) -> Layer:
-    """The layer a ``{"class": name, "config": {...}}`` record describes (checkpoints hold these)."""
-    name = spec.get("class")
-    if name not in LAYERS:
-        raise CheckpointError(f"unknown layer {name!r}; known layers: {sorted(LAYERS)}")
-    return LAYERS[name](**spec.get("config", {}))
+for _cls in (Dense, Activation, Conv2D, MaxPool2D, AvgPool2D, GlobalAveragePooling2D, Flatten, Reshape, Dropout,
+             BatchNorm, LayerNorm, Residual):
+    register_layer(_cls)
 
 
 __all__ = ["LAYERS", "Activation", "AvgPool2D", "BatchNorm", "Conv2D", "Dense", "Dropout", "Flatten",
            "GlobalAveragePooling2D", "Layer", "LayerNorm", "MaxPool2D", "Reshape", "Residual", "Scratch",
-           "from_config"]
+           "from_config", "register_layer"]

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..backend import Backend, RandomSource
 from ..context import PassContext
+from ..errors import CheckpointError
 
 Array = Any
 Params = dict[str, Array]
@@ -134,3 +135,23 @@ class Layer:
 
     def get_config(self) -> dict[str, Any]:
         return {}
+
+
+# The layer classes a checkpoint can name, by class name (``toolkit.layers`` registers the built-in
+# ones). Kept here, beside the interface, so a layer that nests others (``Residual``) rebuilds them
+# without importing the package that imports it.
+LAYERS: dict[str, type[Layer]] = {}
+
+
+def register_layer(cls: type[Layer]) -> type[Layer]:
+    """Let checkpoints name the layer class ``cls`` (by its name); returns ``cls``."""
+    LAYERS[cls.__name__] = cls
+    return cls
+
+
+def from_config(spec: dict[str, Any]) -> Layer:
+    """The layer a ``{"class": name, "config": {...}}`` record describes (checkpoints hold these)."""
+    name = spec.get("class")
+    if name not in LAYERS:
+        raise CheckpointError(f"unknown layer {name!r}; known layers: {sorted(LAYERS)}")
+    return LAYERS[name](**spec.get("config", {}))

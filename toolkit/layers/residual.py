@@ -13,7 +13,7 @@ from typing import Any
 from ..backend import RandomSource
 from ..context import PassContext
 from ..errors import InputError, ShapeError
-from .base import Array, Layer, Params, Scratch
+from .base import Array, Layer, Params, Scratch, from_config
 
 
 def _prefixed(per_layer: list[Params]) -> Params:
@@ -33,8 +33,6 @@ class Residual(Layer):
 
     def __init__(self, layers: Iterable[Layer | dict[str, Any]]) -> None:
         super().__init__()
-        from . import from_config  # the registry of layer classes, which includes this one
-
         self.layers: list[Layer] = [from_config(layer) if isinstance(layer, dict) else layer for layer in layers]
         if not self.layers:
             raise InputError("Residual needs at least one layer")

@@ -1,0 +1,305 @@
+"""How a network trains: ``compile`` (loss, optimizer, metrics), the step lock, the gradient
+pass and the optimizer step, ``train_step``, and ``fit``/``evaluate``/``predict``
+(the loops are ``toolkit.training``).
+
+``Trainer`` is mixed into a network container (``toolkit.model.Sequential`` is
+``Trainer`` + ``toolkit.network.Network``). It reads the network only through the attributes and
+methods listed on the class: the flat buffers, their per-layer views, the network's
+``plan(loss)`` of a gradient pass and its inference ``forward``; so another container (a graph of
+layers) reuses it unchanged. Nothing here imports a container module.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .backend import Backend
+from .context import PassContext
+from .engine import Engine, Plan, backward_pass, evaluation_pass, forward_pass, next_state
+from .errors import ToolkitError
+from .layers import Layer
+from .losses import Loss, get_loss
+from .metrics import Metric, get_metric
+from .ops.optim import RULES
+from .optimizers import Optimizer, get_optimizer
+from .parameters import ParameterTable
+
+if TYPE_CHECKING:
+    from .callbacks import Callback
+    from .distributed import DataParallel
+    from .training import History
+
+Array = Any
+
+
+def _take(lock: Any, what: str) -> None:
+    """Take ``lock`` without waiting, or raise the ToolkitError that names the problem."""
+    if not lock.acquire(False):
+        raise ToolkitError(
+            f"{what}: this model is running a training step in another thread; train one model "
+            "from one thread at a time (predict and evaluate are safe from any thread)"
+        )
+
+
+
+
+class _StepGuard:
+    """``with _StepGuard(lock, what):`` holds ``lock`` for the block (``_take`` on entry)."""
+
+    __slots__ = ("lock", "what")
+
+    def __init__(self, lock: Any, what: str) -> None:
+        self.lock, self.what = lock, what
+
+    def __enter__(self) -> None:
+        _take(self.lock, self.what)
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.lock.release()
+
+
+
+
+class Trainer:
+    """Training for a network container: compile, then ``fit``/``evaluate``/``predict``,
+    ``train_step``, or a hand-written loop of ``compute_gradients`` and ``apply_gradients``.
+
+    Thread safety: ``predict``, ``evaluate`` and ``forward(training=False)`` keep nothing on the
+    model (each call counts its metrics into its own copies) and may run in any thread, also while
+    another thread trains (they then see the weights of some step). Training steps (``fit``,
+    ``train_step``, ``compute_gradients``, ``backward``) on one model from two threads at once are
+    refused with a ``ToolkitError``.
+    """
+
+    # What the training side reads of the network it is mixed into (``toolkit.network.Network``).
+    # Annotations only: the network's own attributes and methods are the ones found.
+    backend: Backend
+    dtype: Any
+    built: bool
+    layers: list[Layer]
+    table: ParameterTable
+    state_table: ParameterTable
+    output_shape: tuple[int, ...]
+    flat_params: Array
+    flat_grads: Array
+    flat_state: Array
+    reduction_buffer: Array | None
+    synchronized_layers: list[Layer]
+    random_seed: int
+    random_step: int
+    plan: Callable[[Loss], Plan]
+    as_input: Callable[..., Array]
+    training_context: Callable[..., PassContext]
+    _views: Callable[[], tuple[list[dict[str, Array]], list[dict[str, Array]]]]
+    _advance: Callable[[Array | None], None]
+    assign_state: Callable[[Array], None]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.loss: Loss | None = None
+        self.optimizer: Optimizer | None = None
+        self.metrics: list[Metric] = []  # templates: every call counts into its own copies
+        self.stop_training = False
+        self.is_main = True  # False on the other ranks of a data-parallel run
+        self.epochs_completed = 0  # whole epochs fit has run: each epoch's shuffle order depends on it
+        self.history: History | None = None  # the last fit's, as Keras keeps it
+        self._engine: Engine | None = None
+        self._step_lock = threading.Lock()
+        self._thread = threading.local()  # the tape of a hand-written forward(training=True), per thread
+        super().__init__(*args, **kwargs)  # the network (it may build at once)
+
+    def build(self, input_shape: int | tuple[int, ...]) -> None:
+        """Build the network (``toolkit.network.Network.build``), then bind a compiled optimizer to
+        its new parameters."""
+        super().build(input_shape)  # type: ignore[misc]
+        self._engine = None
+        if self.optimizer is not None:
+            self.optimizer.bind(self.flat_params, self.backend, owner=self)
+
+    def compile(self, loss: str | Loss, optimizer: str | Optimizer = "sgd", metrics: Sequence[Any] = ()) -> None:
+        """Choose the loss, the optimizer and the metrics reported by ``fit``/``evaluate``.
+
+        An optimizer instance belongs to one model; passing one that trains another live model
+        is an ``InputError``."""
+        new_loss = get_loss(loss)
+        new_optimizer = get_optimizer(optimizer)
+        new_metrics = [get_metric(m) for m in metrics]
+        if self.built:
+            new_optimizer.bind(self.flat_params, self.backend, owner=self)
+        self.loss, self.optimizer, self.metrics = new_loss, new_optimizer, new_metrics
+        self._engine = None
+
+    def _compiled_loss(self) -> Loss:
+        """The loss given to ``compile``; training and evaluating need it."""
+        if self.loss is None:
+            raise RuntimeError("call compile(loss=..., optimizer=...) before training or evaluating")
+        return self.loss
+
+    def _engine_for_training(self) -> Engine:
+        """The engine of this model's plan, made on first use after each build/compile."""
+        if self._engine is None:
+            self._engine = Engine(self.plan(self._compiled_loss()), self.backend)
+        return self._engine
+
+
+    def prepare_targets(self, y: Any, n_rows: int, validate: bool = True) -> Array:
+        """Targets checked against the model's output shape, converted once (labels → one-hot)."""
+        loss = self._compiled_loss()
+        targets = loss.prepare((n_rows, *self.output_shape), y, self.backend, self.dtype)
+        if validate:
+            loss.validate(targets, self.backend)
+        return targets
+
+    # -- passes ---------------------------------------------------------------------------
+    def _exclusive(self, what: str) -> _StepGuard:
+        """One training step at a time per model: a second thread gets a clear error, not a
+        step that shares the first one's gradient and scratch buffers."""
+        return _StepGuard(self._step_lock, what)
+
+
+    def forward(self, x: Array, training: bool = False) -> Array:
+        """ŷ for a prepared batch, in inference mode (dropout off, BatchNorm's running statistics)
+        unless ``training=True``. A training pass is kept (for this thread) for a following
+        ``backward``, and, as in PyTorch, it advances the model's state: BatchNorm's running
+        statistics take in this batch and the next pass draws new dropout masks. The returned
+        array is new and stays valid."""
+        if not training:
+            return super().forward(x)  # type: ignore[misc]
+        if not self.built:
+            raise RuntimeError("the model is not built yet: give input_dim, or pass data through as_input first")
+        with self._exclusive("forward(training=True)"):
+            params, _ = self._views()
+            output, tape = forward_pass(self.layers, params, x, self.training_context(), [None] * len(self.layers))
+            self._thread.last_pass = (params, tape, output)
+            self._advance(next_state(self.layers, self.state_table, params, tape, self.flat_state, self.backend.xp))
+        return output
+
+    def evaluation_pass(self, x: Array, y: Array) -> tuple[Array, Array]:
+        """(loss, ŷ) of a prepared batch in inference mode, the loss computed as the training step
+        computes it (``toolkit.engine.evaluation_pass``)."""
+        engine = self._engine_for_training()
+        if engine.evaluation is not None:  # compiled (JAX)
+            return engine.evaluation(self.flat_params, self.flat_state, x, y)
+        return evaluation_pass(engine.plan, self._views()[0], x, y, self.backend.xp)
+
+
+    def backward(self, y: Array) -> Array:
+        """Backpropagate the loss of this thread's last training forward pass against prepared
+        targets ``y``. Fills every parameter gradient (``flat_grads``) and returns the loss (0-d)."""
+        last_pass = getattr(self._thread, "last_pass", None)
+        if last_pass is None:
+            raise RuntimeError("backward needs a forward pass with training=True first (in this thread)")
+        params, tape, output = last_pass
+        with self._exclusive("backward"):
+            engine = self._engine_for_training()
+            _, slots = self._views()
+            no_scratch = [None] * len(self.layers)
+            loss, grads = backward_pass(engine.plan, self.backend, params, tape, output, y, no_scratch, slots)
+            self.flat_grads = engine.gather(self.flat_grads, grads, slots)
+        return loss
+
+    def _gradients(self, x: Array, y: Array, context: PassContext | None = None) -> tuple[Array, Array, Array | None]:
+        """(loss, ŷ, the layers' new state or None) of one prepared batch, gradients in
+        ``flat_grads``; the state is not kept (``_advance`` keeps it). ŷ may be a scratch
+        buffer that the next step overwrites: internal callers use it at once (metrics)."""
+        engine = self._engine_for_training()
+        params, slots = self._views()
+        context = self.training_context() if context is None else context
+        lock = self._step_lock  # taken inline, not through _exclusive: this runs every step
+        _take(lock, "compute_gradients")
+        try:
+            loss, output, self.flat_grads, new_state = engine.gradients(
+                self.flat_params, self.flat_grads, self.flat_state, params, slots, x, y, context)
+        finally:
+            lock.release()
+        return loss, output, new_state
+
+    def compute_gradients(self, x: Array, y: Array) -> Array:
+        """Forward and backward on a prepared batch, in training mode; returns the loss; no update
+        of the parameters (the state advances as in ``forward(training=True)``)."""
+        loss, _, new_state = self._gradients(x, y)
+        self._advance(new_state)
+        return loss
+
+    def apply_gradients(self) -> None:
+        """One optimizer step with the gradients in ``flat_grads``."""
+        if self.optimizer is None:
+            raise RuntimeError("call compile(loss=..., optimizer=...) before training")
+        lock = self._step_lock
+        _take(lock, "apply_gradients")
+        try:
+            self.flat_params = self.optimizer.step(self.flat_params, self.flat_grads)
+        finally:
+            lock.release()
+
+    def _train_batch(self, x: Array, y: Array) -> tuple[Array, Array, Callable[[], None]]:
+        """(loss, ŷ, commit): the step is computed and ``commit`` applies it; ``fit`` commits only
+        when the loss is finite, so a diverging step leaves the weights as they were.
+
+        Where the backend compiles whole steps (JAX), forward, backward and update are one call
+        and commit only keeps its results; elsewhere commit is the optimizer step."""
+        engine = self._engine_for_training()
+        step = engine.step
+        if step is None:
+            loss, output, new_state = self._gradients(x, y)
+            return loss, output, lambda: self._commit(new_state)
+        optimizer = self.optimizer
+        assert optimizer is not None  # an engine exists only for a compiled model
+        rule, scalars = optimizer.rule(optimizer.iterations + 1)
+        names = RULES[rule].state
+        with self._exclusive("train_step"):
+            loss, output, grads, params, state, layer_state = step(
+                self.flat_params, tuple(optimizer.state[n] for n in names), self.flat_state, x, y,
+                self.training_context().random_key, rule, scalars)
+
+        def commit() -> None:
+            optimizer.iterations += 1
+            optimizer.state.update(zip(names, state, strict=True))
+            self.flat_grads, self.flat_params = grads, params
+            self._advance(layer_state if self.state_table.size else None)
+
+        return loss, output, commit
+
+    def _commit(self, new_state: Array | None) -> None:
+        """Keep a computed step: the optimizer update with ``flat_grads``, then the new state."""
+        self.apply_gradients()
+        self._advance(new_state)
+
+    def train_step(self, x: Any, y: Any) -> Array:
+        """One step of gradient descent on one batch (inputs and targets checked); returns the loss."""
+        x = self.as_input(x)
+        y = self.prepare_targets(y, x.shape[0])
+        loss, _, commit = self._train_batch(x, y)
+        commit()
+        return loss
+
+    def predict(self, x: Any, batch_size: int | None = None) -> Array:
+        """ŷ for inputs ``x`` (probabilities after sigmoid/softmax outputs), on the model's backend."""
+        from .training import predict
+
+        return predict(self, x, batch_size)
+
+    def __call__(self, x: Any) -> Array:
+        return self.forward(self.as_input(x))
+
+    def fit(self, x: Any, y: Any = None, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
+            validation_data: Any = None, validation_split: float = 0.0,
+            callbacks: Sequence[Callback] = (), verbose: int = 1, check_finite: bool = True,
+            seed: int | None = None, distributed: DataParallel | None = None, steps_per_epoch: int | None = None,
+            prefetch: int = 2, drop_remainder: bool = False) -> History:
+        """Train on arrays ``(x, y)``, a ``toolkit.data.Dataset`` or a stream of ``(x, y)`` batches;
+        see ``toolkit.training.fit`` for the arguments. Returns a ``History``."""
+        from .training import fit
+
+        return fit(self, x, y, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
+                   validation_data=validation_data, validation_split=validation_split, callbacks=callbacks,
+                   verbose=verbose, check_finite=check_finite, seed=seed, distributed=distributed,
+                   steps_per_epoch=steps_per_epoch, prefetch=prefetch, drop_remainder=drop_remainder)
+
+    def evaluate(self, x: Any, y: Any = None, batch_size: int | None = 256) -> dict[str, float]:
+        """Loss and metrics on ``(x, y)``; see ``toolkit.training.evaluate``."""
+        from .training import evaluate
+
+        return evaluate(self, x, y, batch_size=batch_size)
+
