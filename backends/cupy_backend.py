@@ -22,63 +22,28 @@ from toolkit.errors import BackendError
 from toolkit.ops import random
 from toolkit.ops.activations import LEAKY_RELU_SLOPE, ActivationFunction
 
-from .cuda_sources import CUDA_ACTIVATIONS, DROPOUT_MASK, activation_branches
+from . import cuda_sources as cuda
+from .cuda_sources import CUDA_ACTIVATIONS
 from .host import HostRandom, host_array
 from .strided_windows import StridedWindows
 
-_bias_activation = cupy.ElementwiseKernel(
-    "T z, raw T b, int32 m, int32 code, T slope", "T z_out, T a",
-    "T v = z + b[i % m]; z_out = v;\n    " + activation_branches(0), "toolkit_bias_activation",
-)
+def _kernel(spec: cuda.ElementwiseSpec) -> cupy.ElementwiseKernel:
+    """The CuPy kernel of a spec of ``cuda_sources`` (whose bodies the tests also compile as C++)."""
+    return cupy.ElementwiseKernel(spec.in_params, spec.out_params, spec.body, spec.name)
 
-_activation_backward = cupy.ElementwiseKernel(
-    "T da, T z, T a, int32 code, T slope", "T dz", activation_branches(1), "toolkit_activation_backward",
-)
 
-_dropout_mask = cupy.ElementwiseKernel(
-    "int64 start, int64 key, int64 threshold, T scale", "T mask", DROPOUT_MASK, "toolkit_dropout_mask",
-)
-
-_sgd = cupy.ElementwiseKernel("T g, T lr", "T p", "p -= lr * g", "toolkit_sgd")
-
-_sgd_momentum = cupy.ElementwiseKernel(
-    "T grad, T lr, T momentum, T carry, T gain, bool nesterov, T weight_decay", "T p, T velocity",
-    """
-    T g = grad + weight_decay * p;
-    T v = carry * velocity + gain * g;
-    velocity = v;
-    p -= lr * (nesterov ? g + momentum * v : v);
-    """,
-    "toolkit_sgd_momentum",
-)
-
-_adam = cupy.ElementwiseKernel(
-    "T grad, T step_size, T beta1, T beta2, T eps, T shrink, T l2, T sqrt_correction2", "T p, T m, T v",
-    """
-    T q = p * shrink;
-    T g = grad + l2 * q;
-    T mi = beta1 * m + ((T)1 - beta1) * g;
-    T vi = beta2 * v + ((T)1 - beta2) * g * g;
-    m = mi; v = vi;
-    p = q - step_size * (mi / (sqrt(vi) / sqrt_correction2 + eps));
-    """,
-    "toolkit_adam",
-)
-
-_rmsprop = cupy.ElementwiseKernel(
-    "T grad, T lr, T alpha, T eps, T weight_decay", "T p, T s",
-    """
-    T g = grad + weight_decay * p;
-    T si = alpha * s + ((T)1 - alpha) * g * g;
-    s = si;
-    p -= lr * g / (sqrt(si) + eps);
-    """,
-    "toolkit_rmsprop",
-)
+_bias_activation = _kernel(cuda.BIAS_ACTIVATION)
+_activation_backward = _kernel(cuda.ACTIVATION_BACKWARD)
+_dropout_mask = _kernel(cuda.DROPOUT)
+_sgd = _kernel(cuda.SGD)
+_sgd_momentum = _kernel(cuda.SGD_MOMENTUM)
+_adam = _kernel(cuda.ADAM)
+_rmsprop = _kernel(cuda.RMSPROP)
 
 
 class CupyBackend(StridedWindows, Backend):
     name = "cupy"
+    reads_are_cheap = False  # a read waits for the GPU
     array_module = cupy
 
     def __init__(self, device: Any = None, fused: bool = True) -> None:
@@ -142,11 +107,12 @@ class CupyBackend(StridedWindows, Backend):
 
         def adam(param, grad, m, v, step_size, beta1, beta2, eps, shrink, l2, sqrt_correction2):
             t = param.dtype.type
-            _adam(grad, t(step_size), t(beta1), t(beta2), t(eps), t(shrink), t(l2), t(sqrt_correction2), param, m, v)
+            _adam(grad, t(step_size), float(beta1), float(beta2), t(eps), t(shrink), t(l2), t(sqrt_correction2), param,
+                  m, v)
 
         def rmsprop(param, grad, square_avg, lr, alpha, eps, weight_decay):
             t = param.dtype.type
-            _rmsprop(grad, t(lr), t(alpha), t(eps), t(weight_decay), param, square_avg)
+            _rmsprop(grad, t(lr), float(alpha), t(eps), t(weight_decay), param, square_avg)
 
         self.update_kernels = {"sgd": sgd, "sgd_momentum": sgd_momentum, "adam": adam, "rmsprop": rmsprop}
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from toolkit.backend import Backend
 from toolkit.context import INFERENCE, PassContext
-from toolkit.engine import Plan, evaluation_pass, forward_pass, gradient_pass
+from toolkit.engine import Plan, forward_pass, gradient_pass
 from toolkit.errors import BackendError
 from toolkit.layers import Layer
 from toolkit.ops.activations import ActivationFunction
@@ -126,6 +126,7 @@ class JaxBackend(Backend):
         number = int(index) if index else 0
         if not 0 <= number < len(devices):
             raise BackendError(f"backend 'jax' has {len(devices)} {platform} device(s); device {number} does not exist")
+        self.reads_are_cheap = platform == "cpu"  # on a GPU a read waits for the device
         super().__init__(jnp, devices[number], fused)
 
     def is_native(self, x: Any) -> bool:
@@ -192,12 +193,6 @@ class JaxBackend(Backend):
     def compile_pass(self, plan: Plan) -> Callable[..., Any] | None:
         compiled = _cached(self._plan_key(plan, "pass"), self._gradient_function(plan))
         return lambda params, grads, state, x, y, context: compiled(params, state, x, y, np.int64(context.random_key))
-
-    def compile_evaluation(self, plan: Plan) -> Callable[..., Any] | None:
-        def evaluate(flat: Any, state: Any, x: Any, y: Any) -> tuple[Any, Any]:
-            return evaluation_pass(plan, plan.table.views_with(plan.state_table, flat, state, jnp), x, y, jnp)
-
-        return _cached(self._plan_key(plan, "evaluate"), evaluate)
 
     def compile_step(self, plan: Plan) -> Callable[..., Any] | None:
         gradients = self._gradient_function(plan)

@@ -47,6 +47,7 @@ class TorchBackend(Backend):
         if target.type not in ("cpu", "cuda"):
             raise BackendError(f"backend 'torch' runs on 'cpu' or 'cuda[:N]'; got {device!r}")
         self._update_scratch = UpdateScratch(torch.empty_like)
+        self.reads_are_cheap = target.type == "cpu"  # on CUDA a read waits for the GPU
         super().__init__(xp_torch, target, fused)
 
     # -- arrays and transfers -------------------------------------------------------------

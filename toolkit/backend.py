@@ -48,6 +48,10 @@ class Backend:
     name = "abstract"
     mutable = True  # arrays can be written in place (False: JAX)
     reuses_buffers = False  # training steps write into scratch buffers kept by the model
+    # Reading a value back (float(loss)) costs nothing more than the computation: the arrays live in
+    # host memory and the ops have finished. False on a GPU, where a read waits for every queued
+    # kernel: fit then reads its NaN guard once per block of steps (``toolkit.training``).
+    reads_are_cheap = True
     HOT_OPS = ("matmul", "bias_activation", "activation_backward", "output_delta", "sum_rows", "im2col", "col2im",
                "max_pool", "max_pool_backward", "dropout_mask", "compile_pass", "compile_step", "compile_forward")
 

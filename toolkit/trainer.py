@@ -95,6 +95,7 @@ class Trainer:
     _views: Callable[[], tuple[list[dict[str, Array]], list[dict[str, Array]]]]
     _advance: Callable[[Array | None], None]
     assign_state: Callable[[Array], None]
+    assign_params: Callable[[Array], None]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.loss: Loss | None = None

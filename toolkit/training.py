@@ -140,6 +140,7 @@ def fit(
     for callback in callbacks:
         callback.on_train_begin()
     model.stop_training = False
+    guard = DivergenceGuard(model, check_finite)
     logs: dict[str, float] = {}
     try:
         for epoch in range(epochs):
@@ -155,23 +156,28 @@ def fit(
                     loss, prediction, commit = model._train_batch(xb, yb)
                 else:  # this rank's share of the global batch, then one all-reduce of gradients and loss
                     loss, prediction, commit = distributed.train_batch(model, xb, yb, rows)
-                if check_finite and not math.isfinite(float(loss)):
-                    message = (
-                        f"loss became {float(loss)} at epoch {epoch + 1}, batch {batch + 1}; training stopped and "
-                        "the weights from before this step are kept (lower the learning rate or check the data)"
-                    )
+                message = guard.before_commit(loss, epoch, batch)
+                if message is None:
+                    commit()
+                    message = guard.after_commit(epoch, batch)
+                if message is not None:
                     if not quiet_nan:
                         raise TrainingDiverged(message)
                     warnings.warn(message, RuntimeWarning, stacklevel=2)
                     model.stop_training = True
                     break
-                commit()
                 loss_sum = loss_sum + loss * rows
                 seen += rows
                 if metrics and xb.shape[0]:
                     for metric in metrics:
                         metric.update(prediction, yb, xp)
                 progress.batch_end(lambda total=loss_sum, count=seen: float(total) / count)
+            message = None if model.stop_training else guard.flush(epoch)
+            if message is not None:
+                if not quiet_nan:
+                    raise TrainingDiverged(message)
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
+                model.stop_training = True
             if seen == 0:  # diverged at once, or a stream that ran out
                 break
             if not model.stop_training:  # a whole epoch: the next one draws the next permutation
@@ -195,6 +201,93 @@ def fit(
     for callback in callbacks:
         callback.on_train_end(logs)
     return history
+
+
+CHECK_EVERY = 32  # steps between two reads of the NaN guard where reads wait for a device
+
+
+def _read(value: Array) -> float:
+    """A device value as a Python float: the only place the guard waits for the device."""
+    return float(value)
+
+
+class DivergenceGuard:
+    """``fit``'s NaN/inf guard (``check_finite``): training stops on a non-finite loss with the
+    weights from before it.
+
+    Where reads are cheap (``Backend.reads_are_cheap``: the CPU backends) each step's loss is read
+    before the step is kept, so a bad step is never committed. On a GPU a read waits for every
+    queued kernel, so the losses are summed on the device and the sum is read once every
+    ``CHECK_EVERY`` steps and at the end of each epoch; the model's state (weights, layer state,
+    optimizer state, step counters) is copied on the device at the start of each such block and put
+    back when the block's sum is not finite, so training stops with the weights from before the block.
+    """
+
+    def __init__(self, model: Trainer, enabled: bool) -> None:
+        self.model, self.enabled = model, enabled
+        self.deferred = enabled and not model.backend.reads_are_cheap
+        self.pending: Array | None = None
+        self.first = 0
+        self.snapshot: tuple[Any, ...] | None = None
+
+    def before_commit(self, loss: Array, epoch: int, batch: int) -> str | None:
+        """Why this step must not be kept (read here on cheap-read backends), or None."""
+        if not self.enabled:
+            return None
+        if not self.deferred:
+            value = _read(loss)
+            if math.isfinite(value):
+                return None
+            return (f"loss became {value} at epoch {epoch + 1}, batch {batch + 1}; training stopped and the weights "
+                    "from before this step are kept (lower the learning rate or check the data)")
+        if self.pending is None:
+            self.first, self.snapshot = batch, _snapshot(self.model)
+        self.pending = loss if self.pending is None else self.pending + loss  # non-finite if any loss is
+        return None
+
+    def after_commit(self, epoch: int, batch: int) -> str | None:
+        """Every ``CHECK_EVERY`` steps of a deferred guard: why training must stop, or None."""
+        if self.pending is None or batch + 1 - self.first < CHECK_EVERY:
+            return None
+        return self.flush(epoch, batch)
+
+    def flush(self, epoch: int, batch: int | None = None) -> str | None:
+        """Read the block's sum (at the end of an epoch, or of a block); on a non-finite one, put the
+        block's starting state back and say so."""
+        if self.pending is None:
+            return None
+        value, first, snapshot = _read(self.pending), self.first, self.snapshot
+        self.pending = self.snapshot = None
+        if math.isfinite(value):
+            return None
+        assert snapshot is not None
+        _restore(self.model, snapshot)
+        last = "the epoch's end" if batch is None else f"batch {batch + 1}"
+        return (f"loss became non-finite at epoch {epoch + 1}, between batch {first + 1} and {last} (on "
+                f"{self.model.backend.name} the loss is read once per {CHECK_EVERY} steps, not to wait for the device "
+                f"each step); training stopped and the weights from before batch {first + 1} are kept (lower the "
+                "learning rate or check the data)")
+
+
+def _snapshot(model: Trainer) -> tuple[Any, ...]:
+    """Device copies of everything a step changes (no read back to the host)."""
+    xp = model.backend.xp
+    optimizer = model.optimizer
+    assert optimizer is not None
+    return (xp.asarray(model.flat_params, copy=True), xp.asarray(model.flat_state, copy=True),
+            {name: xp.asarray(value, copy=True) for name, value in optimizer.state.items()},
+            optimizer.iterations, model.random_step)
+
+
+def _restore(model: Trainer, snapshot: tuple[Any, ...]) -> None:
+    params, state, optimizer_state, iterations, random_step = snapshot
+    optimizer = model.optimizer
+    assert optimizer is not None
+    model.assign_params(params)
+    model.assign_state(state)
+    for name, value in optimizer_state.items():
+        optimizer.state[name] = model.backend.assign(optimizer.state[name], value)
+    optimizer.iterations, model.random_step = iterations, random_step
 
 
 def _validate(model: Trainer, validation: feeders.Feeder, epoch: int, history: History) -> dict[str, float]:
