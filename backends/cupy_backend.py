@@ -27,6 +27,7 @@ from .cuda_sources import CUDA_ACTIVATIONS
 from .host import HostRandom, host_array
 from .strided_windows import StridedWindows
 
+
 def _kernel(spec: cuda.ElementwiseSpec) -> cupy.ElementwiseKernel:
     """The CuPy kernel of a spec of ``cuda_sources`` (whose bodies the tests also compile as C++)."""
     return cupy.ElementwiseKernel(spec.in_params, spec.out_params, spec.body, spec.name)

@@ -14,6 +14,7 @@ into one XLA program (``compile_step``); ``compile_pass`` compiles the gradient 
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
@@ -90,10 +91,29 @@ def _shape_bucket(rows: int) -> int:
     return -(-rows // scale) * scale
 
 
+def _return_freed_memory() -> None:
+    """Hand memory freed by the allocator back to the system (glibc keeps it otherwise, so the
+    process would not shrink after the caches are cleared); nothing on other C libraries."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (AttributeError, OSError):
+        pass
+
+
+_dropped = 0  # programs dropped from _COMPILED since JAX's own caches were last cleared
+
+
 def _cached(key: tuple[Any, ...], function: Callable[..., Any]) -> Callable[..., Any]:
     """``function`` compiled by ``jax.jit`` once per (``key``, shapes and dtypes of its array
-    arguments), through the bounded, least-recently-used table ``_COMPILED``."""
+    arguments), through the bounded, least-recently-used table ``_COMPILED``.
+
+    Dropping an entry is not enough to free its program: JAX's own tracing and compilation caches
+    keep every program compiled in the process (measured: +2.5 GB over 160 batch sizes of a small
+    MLP). So each time the table has dropped as many programs as it holds, ``jax.clear_caches()``
+    empties those too; the programs still in use compile again on their next call (at most one
+    recompilation per ``_COMPILED_ENTRIES`` new programs), and memory stays bounded."""
     def call(*args: Any) -> Any:
+        global _dropped
         shapes = tuple((tuple(a.shape), str(a.dtype)) for a in args if hasattr(a, "shape"))
         entry = (key, shapes)
         compiled = _COMPILED.get(entry)
@@ -101,6 +121,11 @@ def _cached(key: tuple[Any, ...], function: Callable[..., Any]) -> Callable[...,
             compiled = _COMPILED[entry] = jax.jit(function)
             while len(_COMPILED) > _COMPILED_ENTRIES:
                 _COMPILED.popitem(last=False)
+                _dropped += 1
+            if _dropped >= _COMPILED_ENTRIES:
+                _dropped = 0
+                jax.clear_caches()
+                _return_freed_memory()
         else:
             _COMPILED.move_to_end(entry)
         return compiled(*args)

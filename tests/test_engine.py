@@ -24,6 +24,7 @@ ARCHITECTURES = {
     # every other arm of the runner's per-activation branch
     "gelu-silu-elu-softplus": ((6, 7, 6, 5, 4, 3), ("gelu", "silu", "elu", "softplus", "sigmoid"), "binary_crossentropy"),
 }
+NUMBA_ONLY = {"gelu-silu-elu-softplus"}
 
 
 def _targets(rng, loss, n, width):
@@ -62,6 +63,8 @@ def _pass(model, x, y):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 def test_compiled_pass_matches_layer_by_layer(backend, rng, arch, dtype, rows):
+    if arch in NUMBA_ONLY and backend.name != "numba":
+        pytest.skip(f"{arch} covers arms of numba's runner; the other backends run these activations in test_activations")
     widths, activations, loss = ARCHITECTURES[arch]
     x = rng.normal(size=(rows, widths[0])) * 2
     y = _targets(rng, loss, rows, widths[-1])

@@ -57,7 +57,13 @@ def _mse_model(backend):
     return model
 
 
+def _in_the_numpy_session():
+    if "numpy" not in selected_backends():
+        pytest.skip("runs once, in the numpy session (it builds its own NumPy backend)")
+
+
 def test_on_a_device_the_guard_reads_once_per_block_and_restores_the_blocks_start(monkeypatch):
+    _in_the_numpy_session()
     import numpy as np
 
     import toolkit
@@ -81,6 +87,7 @@ def test_on_a_device_the_guard_reads_once_per_block_and_restores_the_blocks_star
 
 
 def test_on_a_device_a_finite_run_reads_the_guard_once_per_block(monkeypatch):
+    _in_the_numpy_session()
     import numpy as np
 
     from toolkit import training
