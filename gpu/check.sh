@@ -52,8 +52,24 @@ fi
 
 # -- the carried wheels and the project --------------------------------------------------------
 if ls .whl/*.whl > /dev/null 2>&1; then
-    part install-wheels 30 python3 -m pip install --quiet --no-index --no-deps --target "$PWD/.gpu-site" .whl/*.whl
-    export PYTHONPATH="$PWD/.gpu-site${PYTHONPATH:+:$PYTHONPATH}"
+    # Only the distributions this machine lacks: its own builds (numpy, torch, jax...) stay in charge.
+    missing=$(python3 - .whl/*.whl <<'PY'
+import importlib.metadata, pathlib, sys
+for wheel in sys.argv[1:]:
+    name = pathlib.Path(wheel).name.split("-")[0]
+    try:
+        importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        print(wheel)
+PY
+)
+    if [ -n "$missing" ]; then
+        say "wheels to install: $(echo $missing | xargs -n1 basename | tr '\n' ' ')"
+        part install-wheels 30 python3 -m pip install --quiet --no-index --no-deps --target "$PWD/.gpu-site" $missing
+        export PYTHONPATH="$PWD/.gpu-site${PYTHONPATH:+:$PYTHONPATH}"
+    else
+        say "== install-wheels: every carried wheel is installed here already"
+    fi
 else
     say "== install-wheels: skipped: no .whl/ folder (run gpu/fetch_wheels.sh and carry .whl)"
 fi
