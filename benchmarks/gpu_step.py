@@ -19,6 +19,7 @@ Timings are never asserted anywhere.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -33,7 +34,7 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "examples"), os.path.join(ROOT, "benchm
 
 from conv_step import torch_lenet  # noqa: E402
 from mnist_cnn import build  # noqa: E402
-from train_step import CONFIGS, interleaved_timings  # noqa: E402
+from train_step import CONFIGS, gemm_floor, interleaved_timings  # noqa: E402
 
 import toolkit  # noqa: E402
 from toolkit import Adam, Dense, Sequential  # noqa: E402
@@ -104,29 +105,9 @@ def torch_step(device: str, net: str, rows: int, compiled: bool) -> Callable[[],
 
 
 def floor_step(xp: Any, rows: int) -> Callable[[], None]:
-    """The MLP's products only: a W per layer, dW = aᵀδ per layer, dX = δWᵀ past the first."""
-    widths = MLP.widths
-    rng = np.random.default_rng(0)
-    x = xp.asarray(rng.normal(size=(rows, widths[0])).astype(np.float32))
-    weights = [xp.asarray(rng.normal(size=(a, b)).astype(np.float32) * 0.01) for a, b in zip(widths, widths[1:], strict=False)]
-    outs = [xp.empty((rows, b), dtype=xp.float32) for b in widths[1:]]
-    grads_w = [xp.empty_like(w) for w in weights]
-    grads_x = [xp.empty((rows, a), dtype=xp.float32) for a in widths[:-1]]
+    """The MLP's products only (``train_step.gemm_floor``), on NumPy or, synchronised, on CuPy."""
     device = getattr(getattr(xp, "cuda", None), "Device", None)  # CuPy's; NumPy computes synchronously
-
-    def step() -> None:
-        a = x
-        for w, out in zip(weights, outs, strict=True):
-            xp.matmul(a, w, out=out)
-            a = out
-        for i in reversed(range(len(weights))):
-            xp.matmul((x if i == 0 else outs[i - 1]).T, outs[i], out=grads_w[i])
-            if i:
-                xp.matmul(outs[i], weights[i].T, out=grads_x[i])
-        if device is not None:
-            device().synchronize()
-
-    return step
+    return gemm_floor(dataclasses.replace(MLP, batch=rows), xp, None if device is None else device().synchronize)
 
 
 def contenders(dry_run: bool) -> tuple[dict[str, dict[str, Callable[[], None]]], dict[str, str]]:

@@ -189,26 +189,30 @@ def numpy_step(config: Config, optimizer: str) -> Callable[[], None]:
 
 
 # -- the GEMM floor ---------------------------------------------------------------------------
-def gemm_floor(config: Config) -> Callable[[], None]:
-    """Only the products a step must do: a W per layer, dW = aᵀδ per layer, dX = δWᵀ past the first."""
-    x, _, _ = make_data(config)
+def gemm_floor(config: Config, xp=np, synchronize: Callable[[], None] | None = None) -> Callable[[], None]:
+    """Only the products a step must do: a W per layer, dW = aᵀδ per layer, dX = δWᵀ past the first
+    (``xp``: NumPy, or CuPy for the GPU floor, with its ``synchronize`` after each step)."""
+    x = xp.asarray(make_data(config)[0])
     rng = np.random.default_rng(0)
     widths, n = config.widths, config.batch
-    weights = [rng.normal(size=(a, b)).astype(np.float32) * 0.01 for a, b in zip(widths, widths[1:], strict=False)]
-    outs = [np.empty((n, b), np.float32) for b in widths[1:]]
-    grads_w = [np.empty_like(w) for w in weights]
-    grads_x = [np.empty((n, a), np.float32) for a in widths[:-1]]
+    weights = [xp.asarray(rng.normal(size=(a, b)).astype(np.float32) * 0.01)
+               for a, b in zip(widths, widths[1:], strict=False)]
+    outs = [xp.empty((n, b), dtype=xp.float32) for b in widths[1:]]
+    grads_w = [xp.empty_like(w) for w in weights]
+    grads_x = [xp.empty((n, a), dtype=xp.float32) for a in widths[:-1]]
 
     def step() -> None:
         a = x
         for w, out in zip(weights, outs, strict=False):
-            np.matmul(a, w, out=out)
+            xp.matmul(a, w, out=out)
             a = out
         for i in reversed(range(len(weights))):
             inputs = x if i == 0 else outs[i - 1]
-            np.matmul(inputs.T, outs[i], out=grads_w[i])
+            xp.matmul(inputs.T, outs[i], out=grads_w[i])
             if i:
-                np.matmul(outs[i], weights[i].T, out=grads_x[i])
+                xp.matmul(outs[i], weights[i].T, out=grads_x[i])
+        if synchronize is not None:
+            synchronize()
 
     return step
 

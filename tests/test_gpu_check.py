@@ -57,28 +57,32 @@ def _mse_model(backend):
     return model
 
 
-def _in_the_numpy_session():
+@pytest.fixture
+def guard_reads(monkeypatch):
+    """Blocks of 4 steps, and the list that grows by one at each read of the guard. Runs once, in
+    the numpy session (the tests build their own NumPy backend)."""
     if "numpy" not in selected_backends():
         pytest.skip("runs once, in the numpy session (it builds its own NumPy backend)")
-
-
-def test_on_a_device_the_guard_reads_once_per_block_and_restores_the_blocks_start(monkeypatch):
-    _in_the_numpy_session()
-    import numpy as np
-
-    import toolkit
     from toolkit import training
 
     monkeypatch.setattr(training, "CHECK_EVERY", 4)
     reads = []
     monkeypatch.setattr(training, "_read", lambda value: reads.append(1) or float(value))
+    return reads
+
+
+def test_on_a_device_the_guard_reads_once_per_block_and_restores_the_blocks_start(guard_reads):
+    import numpy as np
+
+    import toolkit
+
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(40, 4)).astype(np.float32), rng.normal(size=(40, 1)).astype(np.float32)
     x[25] = 1e30  # batch 6 of 4-row batches: its loss overflows float32 to inf (finite inputs pass the check)
     model = _mse_model(_device_like_numpy())
     with pytest.raises(toolkit.TrainingDiverged, match="between batch 5 and batch 8.*weights from before batch 5"):
         model.fit(x, y, epochs=1, batch_size=4, shuffle=False, verbose=0)
-    assert len(reads) == 2  # after batches 4 and 8: never once per step
+    assert len(guard_reads) == 2  # after batches 4 and 8: never once per step
     reference = _mse_model("numpy")
     reference.fit(x[:16], y[:16], epochs=1, batch_size=4, shuffle=False, verbose=0)  # batches 1-4 only
     for name, value in reference.get_weights().items():
@@ -86,22 +90,16 @@ def test_on_a_device_the_guard_reads_once_per_block_and_restores_the_blocks_star
     assert model.optimizer.iterations == 4 and model.random_step == reference.random_step
 
 
-def test_on_a_device_a_finite_run_reads_the_guard_once_per_block(monkeypatch):
-    _in_the_numpy_session()
+def test_on_a_device_a_finite_run_reads_the_guard_once_per_block(guard_reads):
     import numpy as np
 
-    from toolkit import training
-
-    monkeypatch.setattr(training, "CHECK_EVERY", 4)
-    reads = []
-    monkeypatch.setattr(training, "_read", lambda value: reads.append(1) or float(value))
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(40, 4)), rng.normal(size=(40, 1))
     deferred, direct = _mse_model(_device_like_numpy()), _mse_model("numpy")
     deferred.fit(x, y, epochs=2, batch_size=4, verbose=0)
-    assert len(reads) == 2 * 3  # per epoch of 10 steps: after steps 4 and 8, and at the epoch's end
-    reads.clear()
+    assert len(guard_reads) == 2 * 3  # per epoch of 10 steps: after steps 4 and 8, and at the epoch's end
+    guard_reads.clear()
     direct.fit(x, y, epochs=2, batch_size=4, verbose=0)
-    assert len(reads) == 2 * 10  # the CPU reads every step, before keeping it
+    assert len(guard_reads) == 2 * 10  # the CPU reads every step, before keeping it
     for name, value in direct.get_weights().items():
         np.testing.assert_array_equal(deferred.get_weights()[name], value)
