@@ -161,10 +161,7 @@ def fit(
                     commit()
                     message = guard.after_commit(epoch, batch)
                 if message is not None:
-                    if not quiet_nan:
-                        raise TrainingDiverged(message)
-                    warnings.warn(message, RuntimeWarning, stacklevel=2)
-                    model.stop_training = True
+                    _diverged(model, message, quiet_nan)
                     break
                 loss_sum = loss_sum + loss * rows
                 seen += rows
@@ -174,10 +171,7 @@ def fit(
                 progress.batch_end(lambda total=loss_sum, count=seen: float(total) / count)
             message = None if model.stop_training else guard.flush(epoch)
             if message is not None:
-                if not quiet_nan:
-                    raise TrainingDiverged(message)
-                warnings.warn(message, RuntimeWarning, stacklevel=2)
-                model.stop_training = True
+                _diverged(model, message, quiet_nan)
             if seen == 0:  # diverged at once, or a stream that ran out
                 break
             if not model.stop_training:  # a whole epoch: the next one draws the next permutation
@@ -201,6 +195,14 @@ def fit(
     for callback in callbacks:
         callback.on_train_end(logs)
     return history
+
+
+def _diverged(model: Trainer, message: str, quiet: bool) -> None:
+    """A non-finite loss: ``TrainingDiverged``, or with ``TerminateOnNaN`` a warning and the end of training."""
+    if not quiet:
+        raise TrainingDiverged(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=4)
+    model.stop_training = True
 
 
 CHECK_EVERY = 32  # steps between two reads of the NaN guard where reads wait for a device
