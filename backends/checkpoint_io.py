@@ -17,8 +17,10 @@ from safetensors.numpy import load, save
 
 from toolkit.errors import CheckpointError
 
-# Files written before the header was covered carry the tensors' digest under the old key; they
-# still load, checked as far as that digest goes.
+# Two digests: of the tensors (the key earlier releases write and check), and of the whole file's
+# meaning, tensors and every header entry, the tensors' digest included (JSON-encoded like every
+# other entry, so earlier releases still read the files this one writes). Files written before the
+# header was covered carry only the first; they still load, checked as far as it goes.
 _DIGEST_KEY = "toolkit.sha256.file"
 _TENSOR_DIGEST_KEY = "toolkit.sha256"
 _TEMPORARY = ".tmp-"  # a save's temporary file: .<target name>.<pid>.tmp-XXXX.safetensors
@@ -106,7 +108,8 @@ def write(path: str | os.PathLike, tensors: dict[str, Any], metadata: dict[str, 
     mode = _mode_for(path)
     arrays = {name: np.ascontiguousarray(value) for name, value in tensors.items()}
     header = {key: json.dumps(value) for key, value in metadata.items()}
-    header[_DIGEST_KEY] = _digest(arrays, header)
+    header[_TENSOR_DIGEST_KEY] = _digest(arrays)
+    header[_DIGEST_KEY] = json.dumps(_digest(arrays, header))
     payload = save(arrays, metadata=header)
     _remove_stale_temporaries(path)
     prefix, suffix = _temporaries_of(path)
@@ -146,13 +149,12 @@ def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]
         raise CheckpointError(f"{path!r} is not a toolkit checkpoint, or it is truncated: {error}") from error
     if _DIGEST_KEY in header:
         stored = header.pop(_DIGEST_KEY)
-        if _digest(tensors, header) != stored:
+        if json.dumps(_digest(tensors, header)) != stored:
             raise CheckpointError(f"{path!r} is corrupted: its tensors or header do not match the stored checksum")
-    elif _TENSOR_DIGEST_KEY in header:  # an older file: only its tensors were covered
-        if _digest(tensors) != header.pop(_TENSOR_DIGEST_KEY):
-            raise CheckpointError(f"{path!r} is corrupted: its tensor data do not match the stored checksum")
-    else:
+    if _TENSOR_DIGEST_KEY not in header:
         raise CheckpointError(f"{path!r} is a safetensors file but not a toolkit checkpoint (no checksum)")
+    if _digest(tensors) != header.pop(_TENSOR_DIGEST_KEY):
+        raise CheckpointError(f"{path!r} is corrupted: its tensor data do not match the stored checksum")
     try:
         metadata = {key: json.loads(value) for key, value in header.items()}
     except json.JSONDecodeError as error:
