@@ -202,6 +202,27 @@ def test_one_flipped_bit_in_the_header_is_a_checkpoint_error(numpy_backend, tmp_
         toolkit.load(path)
 
 
+def test_files_of_the_previous_format_still_load(numpy_backend, tmp_path):
+    """A file with only the tensors' digest (what earlier releases wrote) loads; its tensors are checked."""
+    from safetensors.numpy import save as save_safetensors
+
+    from toolkit_backends import checkpoint_io
+
+    model = Sequential([Dense(3, input_dim=2), BatchNorm(), Dense(1)])
+    toolkit.save(model, tmp_path / "new.safetensors")
+    payload = (tmp_path / "new.safetensors").read_bytes()
+    header = checkpoint_io._read_header(payload)
+    del header[checkpoint_io._DIGEST_KEY]
+    tensors, _ = checkpoint_io.read(tmp_path / "new.safetensors")
+    (tmp_path / "old.safetensors").write_bytes(save_safetensors(tensors, metadata=header))
+    np.testing.assert_array_equal(toolkit.load(tmp_path / "old.safetensors").get_weights()["0.W"],
+                                  model.get_weights()["0.W"])
+    tensors["param/0.W"] = tensors["param/0.W"] + 1.0
+    (tmp_path / "old.safetensors").write_bytes(save_safetensors(tensors, metadata=header))
+    with pytest.raises(CheckpointError, match="tensor data do not match"):
+        toolkit.load(tmp_path / "old.safetensors")
+
+
 # 7. A one-shot generator that runs out part-way through an epoch -------------------------------------
 def test_a_stream_running_out_mid_epoch_warns_with_the_steps_that_ran(numpy_backend, rng):
     model = _classifier()
