@@ -118,3 +118,13 @@ def test_another_container_reuses_the_training_side_unchanged(backend, rng):
     np.testing.assert_array_equal(np.asarray(tower.backend.to_host(tower.predict(x))),
                                   np.asarray(same.backend.to_host(same.predict(x))))
     assert tower.summary(print_fn=None).startswith('_Tower on backend')
+
+
+def test_the_one_door_takes_validation_data_as_a_tuple_or_a_list(numpy_backend, rng):
+    x, y = rng.normal(size=(20, 3)), rng.integers(0, 2, size=20)
+    histories = []
+    for pack in (tuple, list):
+        model = Sequential([Dense(2, activation="softmax", input_dim=3)], dtype="float64", seed=1)
+        model.compile(loss="categorical_crossentropy", metrics=["accuracy"])
+        histories.append(model.fit(x, y, epochs=2, validation_data=pack([x[:8], y[:8]]), verbose=0).history)
+    assert histories[0] == histories[1] and len(histories[0]["val_accuracy"]) == 2

@@ -316,7 +316,7 @@ def feeder_for(model: Trainer, x: Any, y: Any = None, *, purpose: str, batch_siz
         feeder = StreamFeeder(model, x, steps_per_epoch, distributed if training else None, check_finite,
                               prefetch if training else 0, training, with_targets)
     else:
-        if purpose == "validation_data" and isinstance(x, tuple) and len(x) == 2:
+        if purpose == "validation_data" and isinstance(x, (tuple, list)) and len(x) == 2:  # (x_val, y_val)
             x, y = x
         x = model.as_input(x, allow_empty=purpose == "predict")
         if check_finite:
