@@ -200,11 +200,6 @@ class Backend:
         None (the default: the engine's loop runs op by op)."""
         return None
 
-    def compile_evaluation(self, plan: Any) -> Callable[..., Any] | None:
-        """A compiled ``evaluate(flat_params, flat_state, x, y) -> (loss, ŷ)`` of ``plan``
-        (``toolkit.engine.evaluation_pass``), or None (the default: the engine runs it op by op)."""
-        return None
-
     def update(self, rule: str, param: Array, grad: Array, state: tuple[Array, ...],
                scalars: tuple[Any, ...]) -> tuple[Array, tuple[Array, ...]]:
         """One optimizer step of ``toolkit.ops.optim.RULES[rule]``: (new param, new state)."""

@@ -136,7 +136,6 @@ class Engine:
                                               for _ in plan.layers]
         self.runner: Callable[..., Any] | None = backend.compile_pass(plan)
         self.step: Callable[..., Any] | None = backend.compile_step(plan)
-        self.evaluation: Callable[..., Any] | None = backend.compile_evaluation(plan)
 
     def gradients(self, flat_params: Array, flat_grads: Array, flat_state: Array, params: list[Params],
                   grad_out: list[Params], x: Array, y: Array,

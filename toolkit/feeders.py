@@ -307,8 +307,6 @@ def feeder_for(model: Trainer, x: Any, y: Any = None, *, purpose: str, batch_siz
         distributed.prepare(model)
     feeder: Feeder
     if isinstance(x, data.Dataset):
-        if not model.built:  # build on this thread, from the first row
-            model.as_input(x.rows(slice(0, 1))[0])
         feeder = DatasetFeeder(model, x, len(x) if batch_size is None else batch_size, order,
                                distributed if training else None, check_finite, prefetch if training else 0,
                                drop_remainder, with_targets)

@@ -179,10 +179,7 @@ class Trainer:
     def evaluation_pass(self, x: Array, y: Array) -> tuple[Array, Array]:
         """(loss, ŷ) of a prepared batch in inference mode, the loss computed as the training step
         computes it (``toolkit.engine.evaluation_pass``)."""
-        engine = self._engine_for_training()
-        if engine.evaluation is not None:  # compiled (JAX)
-            return engine.evaluation(self.flat_params, self.flat_state, x, y)
-        return evaluation_pass(engine.plan, self._views()[0], x, y, self.backend.xp)
+        return evaluation_pass(self._engine_for_training().plan, self._views()[0], x, y, self.backend.xp)
 
 
     def backward(self, y: Array) -> Array:

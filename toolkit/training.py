@@ -323,8 +323,8 @@ def evaluate(model: Trainer, x: Any, y: Any = None, batch_size: int | None = 256
 
 
 def _evaluate_batches(model: Trainer, feeder: feeders.Feeder) -> dict[str, float]:
-    """Mean loss and metrics over one pass of an evaluation feeder (checked ``(x, y)`` batches)."""
-    model._compiled_loss()
+    """Mean loss and metrics over one pass of an evaluation feeder (checked ``(x, y)`` batches) of a
+    compiled model."""
     xp = model.backend.xp
     metrics = _fresh_metrics(model)
     total, count = 0.0, 0
