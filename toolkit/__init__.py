@@ -16,15 +16,18 @@ from .layers import (
                      Conv2D,
                      Dense,
                      Dropout,
+                     Embedding,
                      Flatten,
                      GlobalAveragePooling2D,
                      Layer,
                      LayerNorm,
                      MaxPool2D,
+                     MultiHeadAttention,
+                     PositionEmbedding,
                      Reshape,
                      Residual,
 )
-from .losses import BinaryCrossEntropy, CategoricalCrossEntropy, Loss, MeanSquaredError
+from .losses import BinaryCrossEntropy, CategoricalCrossEntropy, Loss, MeanSquaredError, SparseCategoricalCrossEntropy
 from .model import Sequential
 from .optimizers import SGD, Adam, AdamW, Optimizer, RMSProp
 from .registry import available_backends
@@ -33,7 +36,7 @@ from .training import History
 
 __all__ = [
     "AvgPool2D", "BatchNorm", "Conv2D", "Dropout", "Flatten", "GlobalAveragePooling2D", "LayerNorm", "MaxPool2D",
-    "Reshape", "Residual",
+    "Reshape", "Residual", "Embedding", "MultiHeadAttention", "PositionEmbedding", "SparseCategoricalCrossEntropy",
     "Activation", "Adam", "AdamW", "BackendError", "BinaryCrossEntropy", "CategoricalCrossEntropy",
     "CheckpointError", "Dense", "History", "InputError", "Layer", "Loss", "MeanSquaredError", "Optimizer",
     "RMSProp", "SGD", "Sequential", "ShapeError", "ToolkitError", "TrainingDiverged", "available_backends",

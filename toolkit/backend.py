@@ -53,7 +53,7 @@ class Backend:
     # kernel: fit then reads its NaN guard once per block of steps (``toolkit.training``).
     reads_are_cheap = True
     HOT_OPS = ("matmul", "bias_activation", "activation_backward", "output_delta", "sum_rows", "im2col", "col2im",
-               "max_pool", "max_pool_backward", "dropout_mask", "compile_pass", "compile_step", "compile_forward")
+               "max_pool", "max_pool_backward", "dropout_mask", "scatter_add_rows", "compile_pass", "compile_step", "compile_forward")
 
     def __init__(self, xp: Any, device: Any = None, fused: bool = True) -> None:
         self.xp = xp
@@ -174,6 +174,11 @@ class Backend:
                      dtype: Any) -> Array:
         """The inverted-dropout mask (0 or 1/(1 − rate)) of ``toolkit.ops.random.dropout_mask``."""
         return random.dropout_mask(key, stream, shape, first_row, rate, dtype, self.xp, self.device)
+
+    def scatter_add_rows(self, ids: Array, values: Array, n_rows: int) -> Array:
+        """Rows of ``values`` (P, width) added into an (n_rows, width) zero matrix at ``ids`` (P,), int64:
+        an embedding table's gradient (``toolkit.ops.reference.scatter_add_rows``)."""
+        return reference.scatter_add_rows(ids, values, n_rows, self.xp, self.device)
 
     def compile_pass(self, plan: Any) -> Callable[..., Any] | None:
         """A compiled gradient pass for ``plan`` (``toolkit.engine.Plan``), or None.

@@ -86,8 +86,11 @@ def backward_pass(plan: Plan, backend: Backend, params: Sequence[Params], tape: 
         saved = tape[last]
         output_layer = layers[last]
         assert isinstance(output_layer, Dense)  # make_plan pairs only a Dense output layer
-        delta_buffer = scratch_buffer(scratch[last], "delta", tuple(output.shape), output.dtype)
-        loss, delta = backend.output_delta(plan.pair, saved[1], saved[2], y, out=delta_buffer)  # δ_out = ŷ − y
+        z, a = saved[1], saved[2]  # (positions, width): a sequence's positions are rows, and so are its targets
+        if y.ndim != 2:
+            y = backend.xp.reshape(y, tuple(z.shape))
+        delta_buffer = scratch_buffer(scratch[last], "delta", tuple(z.shape), z.dtype)
+        loss, delta = backend.output_delta(plan.pair, z, a, y, out=delta_buffer)  # δ_out = ŷ − y
         grad, grads[last] = output_layer.backward_from_delta(params[last], saved, delta, scratch[last], grad_out[last])
     else:
         xp = backend.xp

@@ -34,6 +34,11 @@ def uniform(rng: RandomSource, shape: tuple[int, ...], fan_in: int, fan_out: int
     return rng.uniform(shape, -limit, limit, dtype)
 
 
+def small_normal(rng: RandomSource, shape: tuple[int, ...], fan_in: int, fan_out: int, dtype: Any) -> Array:
+    """N(0, 0.02²), whatever the fan: GPT-2's initialisation of token and position embeddings."""
+    return rng.normal(shape, 0.02, dtype)
+
+
 def zeros(rng: RandomSource, shape: tuple[int, ...], fan_in: int, fan_out: int, dtype: Any) -> Array:
     return rng.constant(shape, 0.0, dtype)
 
@@ -44,6 +49,7 @@ INITIALIZERS: dict[str, Initializer] = {
     "glorot_uniform": xavier_uniform,
     "xavier_normal": xavier_normal,
     "uniform": uniform,
+    "small_normal": small_normal,
     "zeros": zeros,
 }
 

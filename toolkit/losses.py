@@ -134,6 +134,9 @@ class CategoricalCrossEntropy(Loss):
     After a softmax output layer the model uses the fused δ. On probabilities (no logits) the
     loss clips ŷ to [1e-7, 1 − 1e-7] and its gradient is the clipped loss's: 0 where the clip acts.
 
+    On sequence outputs (N, T, C) the targets are labels (N, T) or rows (N, T, C), and the mean
+    runs over all N·T positions.
+
     Example:
         >>> from toolkit import CategoricalCrossEntropy
         >>> round(float(CategoricalCrossEntropy()([[0.25, 0.75]], [1])), 6)  # −log ¾
@@ -148,28 +151,31 @@ class CategoricalCrossEntropy(Loss):
 
     def prepare(self, pred_shape: tuple[int, ...], y: Any, backend: Backend, dtype: Any) -> Array:
         y = backend.asarray(y)
-        xp = backend.xp
-        if len(pred_shape) != 2:
-            raise ShapeError(f"{self.name}: predictions must be (N, n_classes); got {tuple(pred_shape)}")
-        n, n_classes = pred_shape
-        if y.ndim == 1:
-            if not xp.isdtype(y.dtype, "integral"):
-                raise InputError(
-                    f"{self.name}: 1-D targets must be integer class labels; got dtype {y.dtype} "
-                    "(cast with .astype(int) if they are whole numbers, or pass one-hot rows)"
-                )
-            if y.shape[0] != n:
-                raise ShapeError(f"{self.name}: {y.shape[0]} labels for {n} predictions")
-            self._check_label_range(y, n_classes, xp)
-            return ops.one_hot(y, n_classes, dtype, xp)
+        if len(pred_shape) < 2:
+            raise ShapeError(f"{self.name}: predictions must be (N, n_classes) or (N, T, n_classes); "
+                             f"got {tuple(pred_shape)}")
+        if y.ndim == len(pred_shape) - 1:
+            return self._labels_to_rows(pred_shape, y, backend, dtype)
         return super().prepare(pred_shape, y, backend, dtype)
 
-    @staticmethod
-    def _check_label_range(labels: Array, n_classes: int, xp: Any) -> None:
+    def _labels_to_rows(self, pred_shape: tuple[int, ...], y: Array, backend: Backend, dtype: Any) -> Array:
+        xp = backend.xp
+        if not xp.isdtype(y.dtype, "integral"):
+            raise InputError(
+                f"{self.name}: targets of shape {tuple(y.shape)} must be integer class labels; got dtype {y.dtype} "
+                "(cast with .astype(int) if they are whole numbers, or pass one-hot rows)"
+            )
+        if tuple(y.shape) != tuple(pred_shape[:-1]):
+            raise ShapeError(f"{self.name}: labels of shape {tuple(y.shape)} for predictions of shape "
+                             f"{tuple(pred_shape)}; give one label per prediction, shape {tuple(pred_shape[:-1])}")
+        self._check_label_range(y, pred_shape[-1], xp)
+        return ops.one_hot(y, pred_shape[-1], dtype, xp)
+
+    def _check_label_range(self, labels: Array, n_classes: int, xp: Any) -> None:
         low, high = int(xp.min(labels)), int(xp.max(labels))
         if low < 0 or high >= n_classes:
             raise InputError(
-                f"categorical_crossentropy: class labels must lie in [0, {n_classes}); "
+                f"{self.name}: class labels must lie in [0, {n_classes}); "
                 f"got labels from {low} to {high}"
             )
 
@@ -187,12 +193,40 @@ class CategoricalCrossEntropy(Loss):
         return {"from_logits": self.from_logits}
 
 
+class SparseCategoricalCrossEntropy(CategoricalCrossEntropy):
+    """Categorical cross-entropy with integer class labels as targets (Keras' name): labels (N,)
+    for outputs (N, C), labels (N, T) for a sequence's (N, T, C), the mean over every position.
+    The same loss and the same fused δ = ŷ − y as ``categorical_crossentropy``; only the targets'
+    form is fixed, so one-hot rows are refused rather than read as labels.
+
+    Example:
+        >>> from toolkit import SparseCategoricalCrossEntropy
+        >>> round(float(SparseCategoricalCrossEntropy()([[[0.25, 0.75], [0.5, 0.5]]], [[1, 0]])), 6)  # −(log ¾ + log ½)/2
+        0.490415
+    """
+
+    name = "sparse_categorical_crossentropy"
+
+    def prepare(self, pred_shape: tuple[int, ...], y: Any, backend: Backend, dtype: Any) -> Array:
+        y = backend.asarray(y)
+        if len(pred_shape) < 2:
+            raise ShapeError(f"{self.name}: predictions must be (N, n_classes) or (N, T, n_classes); "
+                             f"got {tuple(pred_shape)}")
+        if y.ndim != len(pred_shape) - 1:
+            raise ShapeError(
+                f"{self.name}: targets are integer labels of shape {tuple(pred_shape[:-1])} (one per prediction); "
+                f"got shape {tuple(y.shape)}"
+                + ("; for one-hot rows use loss='categorical_crossentropy'" if y.ndim == len(pred_shape) else ""))
+        return self._labels_to_rows(pred_shape, y, backend, dtype)
+
+
 LOSSES: dict[str, type[Loss]] = {
     "mse": MeanSquaredError,
     "mean_squared_error": MeanSquaredError,
     "binary_crossentropy": BinaryCrossEntropy,
     "bce": BinaryCrossEntropy,
     "categorical_crossentropy": CategoricalCrossEntropy,
+    "sparse_categorical_crossentropy": SparseCategoricalCrossEntropy,
 }
 _NAMED_WITH_ARGS = {
     "bce_from_logits": (BinaryCrossEntropy, {"from_logits": True}),
@@ -202,7 +236,7 @@ _NAMED_WITH_ARGS = {
 
 def get_loss(loss: str | Loss) -> Loss:
     """A loss from its name (``"mse"``, ``"binary_crossentropy"``, ``"categorical_crossentropy"``,
-    ``"bce_from_logits"``, ``"softmax_cross_entropy"``) or a ``Loss`` instance."""
+    ``"sparse_categorical_crossentropy"``, ``"bce_from_logits"``, ``"softmax_cross_entropy"``) or a ``Loss`` instance."""
     if isinstance(loss, Loss):
         return loss
     if loss in _NAMED_WITH_ARGS:

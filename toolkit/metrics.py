@@ -15,7 +15,7 @@ import copy
 from typing import Any
 
 from .errors import InputError
-from .ops.losses import count
+from .ops.losses import count, positions
 
 Array = Any
 
@@ -48,22 +48,24 @@ class Metric:
 
     def _binary_labels(self, pred: Array, y: Array, xp: Any) -> tuple[Array, Array]:
         if pred.ndim != 2 or pred.shape[1] != 1:
-            raise InputError(f"{self.name} is a binary metric; the model must have one output, not {pred.shape[1]}")
+            raise InputError(f"{self.name} is a binary metric; the model must have one output per sample, not "
+                             f"outputs of shape {tuple(pred.shape[1:])}")
         threshold = 0.0 if self.from_logits else 0.5
         return pred >= threshold, y >= 0.5
 
 
 class Accuracy(Metric):
-    """Fraction of correct predictions: argmax for several outputs, a threshold for one."""
+    """Fraction of correct predictions: argmax for several outputs, a threshold for one. On a
+    sequence output (N, T, classes) every position counts (per-token accuracy)."""
 
     name = "accuracy"
 
     def update(self, pred: Array, y: Array, xp: Any) -> None:
-        if pred.shape[1] == 1:
+        if pred.shape[-1] == 1 and pred.ndim == 2:
             predicted, actual = self._binary_labels(pred, y, xp)
         else:
-            predicted, actual = xp.argmax(pred, axis=1), xp.argmax(y, axis=1)
-        self._add(xp.sum(xp.astype(predicted == actual, pred.dtype)), pred.shape[0])
+            predicted, actual = xp.argmax(pred, axis=-1), xp.argmax(y, axis=-1)
+        self._add(xp.sum(xp.astype(predicted == actual, pred.dtype)), positions(pred))
 
     def result(self) -> float:
         correct, count = self._totals

@@ -23,7 +23,8 @@ from .config import get_backend, load_backend
 from .context import INFERENCE, TRAINING, PassContext
 from .engine import Plan, forward_pass, make_plan
 from .errors import InputError, ShapeError
-from .layers import Dropout, Layer
+from .layers import Layer
+from .layers.embedding import check_token_inputs
 from .losses import Loss
 from .ops.random import step_key
 from .parameters import ParameterTable
@@ -128,6 +129,7 @@ class Network:
         else:
             shape = (check_int("input_dim", input_shape, 1),)
         self.input_shape = shape
+        check_token_inputs(self.layers)
         for layer in self.layers:
             shape = layer.configure(shape)
         table = ParameterTable([layer.param_shapes() for layer in self.layers])
@@ -148,7 +150,7 @@ class Network:
         self.flat_state = (state_table.flatten(initial_state, backend.xp) if state_table.size
                            else backend.zeros(0, self.dtype))
         every = _every_layer(self.layers)
-        self._uses_random = any(isinstance(layer, Dropout) and layer.rate > 0 for layer in every)
+        self._uses_random = any(layer.draws_random for layer in every)
         self.synchronized_layers = [layer for layer in every if layer.synchronizes_batch]
         if backend.mutable:
             # One slot past the gradients carries the batch loss, so a data-parallel step reduces
@@ -257,6 +259,8 @@ class Network:
         x = self.backend.asarray(x)
         xp = self.backend.xp
         dtype_name = str(x.dtype).rsplit(".", 1)[-1]  # "int64" from any namespace's dtype
+        if self.takes_token_ids:
+            return self._as_token_ids(x, dtype_name, allow_empty)
         if not xp.isdtype(x.dtype, "real floating"):
             hint = f" (images of 0–255: x.astype('{self.dtype_name}') / 255)" if dtype_name == "uint8" else ""
             raise InputError(
@@ -295,6 +299,32 @@ class Network:
             )
         return xp.astype(x, self.dtype)
 
+
+    @property
+    def takes_token_ids(self) -> bool:
+        """True when the first layer (an ``Embedding``) reads integer token ids."""
+        return bool(getattr(self.layers[0], "takes_token_ids", False))
+
+    def _as_token_ids(self, x: Array, dtype_name: str, allow_empty: bool) -> Array:
+        """Token ids (N, T) as an int64 array of the model's backend, every id checked."""
+        xp, first = self.backend.xp, self.layers[0]
+        if not xp.isdtype(x.dtype, "integral"):
+            raise InputError(f"the first layer, {first.describe()}, takes integer token ids; got inputs of dtype "
+                             f"{dtype_name} (convert with x.astype('int64') if they are whole numbers)")
+        if x.ndim != 2:
+            raise ShapeError(f"{first.describe()} takes token ids of shape (N, T); got shape {tuple(x.shape)}"
+                             + (" (add a batch axis: x[None, :])" if x.ndim == 1 else ""))
+        if not self.built:
+            self.build((int(x.shape[1]),))
+        if x.shape[0] == 0 and not allow_empty:
+            raise InputError("empty batch: inputs have 0 rows")
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise ShapeError(f"inputs are sequences of length {x.shape[1]} but the model, starting with "
+                             f"{first.describe()}, was built for length {self.input_shape[0]}: cut or pad them to "
+                             f"{self.input_shape[0]} tokens")
+        if x.shape[0]:
+            first.check_ids(x, xp)  # type: ignore[attr-defined]
+        return x if x.dtype == xp.int64 else xp.astype(x, xp.int64)
 
     # -- passes ---------------------------------------------------------------------------
     def forward(self, x: Array) -> Array:

@@ -1,26 +1,29 @@
 """Layers, one file per family: ``dense`` (``Dense``), ``activation`` (``Activation``), ``conv``
 (``Conv2D``), ``pooling`` (``MaxPool2D``, ``AvgPool2D``, ``GlobalAveragePooling2D``), ``reshape``
 (``Flatten``, ``Reshape``), ``dropout`` (``Dropout``), ``normalization`` (``BatchNorm``,
-``LayerNorm``), ``residual`` (``Residual``). ``base`` is the interface they implement.
+``LayerNorm``), ``residual`` (``Residual``), ``embedding`` (``Embedding``, ``PositionEmbedding``),
+``attention`` (``MultiHeadAttention``). ``base`` is the interface they implement.
 
 ``LAYERS`` maps the class names that checkpoints record to the classes; ``from_config`` rebuilds
 a layer from its ``{"class": …, "config": …}`` record."""
 
 from .activation import Activation
+from .attention import MultiHeadAttention
 from .base import LAYERS, Layer, Scratch, from_config, register_layer
 from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
+from .embedding import Embedding, PositionEmbedding
 from .normalization import BatchNorm, LayerNorm
 from .pooling import AvgPool2D, GlobalAveragePooling2D, MaxPool2D
 from .reshape import Flatten, Reshape
 from .residual import Residual
 
 for _cls in (Dense, Activation, Conv2D, MaxPool2D, AvgPool2D, GlobalAveragePooling2D, Flatten, Reshape, Dropout,
-             BatchNorm, LayerNorm, Residual):
+             BatchNorm, LayerNorm, Residual, Embedding, PositionEmbedding, MultiHeadAttention):
     register_layer(_cls)
 
 
-__all__ = ["LAYERS", "Activation", "AvgPool2D", "BatchNorm", "Conv2D", "Dense", "Dropout", "Flatten",
-           "GlobalAveragePooling2D", "Layer", "LayerNorm", "MaxPool2D", "Reshape", "Residual", "Scratch",
+__all__ = ["LAYERS", "Activation", "AvgPool2D", "BatchNorm", "Conv2D", "Dense", "Dropout", "Embedding", "Flatten",
+           "GlobalAveragePooling2D", "Layer", "LayerNorm", "MaxPool2D", "MultiHeadAttention", "PositionEmbedding", "Reshape", "Residual", "Scratch",
            "from_config", "register_layer"]

@@ -93,6 +93,11 @@ class Layer:
     def output_dim(self) -> int | None:
         return self.output_shape[-1] if self.output_shape else None
 
+    @property
+    def draws_random(self) -> bool:
+        """True when the layer's training pass draws random numbers (dropout masks) from the pass's key."""
+        return False
+
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         return {}
 

@@ -40,6 +40,10 @@ class Dropout(Layer):
             raise InputError(f"Dropout(rate={rate!r}): rate must lie in [0, 1) (the probability of dropping)") from None
         self.stream = 0
 
+    @property
+    def draws_random(self) -> bool:
+        return self.rate > 0.0
+
     def bind(self, backend: Any, index: str) -> None:
         super().bind(backend, index)
         self.stream = zlib.crc32(index.encode())  # this layer's own stream of masks, fixed by its place

@@ -33,10 +33,15 @@ def _inside_clip(p: Array, xp: Any) -> Array:
     return xp.astype((p >= PROBABILITY_CLIP) & (p <= 1.0 - PROBABILITY_CLIP), p.dtype)
 
 
+def positions(x: Array) -> int:
+    """Number of predictions: rows of a (N, C) batch, N·T of a sequence batch (N, T, C)."""
+    return math.prod(x.shape[:-1])
+
+
 def one_hot(labels: Array, n_classes: int, dtype: Any, xp: Any) -> Array:
-    """Integer class labels of shape (N,) to a one-hot matrix of shape (N, n_classes)."""
+    """Integer class labels of shape (N, …) to one-hot rows of shape (N, …, n_classes)."""
     classes = xp.arange(n_classes, dtype=labels.dtype, device=labels.device)
-    return xp.astype(labels[:, None] == classes[None, :], dtype)
+    return xp.astype(labels[..., None] == classes, dtype)
 
 
 # Mean squared error: J = mean((ŷ − y)²), mean over every element as PyTorch's MSELoss does.
@@ -75,20 +80,21 @@ def log_softmax(z: Array, xp: Any) -> Array:
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
 
 
-# Softmax cross-entropy from logits with one-hot targets: J = −(1/N) Σ_i Σ_k y_ik log softmax(z)_ik.
+# Softmax cross-entropy from logits with one-hot targets: J = −(1/P) Σ_i Σ_k y_ik log softmax(z)_ik,
+# i over the P predictions (the N rows, or the N·T positions of a sequence batch), k over the classes.
 def softmax_ce_logits_value(z: Array, y_one_hot: Array, xp: Any) -> Array:
-    return -xp.sum(y_one_hot * log_softmax(z, xp)) / z.shape[0]
+    return -xp.sum(y_one_hot * log_softmax(z, xp)) / positions(z)
 
 
 def softmax_ce_logits_grad(z: Array, y_one_hot: Array, xp: Any) -> Array:
     # ŷ·Σₖyₖ − y, exact for target rows that do not sum to 1 (ŷ − y when they do).
-    return (softmax(z, xp) * xp.sum(y_one_hot, axis=-1, keepdims=True) - y_one_hot) / z.shape[0]
+    return (softmax(z, xp) * xp.sum(y_one_hot, axis=-1, keepdims=True) - y_one_hot) / positions(z)
 
 
 # Categorical cross-entropy on probabilities (after a softmax layer), p clipped.
 def categorical_ce_value(p: Array, y_one_hot: Array, xp: Any) -> Array:
-    return -xp.sum(y_one_hot * xp.log(_clip_probabilities(p, xp))) / p.shape[0]
+    return -xp.sum(y_one_hot * xp.log(_clip_probabilities(p, xp))) / positions(p)
 
 
 def categorical_ce_grad(p: Array, y_one_hot: Array, xp: Any) -> Array:
-    return -y_one_hot / _clip_probabilities(p, xp) / p.shape[0] * _inside_clip(p, xp)
+    return -y_one_hot / _clip_probabilities(p, xp) / positions(p) * _inside_clip(p, xp)

@@ -62,7 +62,7 @@ def output_delta(pair: str, z: Array, a: Array, y: Array, xp: Any) -> tuple[Arra
     if pair == "softmax_ce":
         # ∂/∂z of −Σₖ yₖ log softmax(z)ₖ is ŷ·Σₖyₖ − y: the row sum keeps the gradient exact for
         # targets that are not distributions (multi-hot, scaled); it is ŷ − y when rows sum to 1.
-        return value, (a * xp.sum(y, axis=-1, keepdims=True) - y) / z.shape[0]
+        return value, (a * xp.sum(y, axis=-1, keepdims=True) - y) / losses.positions(z)
     return value, losses.mse_grad(a, y, xp)
 
 
@@ -76,6 +76,17 @@ def pair_loss(pair: str, z: Array, a: Array, y: Array, xp: Any) -> Array:
     if pair == "identity_mse":
         return losses.mse_value(a, y, xp)
     raise ValueError(f"unknown output/loss pair {pair!r}; expected one of {sorted(OUTPUT_PAIRS)}")
+
+
+def scatter_add_rows(ids: Array, values: Array, n_rows: int, xp: Any, device: Any = None) -> Array:
+    """An (n_rows, width) matrix whose row r is the sum of the rows of ``values`` (P, width) at the
+    positions p where ``ids[p] == r`` (the gradient of a table lookup; repeated ids accumulate).
+
+    As a product with the one-hot matrix of the ids, ``onehot(ids)ᵀ values``: the standard has no
+    scatter-add, and the product is exact (each output element is a sum of the selected values)."""
+    rows = xp.arange(n_rows, dtype=ids.dtype, device=device)
+    selects = xp.astype(ids[:, None] == rows, values.dtype)  # (P, n_rows), one 1 per row
+    return xp.matmul(xp.matrix_transpose(selects), values)
 
 
 def sum_rows(x: Array, xp: Any) -> Array:
