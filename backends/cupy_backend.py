@@ -14,6 +14,7 @@ from typing import Any
 
 import array_api_compat.cupy as xp_cupy
 import cupy
+import cupyx
 import cupy.lib.stride_tricks  # noqa: F401 - StridedWindows reaches it as cupy.lib.stride_tricks
 import numpy as np
 
@@ -127,6 +128,11 @@ class CupyBackend(StridedWindows, Backend):
 
     def matmul(self, a, b, out=None):
         return cupy.matmul(a, b, out=out)
+
+    def scatter_add_rows(self, ids, values, n_rows):
+        out = cupy.zeros((n_rows, values.shape[1]), dtype=values.dtype)
+        cupyx.scatter_add(out, ids, values)  # atomic adds: repeated ids accumulate
+        return out
 
     def sum_rows(self, x, out=None):
         return cupy.sum(x, axis=0, out=out)

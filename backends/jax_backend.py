@@ -212,6 +212,9 @@ class JaxBackend(Backend):
 
         return padded
 
+    def scatter_add_rows(self, ids: Any, values: Any, n_rows: int) -> Any:
+        return jnp.zeros((n_rows, values.shape[1]), dtype=values.dtype).at[ids].add(values)
+
     def _plan_key(self, plan: Plan, kind: str) -> tuple[Any, ...]:
         return _structure(plan.layers, self.device, kind, plan.pair, _settings(plan.loss), str(plan.dtype))
 

@@ -100,6 +100,11 @@ class NumbaBackend(NumpyBackend):
             return np.sum(partial, axis=0, out=out)
         return np.matmul(a, b, out=out)
 
+    def scatter_add_rows(self, ids, values, n_rows):
+        out = np.empty((n_rows, values.shape[1]), dtype=values.dtype)
+        kernels.scatter_add_rows(np.ascontiguousarray(ids), np.ascontiguousarray(values), out)
+        return out
+
     def sum_rows(self, x, out=None):
         out = np.empty(x.shape[1], dtype=x.dtype) if out is None else out
         kernels.sum_rows(x, out)  # one pass, rows in order: no temporaries, unlike np.sum's pairwise blocks

@@ -331,6 +331,17 @@ def bias_add(z, b):
 
 
 @jit
+def scatter_add_rows(ids, values, out):
+    """out[r] = Σ values[p] over the p with ids[p] = r (an embedding's gradient), in position order."""
+    out[:] = 0
+    width = values.shape[1]
+    for p in range(ids.shape[0]):
+        row = ids[p]
+        for j in range(width):
+            out[row, j] += values[p, j]
+
+
+@jit
 def sum_rows(x, out):
     n, m = x.shape
     for j in range(m):

@@ -55,7 +55,8 @@ def export(model: Any, path: str | os.PathLike) -> onnx.ModelProto:
     params: list[dict[str, Any]] = [{} for _ in layers]
     for slot in [*model.table.slots, *model.state_table.slots]:
         params[slot.layer][slot.name] = ndx.asarray(values[slot.key], dtype=dtype)
-    x = ndx.argument(shape=("N", *model.input_shape), dtype=dtype)
+    # Token ids (a model that starts with an Embedding) are int64, as predict takes them; else the model's dtype.
+    x = ndx.argument(shape=("N", *model.input_shape), dtype=ndx.int64 if model.takes_token_ids else dtype)
     output = x
     for index, layer in enumerate(layers):
         try:
@@ -67,6 +68,7 @@ def export(model: Any, path: str | os.PathLike) -> onnx.ModelProto:
             ) from error
     proto = ndx.build({INPUT_NAME: x}, {OUTPUT_NAME: output})
     proto.doc_string = (f"toolkit {model.get_config()['layers']!r}; input '{INPUT_NAME}': (N, *{model.input_shape}) "
-                        f"{model.dtype_name}; output '{OUTPUT_NAME}': (N, {model.output_dim}), what predict returns")
+                        f"{'int64 token ids' if model.takes_token_ids else model.dtype_name}; output '{OUTPUT_NAME}': "
+                        f"(N, *{model.output_shape}), what predict returns")
     onnx.save(proto, os.fspath(path))
     return proto

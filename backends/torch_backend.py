@@ -84,6 +84,10 @@ class TorchBackend(Backend):
     def matmul(self, a, b, out=None):
         return torch.matmul(a, b, out=out)
 
+    def scatter_add_rows(self, ids, values, n_rows):
+        out = torch.zeros((n_rows, values.shape[1]), dtype=values.dtype, device=values.device)
+        return out.index_add_(0, ids, values)
+
     def sum_rows(self, x, out=None):
         return torch.sum(x, dim=0, out=out)
 

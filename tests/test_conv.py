@@ -214,14 +214,23 @@ def test_cnn_trains_and_checkpoints_load_bit_identically(backend, tmp_path, arch
     np.testing.assert_allclose(to_numpy(backend, restored.predict(x)), source.predict(x), rtol=1e-5, atol=1e-6)
 
 
+def _per_pixel_dense():
+    """A Dense layer after a convolution acts on every pixel's channels (as in Keras): a valid model whose
+    output is (N, 4, 4, 3), so one label per image is the mistake, caught at the loss."""
+    model = Sequential([Conv2D(2, 3, input_shape=(6, 6, 1)), Dense(3, activation="softmax")])
+    assert model.output_shape == (4, 4, 3)
+    model.compile(loss="categorical_crossentropy")
+    return model
+
+
 @pytest.mark.parametrize("action,error,message", [
     (lambda: lenet_like().predict(np.ones((2, 8, 7))), ShapeError, r"inputs must be a batch of shape \(N, 8, 7, 2\)"),
     (lambda: lenet_like().predict(np.ones((2, 8, 7, 3))), ShapeError,
      r"inputs have samples of shape \(8, 7, 3\) but the first layer, Conv2D\(3, .*\), expects \(8, 7, 2\)"),
     (lambda: Sequential([Conv2D(2, 5, input_shape=(4, 4, 1))]), ShapeError, r"the 5×5 kernel is larger than the padded 4×4"),
     (lambda: Conv2D(2, 3, strides=0), InputError, r"strides must be an integer ≥ 1; got 0"),
-    (lambda: Sequential([Conv2D(2, 3, input_shape=(6, 6, 1)), Dense(3)]), ShapeError,
-     r"Dense\(3, .*\) takes flat inputs \(N, n_features\); got samples of shape \(4, 4, 2\)"),
+    (lambda: _per_pixel_dense().fit(np.ones((2, 6, 6, 1)), [0, 1], verbose=0), ShapeError,
+     r"2 labels for 32 predictions .* add Flatten or GlobalAveragePooling2D before the last Dense layer"),
     (lambda: Conv2D(2, 3, padding="full"), InputError, r"padding must be 'valid', 'same' or an int"),
 ], ids=["wrong-rank", "wrong-channels", "kernel-too-large", "zero-stride", "dense-without-flatten", "bad-padding"])
 def test_bad_image_inputs(backend, action, error, message):

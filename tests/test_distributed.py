@@ -16,9 +16,13 @@ from toolkit import (
     Conv2D,
     Dense,
     Dropout,
+    Embedding,
     Flatten,
     GlobalAveragePooling2D,
+    LayerNorm,
     MaxPool2D,
+    MultiHeadAttention,
+    PositionEmbedding,
     Reshape,
     Residual,
     Sequential,
@@ -32,6 +36,8 @@ pytestmark = pytest.mark.mpi
 def make_problem(kind="mlp"):
     rng = np.random.default_rng(0)
     # 37 rows: the last global batch (7) splits unevenly, 3 + 4
+    if kind == "seq":  # token ids in, a label per position out
+        return rng.integers(0, 5, size=(37, 4)), rng.integers(0, 5, size=(37, 4))
     x = rng.normal(size=(37, 6, 5, 2)) if kind == "cnn" else rng.normal(size=(37, 6))
     return x, rng.integers(0, 3, size=37)
 
@@ -47,10 +53,17 @@ def make_model(seed=0, kind="mlp"):
         layers = [Dense(8, activation="relu", input_dim=6), BatchNorm(), Dropout(0.3),
                   Residual([Dense(8, activation="tanh"), BatchNorm(momentum=0.2), Dropout(0.5)]),
                   Dense(3, activation="softmax")]
+    elif kind == "seq":
+        # Attention-weight dropout by global row, LayerNorm, embeddings' scatter-added gradients.
+        layers = [Embedding(5, 6, input_length=4), PositionEmbedding(4),
+                  Residual([LayerNorm(), MultiHeadAttention(2, 3, causal=True, dropout=0.3)]),
+                  Residual([LayerNorm(), Dense(8, activation="gelu"), Dense(6), Dropout(0.2)]),
+                  Dense(5, activation="softmax")]
     else:
         layers = [Dense(8, activation="tanh", input_dim=6), Dense(3, activation="softmax")]
     model = Sequential(layers, dtype="float64", seed=seed)
-    model.compile(loss="categorical_crossentropy", optimizer=toolkit.Adam(lr=0.01), metrics=["accuracy"])
+    loss = "sparse_categorical_crossentropy" if kind == "seq" else "categorical_crossentropy"
+    model.compile(loss=loss, optimizer=toolkit.Adam(lr=0.01), metrics=["accuracy"])
     return model
 
 
@@ -76,7 +89,7 @@ def launch(mode, out, backend, timeout=120, kind="mlp"):
 
 
 @pytest.mark.parametrize("backend,kind", [("numpy", "mlp"), ("numba", "mlp"), ("numpy", "cnn"), ("numpy", "deep"),
-                                          ("numba", "deep"), ("numpy", "dataset")])
+                                          ("numba", "deep"), ("numpy", "dataset"), ("numpy", "seq")])
 def test_two_ranks_equal_one_process(tmp_path, backend, kind):
     result = launch("train", tmp_path / "out.npz", backend, kind=kind)
     assert result.returncode == 0, result.stderr

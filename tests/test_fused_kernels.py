@@ -50,6 +50,23 @@ def test_bias_activation_and_backward(backend, rng, name, dtype, use_buffers, sh
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_scatter_add_rows_accumulates_repeated_ids(backend, rng, dtype):
+    """An embedding's gradient: 500 positions over 7 ids (each id ~70 times, one never)."""
+    fused, reference = _pair(backend)
+    ids = rng.integers(0, 6, size=500)
+    values = rng.normal(size=(500, 3))
+
+    def run(side):
+        return to_numpy(side, side.scatter_add_rows(side.asarray(ids), side.asarray(values, side.dtype(dtype)), 7))
+
+    expected = np.zeros((7, 3))
+    np.add.at(expected, ids, values)
+    for got in (run(fused), run(reference)):
+        assert got.shape == (7, 3) and np.all(got[6] == 0)
+        assert relative_error(got, expected) <= TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("pair", sorted(OUTPUT_PAIRS))
 def test_output_delta(backend, rng, pair, dtype):
     fused, reference = _pair(backend)

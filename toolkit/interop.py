@@ -11,51 +11,132 @@ biases are the same vectors. Images are channels-first in torch and channels-las
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import registry
 from .errors import ShapeError
-from .layers import Conv2D, Dense, Flatten
+from .layers import Conv2D, Dense, Embedding, Flatten, Layer, LayerNorm, MultiHeadAttention, PositionEmbedding
 
 if TYPE_CHECKING:
     from .network import Network
 
 
-_TORCH_KINDS = {"Linear": Dense, "Conv2d": Conv2D}
+# torch module kind → the toolkit layers it can face (a torch Embedding is a token or a position table)
+_TORCH_KINDS: dict[str, tuple[type[Layer], ...]] = {
+    "Linear": (Dense,), "Conv2d": (Conv2D,), "Embedding": (Embedding, PositionEmbedding),
+    "MultiheadAttention": (MultiHeadAttention,), "LayerNorm": (LayerNorm,),
+}
+_MAPPED = tuple(cls for classes in _TORCH_KINDS.values() for cls in classes)
+
+
+def _describe(torch_layer: Any) -> str:
+    """A torch module on one line (its repr spans lines when it has children)."""
+    return f"{type(torch_layer).__name__}({torch_layer.extra_repr()})"
+
+
+def _every_layer(layers: list[Layer]) -> list[Layer]:
+    """The layers, with those nested in blocks (``Residual``) in their place, depth first."""
+    return [found for layer in layers for found in (layer, *_every_layer(layer.sublayers()))]
 
 
 def _weighted_modules(module: Any) -> list[Any]:
-    return [child for child in module.modules() if type(child).__name__ in _TORCH_KINDS]
+    """The torch modules with weights, in registration order; a module with weights of a kind not
+    mapped (BatchNorm1d, LSTM, …) is refused by name rather than skipped (its weights would be lost)."""
+    found, inside = [], set()
+    for child in module.modules():
+        if id(child) in inside:
+            continue  # part of a mapped module (MultiheadAttention's out_proj)
+        kind = type(child).__name__
+        if kind in _TORCH_KINDS:
+            found.append(child)
+            inside.update(id(part) for part in child.modules())
+        elif any(True for _ in child.parameters(recurse=False)):
+            raise ShapeError(f"the torch module has a {_describe(child)} with weights, which the toolkit cannot map; "
+                             f"load_torch_weights maps {', '.join(_TORCH_KINDS)} modules")
+    return found
 
 
-def _flattened_from(model: Network, index: int) -> tuple[int, int, int] | None:
-    """(H, W, C) when layer ``index`` is a Dense fed by a Flatten of images, else None: torch flattens
+def _flattened_from(model: Network, layer: Layer) -> tuple[int, int, int] | None:
+    """(H, W, C) when ``layer`` is a Dense fed by a Flatten of images, else None: torch flattens
     (C, H, W), the toolkit (H, W, C), so such a layer's input rows are permuted between the two."""
+    index = model.layers.index(layer) if layer in model.layers else 0
     previous = model.layers[index - 1] if index else None
     if isinstance(previous, Flatten) and len(previous.input_shape) == 3:
         return previous.input_shape
     return None
 
 
-def _pairs(model: Network, module: Any) -> list[tuple[int, Any]]:
-    """(index of each Dense/Conv2D layer, the torch module it corresponds to), checked kind by kind."""
-    ours = [index for index, layer in enumerate(model.layers) if isinstance(layer, (Dense, Conv2D))]
+def _pairs(model: Network, module: Any) -> list[tuple[Layer, Any]]:
+    """(each layer with weights, the torch module it corresponds to), checked kind by kind."""
+    ours = [layer for layer in _every_layer(model.layers) if isinstance(layer, _MAPPED)]
     theirs = _weighted_modules(module)
     if len(ours) != len(theirs):
-        raise ShapeError(f"the model has {len(ours)} Dense/Conv2D layers but the torch module has {len(theirs)} "
-                         "Linear/Conv2d layers")
-    for index, torch_layer in zip(ours, theirs, strict=True):
-        layer = model.layers[index]
+        raise ShapeError(f"the model has {len(ours)} layers with weights ({', '.join(type(l).__name__ for l in ours)}) "
+                         f"but the torch module has {len(theirs)} ({', '.join(type(m).__name__ for m in theirs)})")
+    for layer, torch_layer in zip(ours, theirs, strict=True):
         if not isinstance(layer, _TORCH_KINDS[type(torch_layer).__name__]):
-            raise ShapeError(f"layer {index}, {layer.describe()}, faces a torch {torch_layer}")
-        if torch_layer.bias is None:
-            raise ShapeError(f"torch {torch_layer} has no bias; the toolkit's layers always have one (use bias=True)")
-        if isinstance(layer, Dense) and (torch_layer.out_features, torch_layer.in_features) != (layer.units, layer.input_dim):
-            raise ShapeError(f"layer {index}, {layer.describe()}, is {layer.input_dim}→{layer.units} but the torch "
-                             f"{torch_layer} is {torch_layer.in_features}→{torch_layer.out_features}")
-        if isinstance(layer, Conv2D):
-            _check_convolution(index, layer, torch_layer)
+            raise ShapeError(f"layer {layer.path}, {layer.describe()}, faces a torch {_describe(torch_layer)}")
+        differences = _CHECKS[type(layer)](layer, torch_layer)
+        if differences:
+            raise ShapeError(f"layer {layer.path}, {layer.describe()}, does not match the torch {_describe(torch_layer)}: "
+                             + "; ".join(differences))
     return list(zip(ours, theirs, strict=True))
+
+
+def _check_dense(layer: Dense, torch_layer: Any) -> list[str]:
+    if torch_layer.bias is None:
+        return ["it has no bias; the toolkit's layers always have one (use bias=True)"]
+    if (torch_layer.out_features, torch_layer.in_features) != (layer.units, layer.input_dim):
+        return [f"the layer is {layer.input_dim}→{layer.units}, the torch one {torch_layer.in_features}→"
+                f"{torch_layer.out_features}"]
+    return []
+
+
+def _check_table(layer: Embedding | PositionEmbedding, torch_layer: Any) -> list[str]:
+    rows = layer.vocab_size if isinstance(layer, Embedding) else layer.max_length
+    width = layer.dim if isinstance(layer, Embedding) else layer.input_shape[1]
+    differences = []
+    if tuple(torch_layer.weight.shape) != (rows, width):
+        differences.append(f"table shape {tuple(torch_layer.weight.shape)} vs {(rows, width)}")
+    if torch_layer.max_norm is not None:
+        differences.append(f"max_norm={torch_layer.max_norm} renormalises rows as it looks them up; the toolkit does not")
+    return differences
+
+
+def _check_layer_norm(layer: LayerNorm, torch_layer: Any) -> list[str]:
+    differences = []
+    if tuple(torch_layer.normalized_shape) != (layer.input_shape[-1],):
+        differences.append(f"normalized_shape {tuple(torch_layer.normalized_shape)} vs the last axis "
+                           f"({layer.input_shape[-1]},)")
+    if not torch_layer.elementwise_affine or torch_layer.bias is None:
+        differences.append("it has no learned scale and shift (use elementwise_affine=True, bias=True)")
+    if torch_layer.eps != layer.eps:
+        differences.append(f"eps {torch_layer.eps} vs {layer.eps}")
+    return differences
+
+
+def _check_attention(layer: MultiHeadAttention, torch_layer: Any) -> list[str]:
+    d = layer.input_shape[-1]
+    differences = []
+    if (torch_layer.embed_dim, torch_layer.num_heads, torch_layer.head_dim) != (d, layer.num_heads, layer.key_dim):
+        differences.append(f"(embed_dim, num_heads, head_dim) = {(torch_layer.embed_dim, torch_layer.num_heads, torch_layer.head_dim)}"
+                           f" vs {(d, layer.num_heads, layer.key_dim)} (torch's heads split embed_dim: key_dim × "
+                           "num_heads must equal the model width)")
+    if not torch_layer._qkv_same_embed_dim:
+        differences.append("kdim/vdim differ from embed_dim: the toolkit's attention projects one input")
+    if torch_layer.in_proj_bias is None:
+        differences.append("it has no biases (use bias=True)")
+    if torch_layer.bias_k is not None or torch_layer.add_zero_attn:
+        differences.append("add_bias_kv/add_zero_attn append extra keys; the toolkit's attention has none")
+    return differences
+
+
+_CHECKS: dict[type[Layer], Callable[[Any, Any], list[str]]] = {
+    Dense: _check_dense, Conv2D: lambda layer, torch_layer: _check_convolution(layer, torch_layer),
+    Embedding: _check_table, PositionEmbedding: _check_table, LayerNorm: _check_layer_norm,
+    MultiHeadAttention: _check_attention,
+}
 
 
 def _torch_pads(torch_layer: Any) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -69,11 +150,13 @@ def _torch_pads(torch_layer: Any) -> tuple[tuple[int, int], tuple[int, int]]:
     return (padding[0], padding[0]), (padding[1], padding[1])
 
 
-def _check_convolution(index: int, layer: Conv2D, torch_layer: Any) -> None:
+def _check_convolution(layer: Conv2D, torch_layer: Any) -> list[str]:
     """Everything that changes what a torch ``Conv2d`` computes must match the ``Conv2D``:
-    weight shape, stride, padding, dilation, padding mode, groups."""
+    weight shape, stride, padding, dilation, padding mode, groups, a bias."""
     differences = []
     expected = (layer.filters, layer.input_shape[2], *layer.kernel_size)
+    if torch_layer.bias is None:
+        differences.append("it has no bias; the toolkit's layers always have one (use bias=True)")
     if tuple(torch_layer.weight.shape) != expected:
         differences.append(f"weight shape {tuple(torch_layer.weight.shape)} vs (F, C, kh, kw) = {expected}")
     if tuple(torch_layer.stride) != layer.strides:
@@ -87,9 +170,7 @@ def _check_convolution(index: int, layer: Conv2D, torch_layer: Any) -> None:
         differences.append(f"padding_mode={torch_layer.padding_mode!r}: Conv2D pads with zeros only")
     if torch_layer.groups != 1:
         differences.append(f"groups={torch_layer.groups}: Conv2D has no groups")
-    if differences:
-        raise ShapeError(f"layer {index}, {layer.describe()}, does not match the torch {torch_layer}: "
-                         + "; ".join(differences))
+    return differences
 
 
 def _host(tensor: Any) -> Any:
@@ -113,19 +194,66 @@ def load_torch_weights(model: Network, module: Any) -> None:
         >>> float(abs(model.predict([[1.0, 2.0, 3.0]]) - net(torch.tensor([[1.0, 2.0, 3.0]])).detach().numpy()).max()) < 1e-6
         True
     """
-    weights = {}
-    for index, torch_layer in _pairs(model, module):
-        w = _host(torch_layer.weight)
-        if isinstance(model.layers[index], Conv2D):
-            w = w.transpose(2, 3, 1, 0)  # (F, C, kh, kw) → (kh, kw, C, F)
-        else:
-            images = _flattened_from(model, index)
-            if images is not None:  # inputs in torch's (C, H, W) order → the toolkit's (H, W, C)
-                h, w_, c = images
-                w = w.reshape(w.shape[0], c, h, w_).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
-            w = w.T
-        weights[f"{index}.W"], weights[f"{index}.b"] = w, _host(torch_layer.bias)
+    weights = model.get_weights()
+    for layer, torch_layer in _pairs(model, module):
+        weights.update({f"{layer.path}.{name}": value for name, value in _from_torch(model, layer, torch_layer).items()})
     model.set_weights(weights)
+
+
+def _from_torch(model: Network, layer: Layer, torch_layer: Any) -> dict[str, Any]:
+    """The layer's parameters, by name, from the torch module's tensors."""
+    if isinstance(layer, Embedding):
+        return {"embeddings": _host(torch_layer.weight)}
+    if isinstance(layer, PositionEmbedding):
+        return {"positions": _host(torch_layer.weight)}
+    if isinstance(layer, LayerNorm):
+        return {"gamma": _host(torch_layer.weight), "beta": _host(torch_layer.bias)}
+    if isinstance(layer, MultiHeadAttention):
+        # in_proj_weight = [W_qᵀ; W_kᵀ; W_vᵀ], (3d, d); the key bias is dropped (the softmax cancels it)
+        d = torch_layer.embed_dim
+        w_q, w_k, w_v = (_host(torch_layer.in_proj_weight)[i * d : (i + 1) * d] for i in range(3))
+        b_q, b_v = _host(torch_layer.in_proj_bias)[:d], _host(torch_layer.in_proj_bias)[2 * d :]
+        return {"Wq": w_q.T, "bq": b_q, "Wk": w_k.T, "Wv": w_v.T, "bv": b_v,
+                "Wo": _host(torch_layer.out_proj.weight).T, "bo": _host(torch_layer.out_proj.bias)}
+    w = _host(torch_layer.weight)
+    if isinstance(layer, Conv2D):
+        w = w.transpose(2, 3, 1, 0)  # (F, C, kh, kw) → (kh, kw, C, F)
+    else:
+        images = _flattened_from(model, layer)
+        if images is not None:  # inputs in torch's (C, H, W) order → the toolkit's (H, W, C)
+            h, w_, c = images
+            w = w.reshape(w.shape[0], c, h, w_).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
+        w = w.T
+    return {"W": w, "b": _host(torch_layer.bias)}
+
+
+def _to_torch(model: Network, layer: Layer, values: dict[str, Any]) -> list[tuple[str, slice, Any]]:
+    """(torch attribute path, rows of it, value) of each tensor the layer's parameters ``values`` fill."""
+    every = slice(None)
+    if isinstance(layer, Embedding):
+        return [("weight", every, values["embeddings"])]
+    if isinstance(layer, PositionEmbedding):
+        return [("weight", every, values["positions"])]
+    if isinstance(layer, LayerNorm):
+        return [("weight", every, values["gamma"]), ("bias", every, values["beta"])]
+    if isinstance(layer, MultiHeadAttention):
+        d = values["bo"].shape[0]
+        q, k, v = slice(0, d), slice(d, 2 * d), slice(2 * d, 3 * d)
+        return [("in_proj_weight", q, values["Wq"].T), ("in_proj_weight", k, values["Wk"].T),
+                ("in_proj_weight", v, values["Wv"].T), ("in_proj_bias", q, values["bq"]),
+                ("in_proj_bias", k, 0.0 * values["bq"]),  # no key bias here: zero there computes the same
+                ("in_proj_bias", v, values["bv"]), ("out_proj.weight", every, values["Wo"].T),
+                ("out_proj.bias", every, values["bo"])]
+    w = values["W"]
+    if isinstance(layer, Conv2D):
+        w = w.transpose(3, 2, 0, 1)  # (kh, kw, C, F) → (F, C, kh, kw)
+    else:
+        w = w.T
+        images = _flattened_from(model, layer)
+        if images is not None:
+            h, w_, c = images
+            w = w.reshape(w.shape[0], h, w_, c).transpose(0, 3, 1, 2).reshape(w.shape[0], -1)
+    return [("weight", every, w), ("bias", every, values["b"])]
 
 
 def store_torch_weights(model: Network, module: Any) -> None:
@@ -133,18 +261,12 @@ def store_torch_weights(model: Network, module: Any) -> None:
     of ``load_torch_weights``, whose docstring has the example)."""
     pairs = _pairs(model, module)
     weights = model.get_weights()
-    for index, torch_layer in pairs:
-        w = weights[f"{index}.W"]
-        if isinstance(model.layers[index], Conv2D):
-            w = w.transpose(3, 2, 0, 1)  # (kh, kw, C, F) → (F, C, kh, kw)
-        else:
-            w = w.T
-            images = _flattened_from(model, index)
-            if images is not None:
-                h, w_, c = images
-                w = w.reshape(w.shape[0], h, w_, c).transpose(0, 3, 1, 2).reshape(w.shape[0], -1)
-        for target, value in ((torch_layer.weight, w), (torch_layer.bias, weights[f"{index}.b"])):
-            target.data.copy_(target.data.new_tensor(value.copy()))
+    for layer, torch_layer in pairs:
+        prefix = f"{layer.path}."
+        values = {key[len(prefix):]: value for key, value in weights.items() if key.startswith(prefix)}
+        for attribute, rows, value in _to_torch(model, layer, values):
+            target = torch_layer.get_parameter(attribute).data[rows]
+            target.copy_(target.new_tensor(value.copy()))
 
 
 def export_onnx(model: Network, path: str | os.PathLike) -> Any:

@@ -3,6 +3,7 @@ they pair with for the fused gradient δ_out = ŷ − y."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .backend import Backend
@@ -154,7 +155,7 @@ class CategoricalCrossEntropy(Loss):
         if len(pred_shape) < 2:
             raise ShapeError(f"{self.name}: predictions must be (N, n_classes) or (N, T, n_classes); "
                              f"got {tuple(pred_shape)}")
-        if y.ndim == len(pred_shape) - 1:
+        if y.ndim < len(pred_shape):  # labels, one per prediction
             return self._labels_to_rows(pred_shape, y, backend, dtype)
         return super().prepare(pred_shape, y, backend, dtype)
 
@@ -166,8 +167,11 @@ class CategoricalCrossEntropy(Loss):
                 "(cast with .astype(int) if they are whole numbers, or pass one-hot rows)"
             )
         if tuple(y.shape) != tuple(pred_shape[:-1]):
-            raise ShapeError(f"{self.name}: labels of shape {tuple(y.shape)} for predictions of shape "
-                             f"{tuple(pred_shape)}; give one label per prediction, shape {tuple(pred_shape[:-1])}")
+            raise ShapeError(f"{self.name}: {math.prod(y.shape)} labels for {math.prod(pred_shape[:-1])} predictions "
+                             f"(labels of shape {tuple(y.shape)}, predictions of shape {tuple(pred_shape)}); give one "
+                             f"label per prediction, shape {tuple(pred_shape[:-1])}"
+                             + ("; for one label per sample, the model's output must be (N, n_classes): add Flatten "
+                                "or GlobalAveragePooling2D before the last Dense layer" if y.ndim == 1 else ""))
         self._check_label_range(y, pred_shape[-1], xp)
         return ops.one_hot(y, pred_shape[-1], dtype, xp)
 

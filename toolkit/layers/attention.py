@@ -126,22 +126,21 @@ class MultiHeadAttention(Layer):
         product = rows @ params[f"W{name}"]
         return product if name == "k" else product + params[f"b{name}"]
 
-    def _heads(self, rows: Array, n: int, length: int) -> Array:
-        """(N·T, h·k) → (N, h, T, k)."""
+    def _heads(self, rows: Array, length: int) -> Array:
+        """(N·T, h·k) → (N, h, T, k). The batch is -1 throughout: an exported graph's is symbolic."""
         xp = self.backend.xp
-        return xp.permute_dims(xp.reshape(rows, (n, length, self.num_heads, self.key_dim)), (0, 2, 1, 3))
+        return xp.permute_dims(xp.reshape(rows, (-1, length, self.num_heads, self.key_dim)), (0, 2, 1, 3))
 
     def _rows(self, heads: Array) -> Array:
         """(N, h, T, k) → (N·T, h·k): the heads side by side, per position."""
         xp = self.backend.xp
-        n, _, length, _ = heads.shape
-        return xp.reshape(xp.permute_dims(heads, (0, 2, 1, 3)), (n * length, self.width))
+        return xp.reshape(xp.permute_dims(heads, (0, 2, 1, 3)), (-1, self.width))
 
     def forward(self, params: Params, x: Array, context: PassContext, scratch: Scratch | None) -> tuple[Array, Any]:
         xp, backend = self.backend.xp, self.backend
-        n, length, d = x.shape
-        rows = xp.reshape(x, (n * length, d))
-        q, k, v = (self._heads(self._project(params, rows, name), n, length) for name in PROJECTIONS)
+        _, length, d = x.shape
+        rows = xp.reshape(x, (-1, d))
+        q, k, v = (self._heads(self._project(params, rows, name), length) for name in PROJECTIONS)
         scale = 1.0 / math.sqrt(self.key_dim)
         scores = (q @ xp.matrix_transpose(k)) * scale  # S = Q Kᵀ / √k, (N, h, T, T)
         allowed = causal_mask(length, xp, backend.device) if self.causal else None
@@ -154,17 +153,17 @@ class MultiHeadAttention(Layer):
         heads_out = self._rows(p_used @ v)  # concat_h(O), O = P̃ V
         y = heads_out @ params["Wo"] + params["bo"]
         saved = (rows, q, k, v, p, mask, heads_out) if context.training else None
-        return xp.reshape(y, (n, length, d)), saved
+        return xp.reshape(y, (-1, length, d)), saved
 
     # -- backward ---------------------------------------------------------------------------
     def backward(self, params: Params, saved: Any, grad_output: Array, scratch: Scratch | None,
                  grad_out: Params) -> tuple[Array | None, Params]:
         xp = self.backend.xp
         rows, q, k, v, p, mask, heads_out = saved
-        n, _, length, _ = q.shape
-        dy = xp.reshape(grad_output, (n * length, grad_output.shape[-1]))
+        length = q.shape[2]
+        dy = xp.reshape(grad_output, (-1, grad_output.shape[-1]))
         grads = {"Wo": xp.matrix_transpose(heads_out) @ dy, "bo": xp.sum(dy, axis=0)}  # dW_o = concat(O)ᵀ dy
-        d_out = self._heads(dy @ xp.matrix_transpose(params["Wo"]), n, length)  # dO = dy W_oᵀ
+        d_out = self._heads(dy @ xp.matrix_transpose(params["Wo"]), length)  # dO = dy W_oᵀ
         p_used = p if mask is None else p * mask
         d_v = xp.matrix_transpose(p_used) @ d_out  # dV = P̃ᵀ dO
         d_p = d_out @ xp.matrix_transpose(v)  # dP̃ = dO Vᵀ

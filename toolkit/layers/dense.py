@@ -115,7 +115,7 @@ class Dense(Layer):
         return x if x.ndim == 2 else self.backend.xp.reshape(x, (-1, x.shape[-1]))
 
     def _unfold(self, rows: Array, like: Array) -> Array:
-        return rows if like.ndim == 2 else self.backend.xp.reshape(rows, (*like.shape[:-1], rows.shape[-1]))
+        return rows if like.ndim == 2 else self.backend.xp.reshape(rows, (-1, *like.shape[1:-1], rows.shape[-1]))
 
     def _rows_logits_and_output(self, params: Params, x: Array, scratch: Scratch | None) -> tuple[Array, Array]:
         backend, shape = self.backend, (x.shape[0], self.units)

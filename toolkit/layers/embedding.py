@@ -89,7 +89,8 @@ class Embedding(Layer):
         xp = self.backend.xp
         flat_ids = xp.reshape(x, (-1,))
         vectors = xp.take(params["embeddings"], flat_ids, axis=0)  # y[n, t] = E[x[n, t]]
-        return xp.reshape(vectors, (*x.shape, self.dim)), (flat_ids if context.training else None)
+        # -1 for the batch: an exported graph's batch size is symbolic
+        return xp.reshape(vectors, (-1, x.shape[1], self.dim)), (flat_ids if context.training else None)
 
     def backward(self, params: Params, saved: Any, grad_output: Array, scratch: Scratch | None,
                  grad_out: Params) -> tuple[Array | None, Params]:
