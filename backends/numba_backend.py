@@ -100,6 +100,19 @@ class NumbaBackend(NumpyBackend):
             return np.sum(partial, axis=0, out=out)
         return np.matmul(a, b, out=out)
 
+    def attention_weights(self, scores, causal, length):
+        flat = np.ascontiguousarray(scores).reshape(-1, *scores.shape[-2:])
+        out = np.empty_like(flat)
+        kernels.attention_softmax(flat, causal, out)
+        return out.reshape(scores.shape)
+
+    def attention_weights_backward(self, dp, p):
+        shape = dp.shape
+        dp, p = (np.ascontiguousarray(a).reshape(-1, *shape[-2:]) for a in (dp, p))
+        out = np.empty_like(dp)
+        kernels.attention_softmax_backward(dp, p, out)
+        return out.reshape(shape)
+
     def scatter_add_rows(self, ids, values, n_rows):
         out = np.empty((n_rows, values.shape[1]), dtype=values.dtype)
         kernels.scatter_add_rows(np.ascontiguousarray(ids), np.ascontiguousarray(values), out)

@@ -331,6 +331,42 @@ def bias_add(z, b):
 
 
 @jit
+def attention_softmax(scores, causal, out):
+    """Each row of scores (R, T, T) → its softmax; with ``causal``, row i over columns j ≤ i only
+    (the rest 0), as ``toolkit.ops.attention.masked_softmax`` with the causal mask."""
+    rows, length = scores.shape[0], scores.shape[1]
+    for r in range(rows):
+        for i in range(length):
+            end = i + 1 if causal else length
+            largest = scores[r, i, 0]
+            for j in range(1, end):
+                largest = max(largest, scores[r, i, j])
+            total = 0.0
+            for j in range(end):
+                e = math.exp(scores[r, i, j] - largest)
+                out[r, i, j] = e
+                total += e
+            scale = 1.0 / total
+            for j in range(end):
+                out[r, i, j] *= scale
+            for j in range(end, length):
+                out[r, i, j] = 0.0
+
+
+@jit
+def attention_softmax_backward(dp, p, out):
+    """dS = P ∘ (dP − Σ_j dP ∘ P), row by row, for (R, T, T) arrays."""
+    rows, length, width = dp.shape
+    for r in range(rows):
+        for i in range(length):
+            total = 0.0
+            for j in range(width):
+                total += dp[r, i, j] * p[r, i, j]
+            for j in range(width):
+                out[r, i, j] = p[r, i, j] * (dp[r, i, j] - total)
+
+
+@jit
 def scatter_add_rows(ids, values, out):
     """out[r] = Σ values[p] over the p with ids[p] = r (an embedding's gradient), in position order."""
     out[:] = 0

@@ -50,6 +50,24 @@ def test_bias_activation_and_backward(backend, rng, name, dtype, use_buffers, sh
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_weights_and_backward(backend, rng, dtype, causal):
+    fused, reference = _pair(backend)
+    scores, dp = rng.normal(size=(2, 3, 5, 5)) * 4, rng.normal(size=(2, 3, 5, 5))
+
+    def run(side):
+        t = side.dtype(dtype)
+        p = side.attention_weights(side.asarray(scores, t), causal, 5)
+        return to_numpy(side, p), to_numpy(side, side.attention_weights_backward(side.asarray(dp, t), p))
+
+    (p, ds), (p_ref, ds_ref) = run(fused), run(reference)
+    assert relative_error(p, p_ref) <= TOLERANCE[dtype] and relative_error(ds, ds_ref) <= TOLERANCE[dtype]
+    if causal:  # nothing above the diagonal, rows summing to 1
+        assert np.all(p[..., np.triu_indices(5, 1)[0], np.triu_indices(5, 1)[1]] == 0)
+    np.testing.assert_allclose(p.sum(axis=-1), 1.0, rtol=TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_scatter_add_rows_accumulates_repeated_ids(backend, rng, dtype):
     """An embedding's gradient: 500 positions over 7 ids (each id ~70 times, one never)."""
     fused, reference = _pair(backend)

@@ -21,7 +21,7 @@ from contextlib import AbstractContextManager, nullcontext
 from types import MethodType
 from typing import Any, Protocol
 
-from .ops import conv, optim, random, reference
+from .ops import attention, conv, optim, random, reference
 from .ops.activations import ActivationFunction
 
 Array = Any
@@ -53,7 +53,8 @@ class Backend:
     # kernel: fit then reads its NaN guard once per block of steps (``toolkit.training``).
     reads_are_cheap = True
     HOT_OPS = ("matmul", "bias_activation", "activation_backward", "output_delta", "sum_rows", "im2col", "col2im",
-               "max_pool", "max_pool_backward", "dropout_mask", "scatter_add_rows", "compile_pass", "compile_step", "compile_forward")
+               "max_pool", "max_pool_backward", "dropout_mask", "scatter_add_rows",
+               "attention_weights", "attention_weights_backward", "compile_pass", "compile_step", "compile_forward")
 
     def __init__(self, xp: Any, device: Any = None, fused: bool = True) -> None:
         self.xp = xp
@@ -174,6 +175,16 @@ class Backend:
                      dtype: Any) -> Array:
         """The inverted-dropout mask (0 or 1/(1 − rate)) of ``toolkit.ops.random.dropout_mask``."""
         return random.dropout_mask(key, stream, shape, first_row, rate, dtype, self.xp, self.device)
+
+    def attention_weights(self, scores: Array, causal: bool, length: int) -> Array:
+        """P = softmax of each row of ``scores`` (…, T, T), T = ``length`` (given: an exported graph's
+        shapes are symbolic), over j ≤ i only when ``causal`` (``toolkit.ops.attention.masked_softmax``)."""
+        allowed = attention.causal_mask(length, self.xp, self.device) if causal else None
+        return attention.masked_softmax(scores, allowed, self.xp)
+
+    def attention_weights_backward(self, dp: Array, p: Array) -> Array:
+        """dS = P ∘ (dP − Σ_j dP ∘ P) row by row (``toolkit.ops.attention.softmax_backward``)."""
+        return attention.softmax_backward(dp, p, self.xp)
 
     def scatter_add_rows(self, ids: Array, values: Array, n_rows: int) -> Array:
         """Rows of ``values`` (P, width) added into an (n_rows, width) zero matrix at ``ids`` (P,), int64:

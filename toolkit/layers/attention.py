@@ -36,7 +36,6 @@ from ..backend import RandomSource
 from ..context import PassContext
 from ..errors import InputError, ShapeError
 from ..initializers import get_initializer
-from ..ops.attention import causal_mask, masked_softmax, softmax_backward
 from ..validation import check_int, check_real
 from .base import Array, Layer, Params, Scratch
 
@@ -143,8 +142,7 @@ class MultiHeadAttention(Layer):
         q, k, v = (self._heads(self._project(params, rows, name), length) for name in PROJECTIONS)
         scale = 1.0 / math.sqrt(self.key_dim)
         scores = (q @ xp.matrix_transpose(k)) * scale  # S = Q Kᵀ / √k, (N, h, T, T)
-        allowed = causal_mask(length, xp, backend.device) if self.causal else None
-        p = masked_softmax(scores, allowed, xp)  # P = softmax(S + mask)
+        p = backend.attention_weights(scores, self.causal, length)  # P = softmax(S + mask), row by row
         mask = None
         if context.training and self.dropout > 0.0:
             mask = backend.dropout_mask(context.random_key, self.stream, tuple(p.shape), context.first_row,
@@ -170,7 +168,7 @@ class MultiHeadAttention(Layer):
         if mask is not None:
             d_p = d_p * mask  # dP = dP̃ ∘ mask
         scale = 1.0 / math.sqrt(self.key_dim)
-        d_scores = softmax_backward(d_p, p, xp) * scale  # dS / √k
+        d_scores = self.backend.attention_weights_backward(d_p, p) * scale  # dS = P ∘ (dP − Σ_j dP ∘ P), / √k
         d_q = d_scores @ k  # dQ = dS K / √k
         d_k = xp.matrix_transpose(d_scores) @ q  # dK = dSᵀ Q / √k
         dx = None
