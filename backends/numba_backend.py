@@ -100,6 +100,21 @@ class NumbaBackend(NumpyBackend):
             return np.sum(partial, axis=0, out=out)
         return np.matmul(a, b, out=out)
 
+    def layer_norm(self, x, gamma, beta, eps):
+        rows = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+        y, x_hat = np.empty_like(rows), np.empty_like(rows)
+        inv_std = np.empty(rows.shape[0], dtype=rows.dtype)
+        kernels.layer_norm(rows, gamma, beta, rows.dtype.type(eps), y, x_hat, inv_std)
+        return y.reshape(x.shape), x_hat.reshape(x.shape), inv_std.reshape(*x.shape[:-1], 1)
+
+    def layer_norm_backward(self, dy, x_hat, inv_std, gamma):
+        rows = np.ascontiguousarray(dy).reshape(-1, dy.shape[-1])
+        dx = np.empty_like(rows)
+        d_gamma, d_beta = np.empty_like(gamma), np.empty_like(gamma)
+        kernels.layer_norm_backward(rows, np.ascontiguousarray(x_hat).reshape(rows.shape),
+                                    np.ascontiguousarray(inv_std).reshape(-1), gamma, dx, d_gamma, d_beta)
+        return dx.reshape(dy.shape), d_gamma, d_beta
+
     def attention_weights(self, scores, causal, length):
         flat = np.ascontiguousarray(scores).reshape(-1, *scores.shape[-2:])
         out = np.empty_like(flat)

@@ -331,6 +331,48 @@ def bias_add(z, b):
 
 
 @jit
+def layer_norm(x, gamma, beta, eps, y, x_hat, inv_std):
+    """Per row of x (R, C): x̂ = (x − μ)/√(σ² + ε), y = γ x̂ + β; inv_std (R,) = 1/√(σ² + ε)."""
+    rows, width = x.shape
+    for r in range(rows):
+        mean = 0.0
+        for j in range(width):
+            mean += x[r, j]
+        mean /= width
+        square = 0.0
+        for j in range(width):
+            centered = x[r, j] - mean
+            square += centered * centered
+        scale = 1.0 / math.sqrt(square / width + eps)
+        inv_std[r] = scale
+        for j in range(width):
+            normalized = (x[r, j] - mean) * scale
+            x_hat[r, j] = normalized
+            y[r, j] = gamma[j] * normalized + beta[j]
+
+
+@jit
+def layer_norm_backward(dy, x_hat, inv_std, gamma, dx, d_gamma, d_beta):
+    """∂J/∂x = (g − mean(g) − x̂ ∘ mean(g ∘ x̂)) · inv_std per row, g = dy ∘ γ; dγ = Σ dy ∘ x̂, dβ = Σ dy."""
+    rows, width = dy.shape
+    d_gamma[:] = 0.0
+    d_beta[:] = 0.0
+    for r in range(rows):
+        mean_g = 0.0
+        mean_g_x_hat = 0.0
+        for j in range(width):
+            g = dy[r, j] * gamma[j]
+            mean_g += g
+            mean_g_x_hat += g * x_hat[r, j]
+            d_gamma[j] += dy[r, j] * x_hat[r, j]
+            d_beta[j] += dy[r, j]
+        mean_g /= width
+        mean_g_x_hat /= width
+        for j in range(width):
+            dx[r, j] = inv_std[r] * (dy[r, j] * gamma[j] - mean_g - x_hat[r, j] * mean_g_x_hat)
+
+
+@jit
 def attention_softmax(scores, causal, out):
     """Each row of scores (R, T, T) → its softmax; with ``causal``, row i over columns j ≤ i only
     (the rest 0), as ``toolkit.ops.attention.masked_softmax`` with the causal mask."""

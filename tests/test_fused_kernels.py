@@ -50,6 +50,25 @@ def test_bias_activation_and_backward(backend, rng, name, dtype, use_buffers, sh
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_layer_norm_and_backward(backend, rng, dtype):
+    fused, reference = _pair(backend)
+    x, dy = rng.normal(size=(3, 4, 6)) * 3 + 1, rng.normal(size=(3, 4, 6))
+    gamma, beta = rng.normal(size=6), rng.normal(size=6)
+
+    def run(side):
+        t = side.dtype(dtype)
+        y, x_hat, inv_std = side.layer_norm(side.asarray(x, t), side.asarray(gamma, t), side.asarray(beta, t), 1e-5)
+        backward = side.layer_norm_backward(side.asarray(dy, t), x_hat, inv_std, side.asarray(gamma, t))
+        return [to_numpy(side, v) for v in (y, x_hat, inv_std, *backward)]
+
+    got, want = run(fused), run(reference)
+    for a, b in zip(got, want, strict=True):
+        assert a.shape == b.shape and relative_error(a, b) <= TOLERANCE[dtype]
+    mean, std = x.mean(axis=-1, keepdims=True), np.sqrt(x.var(axis=-1, keepdims=True) + 1e-5)
+    assert relative_error(got[0], gamma * (x - mean) / std + beta) <= TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("causal", [False, True])
 def test_attention_weights_and_backward(backend, rng, dtype, causal):
     fused, reference = _pair(backend)

@@ -54,7 +54,7 @@ class Backend:
     reads_are_cheap = True
     HOT_OPS = ("matmul", "bias_activation", "activation_backward", "output_delta", "sum_rows", "im2col", "col2im",
                "max_pool", "max_pool_backward", "dropout_mask", "scatter_add_rows",
-               "attention_weights", "attention_weights_backward", "compile_pass", "compile_step", "compile_forward")
+               "attention_weights", "attention_weights_backward", "layer_norm", "layer_norm_backward", "compile_pass", "compile_step", "compile_forward")
 
     def __init__(self, xp: Any, device: Any = None, fused: bool = True) -> None:
         self.xp = xp
@@ -175,6 +175,14 @@ class Backend:
                      dtype: Any) -> Array:
         """The inverted-dropout mask (0 or 1/(1 − rate)) of ``toolkit.ops.random.dropout_mask``."""
         return random.dropout_mask(key, stream, shape, first_row, rate, dtype, self.xp, self.device)
+
+    def layer_norm(self, x: Array, gamma: Array, beta: Array, eps: float) -> tuple[Array, Array, Array]:
+        """(y, x̂, 1/√(σ² + ε)) of a layer normalisation over the last axis (``reference.layer_norm``)."""
+        return reference.layer_norm(x, gamma, beta, eps, self.xp)
+
+    def layer_norm_backward(self, dy: Array, x_hat: Array, inv_std: Array, gamma: Array) -> tuple[Array, Array, Array]:
+        """(∂J/∂x, dγ, dβ) of ``layer_norm`` (``reference.layer_norm_backward``)."""
+        return reference.layer_norm_backward(dy, x_hat, inv_std, gamma, self.xp)
 
     def attention_weights(self, scores: Array, causal: bool, length: int) -> Array:
         """P = softmax of each row of ``scores`` (…, T, T), T = ``length`` (given: an exported graph's

@@ -168,9 +168,9 @@ class MultiHeadAttention(Layer):
         if mask is not None:
             d_p = d_p * mask  # dP = dP̃ ∘ mask
         scale = 1.0 / math.sqrt(self.key_dim)
-        d_scores = self.backend.attention_weights_backward(d_p, p) * scale  # dS = P ∘ (dP − Σ_j dP ∘ P), / √k
-        d_q = d_scores @ k  # dQ = dS K / √k
-        d_k = xp.matrix_transpose(d_scores) @ q  # dK = dSᵀ Q / √k
+        d_scores = self.backend.attention_weights_backward(d_p, p)  # dS = P ∘ (dP − Σ_j dP ∘ P)
+        d_q = (d_scores @ k) * scale  # dQ = dS K / √k (scaled here: (T, k) is smaller than (T, T))
+        d_k = (xp.matrix_transpose(d_scores) @ q) * scale  # dK = dSᵀ Q / √k
         dx = None
         for name, d_heads in zip(PROJECTIONS, (d_q, d_k, d_v), strict=True):
             d_rows = self._rows(d_heads)

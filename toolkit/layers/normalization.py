@@ -135,23 +135,16 @@ class LayerNorm(_Normalization):
         return f"LayerNorm(eps={self.eps})"
 
     def forward(self, params: Params, x: Array, context: PassContext, scratch: Scratch | None) -> tuple[Array, Any]:
-        xp = self.backend.xp
-        mean = xp.mean(x, axis=-1, keepdims=True)  # μ per sample
-        centered = x - mean
-        inv_std = 1.0 / xp.sqrt(xp.mean(centered * centered, axis=-1, keepdims=True) + self.eps)
-        x_hat = centered * inv_std
-        return params["gamma"] * x_hat + params["beta"], ((x_hat, inv_std) if context.training else None)
+        # x̂ = (x − μ) / √(σ² + ε) with μ, σ² over each sample's features; y = γ x̂ + β
+        y, x_hat, inv_std = self.backend.layer_norm(x, params["gamma"], params["beta"], self.eps)
+        return y, ((x_hat, inv_std) if context.training else None)
 
     def backward(self, params: Params, saved: Any, grad_output: Array, scratch: Scratch | None,
                  grad_out: Params) -> tuple[Array | None, Params]:
-        xp = self.backend.xp
         x_hat, inv_std = saved
-        axes = tuple(range(grad_output.ndim - 1))
-        d_x_hat = grad_output * params["gamma"]  # ∂J/∂x̂ = dy ∘ γ
-        # ∂J/∂x = (∂J/∂x̂ − mean(∂J/∂x̂) − x̂ ∘ mean(∂J/∂x̂ ∘ x̂)) / √(σ² + ε), means over the features
-        dx = inv_std * (d_x_hat - xp.mean(d_x_hat, axis=-1, keepdims=True)
-                        - x_hat * xp.mean(d_x_hat * x_hat, axis=-1, keepdims=True))
-        return dx, {"gamma": xp.sum(grad_output * x_hat, axis=axes), "beta": xp.sum(grad_output, axis=axes)}
+        # ∂J/∂x = (∂J/∂x̂ − mean(∂J/∂x̂) − x̂ ∘ mean(∂J/∂x̂ ∘ x̂)) / √(σ² + ε), ∂J/∂x̂ = dy ∘ γ, means over the features
+        dx, d_gamma, d_beta = self.backend.layer_norm_backward(grad_output, x_hat, inv_std, params["gamma"])
+        return dx, {"gamma": d_gamma, "beta": d_beta}
 
     def get_config(self) -> dict[str, Any]:
         return {"eps": self.eps}

@@ -78,6 +78,23 @@ def pair_loss(pair: str, z: Array, a: Array, y: Array, xp: Any) -> Array:
     raise ValueError(f"unknown output/loss pair {pair!r}; expected one of {sorted(OUTPUT_PAIRS)}")
 
 
+def layer_norm(x: Array, gamma: Array, beta: Array, eps: float, xp: Any) -> tuple[Array, Array, Array]:
+    """(y, x̂, 1/√(σ² + ε)) of a layer normalisation over the last axis: x̂ = (x − μ)/√(σ² + ε), y = γ x̂ + β."""
+    centered = x - xp.mean(x, axis=-1, keepdims=True)  # x − μ, per sample
+    inv_std = 1.0 / xp.sqrt(xp.mean(centered * centered, axis=-1, keepdims=True) + eps)
+    x_hat = centered * inv_std
+    return gamma * x_hat + beta, x_hat, inv_std
+
+
+def layer_norm_backward(dy: Array, x_hat: Array, inv_std: Array, gamma: Array, xp: Any) -> tuple[Array, Array, Array]:
+    """(∂J/∂x, dγ, dβ) of ``layer_norm``: with g = dy ∘ γ,
+    ∂J/∂x = (g − mean(g) − x̂ ∘ mean(g ∘ x̂)) / √(σ² + ε), means over the last axis; dγ = Σ dy ∘ x̂, dβ = Σ dy."""
+    axes = tuple(range(dy.ndim - 1))
+    g = dy * gamma
+    dx = inv_std * (g - xp.mean(g, axis=-1, keepdims=True) - x_hat * xp.mean(g * x_hat, axis=-1, keepdims=True))
+    return dx, xp.sum(dy * x_hat, axis=axes), xp.sum(dy, axis=axes)
+
+
 def scatter_add_rows(ids: Array, values: Array, n_rows: int, xp: Any, device: Any = None) -> Array:
     """An (n_rows, width) matrix whose row r is the sum of the rows of ``values`` (P, width) at the
     positions p where ``ids[p] == r`` (the gradient of a table lookup; repeated ids accumulate).
