@@ -14,8 +14,8 @@ from typing import Any
 
 import array_api_compat.cupy as xp_cupy
 import cupy
-import cupyx
 import cupy.lib.stride_tricks  # noqa: F401 - StridedWindows reaches it as cupy.lib.stride_tricks
+import cupyx
 import numpy as np
 
 from toolkit.backend import Backend

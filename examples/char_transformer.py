@@ -90,7 +90,8 @@ def generate(model: Sequential, prompt: np.ndarray, count: int, temperature: flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=1500, help="training steps (default: %(default)s)")
-    parser.add_argument("--evaluations", type=int, default=10, help="validation passes in the run (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=10,
+                        help="epochs, each steps/epochs steps and a validation pass (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the batches (default: %(default)s)")
     parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default: %(default)s)")
     parser.add_argument("--prompt", default="The ", help="start of the generated sample (default: %(default)r)")
@@ -104,10 +105,10 @@ def main() -> None:
     x_val, y_val = validation_windows(val_ids)
     print(f"backend: {toolkit.get_backend().name}; {len(text):,} characters of pydoc_data.topics, "
           f"{len(alphabet)} distinct; {len(train_ids):,} for training, {len(val_ids):,} for validation")
-    steps_per_epoch = max(1, args.steps // args.evaluations)
+    steps_per_epoch = max(1, args.steps // args.epochs)
     started = time.perf_counter()
-    history = model.fit(random_batches(train_ids, steps_per_epoch * args.evaluations, args.seed),
-                        epochs=args.evaluations, steps_per_epoch=steps_per_epoch, validation_data=(x_val, y_val),
+    history = model.fit(random_batches(train_ids, steps_per_epoch * args.epochs, args.seed),
+                        epochs=args.epochs, steps_per_epoch=steps_per_epoch, validation_data=(x_val, y_val),
                         verbose=args.verbose)
     seconds = time.perf_counter() - started
     bits = history["val_loss"][-1] / math.log(2)  # the loss is in nats per character
@@ -116,7 +117,7 @@ def main() -> None:
     prompt = np.array([alphabet.index(char) for char in args.prompt], dtype=np.int64)
     sample = "".join(alphabet[i] for i in generate(model, prompt, 300, args.temperature, args.seed))
     print(f"validation: {bits:.3f} bits per character, accuracy {history['val_accuracy'][-1]:.3f}; "
-          f"{steps_per_epoch * args.evaluations} steps in {seconds:.1f}s; wrote {args.out / 'char_transformer_curves.png'}")
+          f"{steps_per_epoch * args.epochs} steps in {seconds:.1f}s; wrote {args.out / 'char_transformer_curves.png'}")
     print(f"sample (temperature {args.temperature}):\n{args.prompt}{sample}")
 
 

@@ -23,6 +23,7 @@ pytest.importorskip("sklearn", reason="the examples need scikit-learn: pip insta
     ("deeper_mlp.py --seeds 1", "BatchNorm + Dropout + residual"),
     ("train_from_disk.py --memory-budget 100 --size-factor 0.1", "peak resident memory"),
     ("face_detection.py --folds 2", "small CNN"),
+    ("char_transformer.py --steps 3", "bits per character"),
 ])
 def test_example_smoke(script, expected, tmp_path):
     name, *extra = script.split()
@@ -32,7 +33,7 @@ def test_example_smoke(script, expected, tmp_path):
         # main job and the CNN, which cover the same code paths, to keep CI short.
         pytest.skip(f"the full example set runs in the numpy and numba sessions, not under {backend}")
     command = [sys.executable, str(EXAMPLES / name), "--epochs", "1", *extra]
-    if name in ("digits_mlp.py", "export_onnx.py", "mnist_cnn.py"):
+    if name in ("digits_mlp.py", "export_onnx.py", "mnist_cnn.py", "char_transformer.py"):
         command += ["--out", str(tmp_path)]
     if name == "export_onnx.py":
         pytest.importorskip("ndonnx")

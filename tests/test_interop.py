@@ -47,7 +47,9 @@ def test_torch_module_of_another_shape_is_refused(numpy_backend):
     torch = pytest.importorskip("torch")
     model = Sequential([Dense(4, input_dim=3), Dense(2)])
     before = model.get_weights()
-    with pytest.raises(ShapeError, match=r"layer 1, Dense\(2, activation='identity'\), does not match the torch Linear\(.*\): the layer is 4→2"):
+    with pytest.raises(ShapeError,
+                       match=r"layer 1, Dense\(2, activation='identity'\), does not match the torch Linear\(.*\): "
+                             r"the layer is 4→2"):
         toolkit.load_torch_weights(model, torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 5)))
     with pytest.raises(ShapeError, match=r"2 layers with weights \(Dense, Dense\) but the torch module has 1 \(Linear\)"):
         toolkit.load_torch_weights(model, torch.nn.Sequential(torch.nn.Linear(3, 4)))

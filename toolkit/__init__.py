@@ -18,6 +18,8 @@ from .layers import (
                      Dropout,
                      Embedding,
                      Flatten,
+                     GRU,
+                     LSTM,
                      GlobalAveragePooling2D,
                      Layer,
                      LayerNorm,
@@ -36,7 +38,7 @@ from .training import History
 
 __all__ = [
     "AvgPool2D", "BatchNorm", "Conv2D", "Dropout", "Flatten", "GlobalAveragePooling2D", "LayerNorm", "MaxPool2D",
-    "Reshape", "Residual", "Embedding", "MultiHeadAttention", "PositionEmbedding", "SparseCategoricalCrossEntropy",
+    "Reshape", "Residual", "Embedding", "MultiHeadAttention", "PositionEmbedding", "SparseCategoricalCrossEntropy", "LSTM", "GRU",
     "Activation", "Adam", "AdamW", "BackendError", "BinaryCrossEntropy", "CategoricalCrossEntropy",
     "CheckpointError", "Dense", "History", "InputError", "Layer", "Loss", "MeanSquaredError", "Optimizer",
     "RMSProp", "SGD", "Sequential", "ShapeError", "ToolkitError", "TrainingDiverged", "available_backends",

@@ -21,7 +21,7 @@ from contextlib import AbstractContextManager, nullcontext
 from types import MethodType
 from typing import Any, Protocol
 
-from .ops import attention, conv, optim, random, reference
+from .ops import attention, conv, optim, random, recurrent, reference
 from .ops.activations import ActivationFunction
 
 Array = Any
@@ -53,8 +53,10 @@ class Backend:
     # kernel: fit then reads its NaN guard once per block of steps (``toolkit.training``).
     reads_are_cheap = True
     HOT_OPS = ("matmul", "bias_activation", "activation_backward", "output_delta", "sum_rows", "im2col", "col2im",
-               "max_pool", "max_pool_backward", "dropout_mask", "scatter_add_rows",
-               "attention_weights", "attention_weights_backward", "layer_norm", "layer_norm_backward", "compile_pass", "compile_step", "compile_forward")
+               "max_pool", "max_pool_backward", "dropout_mask", "scatter_add_rows", "attention_weights",
+               "attention_weights_backward", "layer_norm", "layer_norm_backward", "lstm_cell",
+               "lstm_cell_backward", "gru_cell", "gru_cell_backward", "compile_pass", "compile_step",
+               "compile_forward")
 
     def __init__(self, xp: Any, device: Any = None, fused: bool = True) -> None:
         self.xp = xp
@@ -183,6 +185,22 @@ class Backend:
     def layer_norm_backward(self, dy: Array, x_hat: Array, inv_std: Array, gamma: Array) -> tuple[Array, Array, Array]:
         """(∂J/∂x, dγ, dβ) of ``layer_norm`` (``reference.layer_norm_backward``)."""
         return reference.layer_norm_backward(dy, x_hat, inv_std, gamma, self.xp)
+
+    def lstm_cell(self, a: Array, c: Array) -> tuple[Array, Array, Any]:
+        """(h', c', saved gates) of one LSTM step from its pre-activation ``a`` (``toolkit.ops.recurrent``)."""
+        return recurrent.lstm_cell(a, c, self.xp)
+
+    def lstm_cell_backward(self, dh: Array, dc_next: Array, c: Array, gates: Any) -> tuple[Array, Array]:
+        """(∂J/∂a, ∂J/∂c of the previous step) of one LSTM step."""
+        return recurrent.lstm_cell_backward(dh, dc_next, c, gates, self.xp)
+
+    def gru_cell(self, x_part: Array, u: Array, b_hn: Array, h: Array) -> tuple[Array, Any]:
+        """(h', saved) of one GRU step from x W + b, h U and b_hn (``toolkit.ops.recurrent``)."""
+        return recurrent.gru_cell(x_part, u, b_hn, h, self.xp)
+
+    def gru_cell_backward(self, dh: Array, h: Array, saved: Any) -> tuple[Array, Array, Array]:
+        """(∂J/∂(x W + b), ∂J/∂(h U) with its n part ∘ r, ∂J/∂h through z) of one GRU step."""
+        return recurrent.gru_cell_backward(dh, h, saved, self.xp)
 
     def attention_weights(self, scores: Array, causal: bool, length: int) -> Array:
         """P = softmax of each row of ``scores`` (…, T, T), T = ``length`` (given: an exported graph's

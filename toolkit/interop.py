@@ -43,7 +43,8 @@ def _every_layer(layers: list[Layer]) -> list[Layer]:
 def _weighted_modules(module: Any) -> list[Any]:
     """The torch modules with weights, in registration order; a module with weights of a kind not
     mapped (BatchNorm1d, LSTM, …) is refused by name rather than skipped (its weights would be lost)."""
-    found, inside = [], set()
+    found: list[Any] = []
+    inside: set[int] = set()
     for child in module.modules():
         if id(child) in inside:
             continue  # part of a mapped module (MultiheadAttention's out_proj)
@@ -72,7 +73,7 @@ def _pairs(model: Network, module: Any) -> list[tuple[Layer, Any]]:
     ours = [layer for layer in _every_layer(model.layers) if isinstance(layer, _MAPPED)]
     theirs = _weighted_modules(module)
     if len(ours) != len(theirs):
-        raise ShapeError(f"the model has {len(ours)} layers with weights ({', '.join(type(l).__name__ for l in ours)}) "
+        raise ShapeError(f"the model has {len(ours)} layers with weights ({', '.join(type(layer).__name__ for layer in ours)}) "
                          f"but the torch module has {len(theirs)} ({', '.join(type(m).__name__ for m in theirs)})")
     for layer, torch_layer in zip(ours, theirs, strict=True):
         if not isinstance(layer, _TORCH_KINDS[type(torch_layer).__name__]):
@@ -119,10 +120,10 @@ def _check_layer_norm(layer: LayerNorm, torch_layer: Any) -> list[str]:
 def _check_attention(layer: MultiHeadAttention, torch_layer: Any) -> list[str]:
     d = layer.input_shape[-1]
     differences = []
-    if (torch_layer.embed_dim, torch_layer.num_heads, torch_layer.head_dim) != (d, layer.num_heads, layer.key_dim):
-        differences.append(f"(embed_dim, num_heads, head_dim) = {(torch_layer.embed_dim, torch_layer.num_heads, torch_layer.head_dim)}"
-                           f" vs {(d, layer.num_heads, layer.key_dim)} (torch's heads split embed_dim: key_dim × "
-                           "num_heads must equal the model width)")
+    theirs, ours = (torch_layer.embed_dim, torch_layer.num_heads, torch_layer.head_dim), (d, layer.num_heads, layer.key_dim)
+    if theirs != ours:
+        differences.append(f"(embed_dim, num_heads, head_dim) = {theirs} vs {ours} (torch's heads split embed_dim: "
+                           "key_dim × num_heads must equal the model width)")
     if not torch_layer._qkv_same_embed_dim:
         differences.append("kdim/vdim differ from embed_dim: the toolkit's attention projects one input")
     if torch_layer.in_proj_bias is None:

@@ -16,14 +16,15 @@ from .dropout import Dropout
 from .embedding import Embedding, PositionEmbedding
 from .normalization import BatchNorm, LayerNorm
 from .pooling import AvgPool2D, GlobalAveragePooling2D, MaxPool2D
+from .recurrent import GRU, LSTM
 from .reshape import Flatten, Reshape
 from .residual import Residual
 
 for _cls in (Dense, Activation, Conv2D, MaxPool2D, AvgPool2D, GlobalAveragePooling2D, Flatten, Reshape, Dropout,
-             BatchNorm, LayerNorm, Residual, Embedding, PositionEmbedding, MultiHeadAttention):
+             BatchNorm, LayerNorm, Residual, Embedding, PositionEmbedding, MultiHeadAttention, LSTM, GRU):
     register_layer(_cls)
 
 
 __all__ = ["LAYERS", "Activation", "AvgPool2D", "BatchNorm", "Conv2D", "Dense", "Dropout", "Embedding", "Flatten",
-           "GlobalAveragePooling2D", "Layer", "LayerNorm", "MaxPool2D", "MultiHeadAttention", "PositionEmbedding", "Reshape", "Residual", "Scratch",
-           "from_config", "register_layer"]
+           "GlobalAveragePooling2D", "GRU", "LSTM", "Layer", "LayerNorm", "MaxPool2D", "MultiHeadAttention", "PositionEmbedding",
+           "Reshape", "Residual", "Scratch", "from_config", "register_layer"]
