@@ -10,6 +10,8 @@ import toolkit
 from tests.conftest import to_numpy
 from tests.helpers import TOLERANCE, relative_error
 from toolkit import (
+    GRU,
+    LSTM,
     Activation,
     BatchNorm,
     Conv2D,
@@ -216,8 +218,17 @@ def deep_sequence(dtype="float64", seed=3):
     return model
 
 
+def deep_recurrent(dtype="float64", seed=3):
+    """Stacked recurrent layers: an LSTM's whole sequence into a GRU, dropout between, LayerNorm after."""
+    model = Sequential([LSTM(5, return_sequences=True, input_shape=(4, 3)), Dropout(0.2), GRU(4), LayerNorm(),
+                        Dense(3, activation="softmax")], dtype=dtype, seed=seed)
+    model.compile(loss="categorical_crossentropy", optimizer=toolkit.Adam(lr=0.01))
+    return model
+
+
 VOCAB = 7
-DEEP = {"mlp": (deep_mlp, (12, 5), 3), "cnn": (deep_cnn, (7, 6, 6, 2), 2), "seq": (deep_sequence, (6, 5), VOCAB)}
+DEEP = {"mlp": (deep_mlp, (12, 5), 3), "cnn": (deep_cnn, (7, 6, 6, 2), 2), "seq": (deep_sequence, (6, 5), VOCAB),
+        "rnn": (deep_recurrent, (7, 4, 3), 3)}
 
 
 def _problem(kind, rng):

@@ -186,17 +186,17 @@ class Backend:
         """(∂J/∂x, dγ, dβ) of ``layer_norm`` (``reference.layer_norm_backward``)."""
         return reference.layer_norm_backward(dy, x_hat, inv_std, gamma, self.xp)
 
-    def lstm_cell(self, a: Array, c: Array) -> tuple[Array, Array, Any]:
+    def lstm_cell(self, a: Array, c: Array, units: int) -> tuple[Array, Array, Any]:
         """(h', c', saved gates) of one LSTM step from its pre-activation ``a`` (``toolkit.ops.recurrent``)."""
-        return recurrent.lstm_cell(a, c, self.xp)
+        return recurrent.lstm_cell(a, c, units, self.xp)
 
     def lstm_cell_backward(self, dh: Array, dc_next: Array, c: Array, gates: Any) -> tuple[Array, Array]:
         """(∂J/∂a, ∂J/∂c of the previous step) of one LSTM step."""
         return recurrent.lstm_cell_backward(dh, dc_next, c, gates, self.xp)
 
-    def gru_cell(self, x_part: Array, u: Array, b_hn: Array, h: Array) -> tuple[Array, Any]:
+    def gru_cell(self, x_part: Array, u: Array, b_hn: Array, h: Array, units: int) -> tuple[Array, Any]:
         """(h', saved) of one GRU step from x W + b, h U and b_hn (``toolkit.ops.recurrent``)."""
-        return recurrent.gru_cell(x_part, u, b_hn, h, self.xp)
+        return recurrent.gru_cell(x_part, u, b_hn, h, units, self.xp)
 
     def gru_cell_backward(self, dh: Array, h: Array, saved: Any) -> tuple[Array, Array, Array]:
         """(∂J/∂(x W + b), ∂J/∂(h U) with its n part ∘ r, ∂J/∂h through z) of one GRU step."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import registry
 from .errors import ShapeError
-from .layers import Conv2D, Dense, Embedding, Flatten, Layer, LayerNorm, MultiHeadAttention, PositionEmbedding
+from .layers import GRU, LSTM, Conv2D, Dense, Embedding, Flatten, Layer, LayerNorm, MultiHeadAttention, PositionEmbedding
 
 if TYPE_CHECKING:
     from .network import Network
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 # torch module kind → the toolkit layers it can face (a torch Embedding is a token or a position table)
 _TORCH_KINDS: dict[str, tuple[type[Layer], ...]] = {
     "Linear": (Dense,), "Conv2d": (Conv2D,), "Embedding": (Embedding, PositionEmbedding),
-    "MultiheadAttention": (MultiHeadAttention,), "LayerNorm": (LayerNorm,),
+    "MultiheadAttention": (MultiHeadAttention,), "LayerNorm": (LayerNorm,), "LSTM": (LSTM,), "GRU": (GRU,),
 }
 _MAPPED = tuple(cls for classes in _TORCH_KINDS.values() for cls in classes)
 
@@ -133,10 +133,28 @@ def _check_attention(layer: MultiHeadAttention, torch_layer: Any) -> list[str]:
     return differences
 
 
+def _check_recurrent(layer: LSTM | GRU, torch_layer: Any) -> list[str]:
+    """One layer, one direction, no projection, biases, the same sizes: what the toolkit's layer computes."""
+    differences = []
+    if (torch_layer.input_size, torch_layer.hidden_size) != (layer.input_shape[1], layer.units):
+        differences.append(f"(input_size, hidden_size) = {(torch_layer.input_size, torch_layer.hidden_size)} vs "
+                           f"{(layer.input_shape[1], layer.units)}")
+    if torch_layer.num_layers != 1:
+        differences.append(f"num_layers={torch_layer.num_layers}: stack one toolkit layer per torch layer "
+                           "(return_sequences=True on all but the last) and load them from single-layer modules")
+    if torch_layer.bidirectional:
+        differences.append("bidirectional=True: the toolkit's recurrent layers run forward in time only")
+    if getattr(torch_layer, "proj_size", 0):
+        differences.append(f"proj_size={torch_layer.proj_size}: the toolkit's LSTM has no projection")
+    if not torch_layer.bias:
+        differences.append("bias=False: the toolkit's recurrent layers have biases")
+    return differences
+
+
 _CHECKS: dict[type[Layer], Callable[[Any, Any], list[str]]] = {
     Dense: _check_dense, Conv2D: lambda layer, torch_layer: _check_convolution(layer, torch_layer),
     Embedding: _check_table, PositionEmbedding: _check_table, LayerNorm: _check_layer_norm,
-    MultiHeadAttention: _check_attention,
+    MultiHeadAttention: _check_attention, LSTM: _check_recurrent, GRU: _check_recurrent,
 }
 
 
@@ -216,6 +234,16 @@ def _from_torch(model: Network, layer: Layer, torch_layer: Any) -> dict[str, Any
         b_q, b_v = _host(torch_layer.in_proj_bias)[:d], _host(torch_layer.in_proj_bias)[2 * d :]
         return {"Wq": w_q.T, "bq": b_q, "Wk": w_k.T, "Wv": w_v.T, "bv": b_v,
                 "Wo": _host(torch_layer.out_proj.weight).T, "bo": _host(torch_layer.out_proj.bias)}
+    if isinstance(layer, (LSTM, GRU)):
+        # b = b_ih + b_hh (they always add), except the GRU's n block of b_hh, which is b_hn
+        b_ih, b_hh = _host(torch_layer.bias_ih_l0), _host(torch_layer.bias_hh_l0)
+        values = {"W": _host(torch_layer.weight_ih_l0).T, "U": _host(torch_layer.weight_hh_l0).T}
+        if isinstance(layer, LSTM):
+            return {**values, "b": b_ih + b_hh}
+        n = 2 * layer.units
+        merged = b_ih.copy()
+        merged[:n] += b_hh[:n]
+        return {**values, "b": merged, "b_hn": b_hh[n:]}
     w = _host(torch_layer.weight)
     if isinstance(layer, Conv2D):
         w = w.transpose(2, 3, 1, 0)  # (F, C, kh, kw) → (kh, kw, C, F)
@@ -245,6 +273,11 @@ def _to_torch(model: Network, layer: Layer, values: dict[str, Any]) -> list[tupl
                 ("in_proj_bias", k, 0.0 * values["bq"]),  # no key bias here: zero there computes the same
                 ("in_proj_bias", v, values["bv"]), ("out_proj.weight", every, values["Wo"].T),
                 ("out_proj.bias", every, values["bo"])]
+    if isinstance(layer, (LSTM, GRU)):
+        n = 2 * layer.units if isinstance(layer, GRU) else len(values["b"])
+        return [("weight_ih_l0", every, values["W"].T), ("weight_hh_l0", every, values["U"].T),
+                ("bias_ih_l0", every, values["b"]), ("bias_hh_l0", slice(0, n), 0.0 * values["b"][:n]),
+                *([("bias_hh_l0", slice(n, None), values["b_hn"])] if isinstance(layer, GRU) else [])]
     w = values["W"]
     if isinstance(layer, Conv2D):
         w = w.transpose(3, 2, 0, 1)  # (kh, kw, C, F) → (F, C, kh, kw)

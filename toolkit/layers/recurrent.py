@@ -116,7 +116,7 @@ class LSTM(_Recurrent):
         states, tape = [], []
         for t in range(x.shape[1]):
             a = inputs[:, t, :] + h @ params["U"]  # a_t = X_t + h_{t−1} U
-            h_new, c_new, gates = backend.lstm_cell(a, c)
+            h_new, c_new, gates = backend.lstm_cell(a, c, self.units)
             tape.append((h, c, gates))
             h, c = h_new, c_new
             states.append(h)
@@ -167,7 +167,7 @@ class GRU(_Recurrent):
         h = xp.zeros_like(inputs[:, 0, : self.units])  # h₀ = 0
         states, tape = [], []
         for t in range(x.shape[1]):
-            h_new, cell = backend.gru_cell(inputs[:, t, :], h @ params["U"], params["b_hn"], h)
+            h_new, cell = backend.gru_cell(inputs[:, t, :], h @ params["U"], params["b_hn"], h, self.units)
             tape.append((h, cell))
             h = h_new
             states.append(h)

@@ -25,9 +25,9 @@ from .activations import sigmoid
 Array = Any
 
 
-def lstm_cell(a: Array, c: Array, xp: Any) -> tuple[Array, Array, Array]:
-    """(h', c', gates) of one step; ``gates`` = (i, f, g, o, tanh c') for the backward step."""
-    units = c.shape[-1]
+def lstm_cell(a: Array, c: Array, units: int, xp: Any) -> tuple[Array, Array, Array]:
+    """(h', c', gates) of one step (H = ``units``, given: an exported graph's shapes are symbolic);
+    ``gates`` = (i, f, g, o, tanh c') for the backward step."""
     i, f, o = (sigmoid(a[:, k * units : (k + 1) * units], xp) for k in (0, 1, 3))
     g = xp.tanh(a[:, 2 * units : 3 * units])
     c_new = f * c + i * g
@@ -44,9 +44,8 @@ def lstm_cell_backward(dh: Array, dc_next: Array, c: Array, gates: Any, xp: Any)
     return da, dc * f
 
 
-def gru_cell(x_part: Array, u: Array, b_hn: Array, h: Array, xp: Any) -> tuple[Array, Any]:
-    """(h', saved) of one step; ``x_part`` = x W + b (N, 3H), ``u`` = h U (N, 3H)."""
-    units = h.shape[-1]
+def gru_cell(x_part: Array, u: Array, b_hn: Array, h: Array, units: int, xp: Any) -> tuple[Array, Any]:
+    """(h', saved) of one step; ``x_part`` = x W + b (N, 3H), ``u`` = h U (N, 3H), H = ``units``."""
     r = sigmoid(x_part[:, :units] + u[:, :units], xp)
     z = sigmoid(x_part[:, units : 2 * units] + u[:, units : 2 * units], xp)
     hidden_n = u[:, 2 * units :] + b_hn  # u_n + b_hn
