@@ -331,6 +331,71 @@ def bias_add(z, b):
 
 
 @jit
+def lstm_cell(a, c, h_out, c_out, saved):
+    """One LSTM step (``toolkit.ops.recurrent.lstm_cell``): saved = [i, f, g, o, tanh c'] (N, 5H)."""
+    rows, units = c.shape
+    for r in range(rows):
+        for j in range(units):
+            i = _sigmoid(a[r, j])
+            f = _sigmoid(a[r, units + j])
+            g = tanh(a[r, 2 * units + j])
+            o = _sigmoid(a[r, 3 * units + j])
+            cell = f * c[r, j] + i * g
+            tanh_cell = tanh(cell)
+            c_out[r, j] = cell
+            h_out[r, j] = o * tanh_cell
+            saved[r, j], saved[r, units + j], saved[r, 2 * units + j] = i, f, g
+            saved[r, 3 * units + j], saved[r, 4 * units + j] = o, tanh_cell
+
+
+@jit
+def lstm_cell_backward(dh, dc_next, c, saved, da, dc_prev):
+    """δ = ∂J/∂a (N, 4H) and ∂J/∂c of the previous step, from dh' and dc' (``lstm_cell_backward``)."""
+    rows, units = c.shape
+    for r in range(rows):
+        for j in range(units):
+            i, f, g = saved[r, j], saved[r, units + j], saved[r, 2 * units + j]
+            o, tanh_cell = saved[r, 3 * units + j], saved[r, 4 * units + j]
+            dc = dh[r, j] * o * (1 - tanh_cell * tanh_cell) + dc_next[r, j]
+            da[r, j] = dc * g * i * (1 - i)
+            da[r, units + j] = dc * c[r, j] * f * (1 - f)
+            da[r, 2 * units + j] = dc * i * (1 - g * g)
+            da[r, 3 * units + j] = dh[r, j] * tanh_cell * o * (1 - o)
+            dc_prev[r, j] = dc * f
+
+
+@jit
+def gru_cell(x_part, u, b_hn, h, h_out, saved):
+    """One GRU step (``toolkit.ops.recurrent.gru_cell``): saved = [r, z, n, h U_n + b_hn] (N, 4H)."""
+    rows, units = h.shape
+    for row in range(rows):
+        for j in range(units):
+            r = _sigmoid(x_part[row, j] + u[row, j])
+            z = _sigmoid(x_part[row, units + j] + u[row, units + j])
+            hidden_n = u[row, 2 * units + j] + b_hn[j]
+            n = tanh(x_part[row, 2 * units + j] + r * hidden_n)
+            h_out[row, j] = (1 - z) * n + z * h[row, j]
+            saved[row, j], saved[row, units + j], saved[row, 2 * units + j] = r, z, n
+            saved[row, 3 * units + j] = hidden_n
+
+
+@jit
+def gru_cell_backward(dh, h, saved, d_input, d_recurrent, dh_direct):
+    """d(x W + b), d(h U) with its n part ∘ r, and ∂J/∂h through z, of one GRU step."""
+    rows, units = h.shape
+    for row in range(rows):
+        for j in range(units):
+            r, z, n = saved[row, j], saved[row, units + j], saved[row, 2 * units + j]
+            hidden_n = saved[row, 3 * units + j]
+            dn = dh[row, j] * (1 - z) * (1 - n * n)
+            dz = dh[row, j] * (h[row, j] - n) * z * (1 - z)
+            dr = dn * hidden_n * r * (1 - r)
+            d_input[row, j], d_input[row, units + j], d_input[row, 2 * units + j] = dr, dz, dn
+            d_recurrent[row, j], d_recurrent[row, units + j], d_recurrent[row, 2 * units + j] = dr, dz, dn * r
+            dh_direct[row, j] = dh[row, j] * z
+
+
+@jit
 def layer_norm(x, gamma, beta, eps, y, x_hat, inv_std):
     """Per row of x (R, C): x̂ = (x − μ)/√(σ² + ε), y = γ x̂ + β; inv_std (R,) = 1/√(σ² + ε)."""
     rows, width = x.shape
