@@ -231,7 +231,7 @@ def _per_pixel_dense():
     (lambda: Conv2D(2, 3, strides=0), InputError, r"strides must be an integer ≥ 1; got 0"),
     (lambda: _per_pixel_dense().fit(np.ones((2, 6, 6, 1)), [0, 1], verbose=0), ShapeError,
      r"2 labels for 32 predictions .* add Flatten or GlobalAveragePooling2D before the last Dense layer"),
-    (lambda: Conv2D(2, 3, padding="full"), InputError, r"padding must be 'valid', 'same' or an int"),
+    (lambda: Conv2D(2, 3, padding="full"), InputError, r"padding must be 'valid', 'same', an int ≥ 0 or a pair"),
 ], ids=["wrong-rank", "wrong-channels", "kernel-too-large", "zero-stride", "dense-without-flatten", "bad-padding"])
 def test_bad_image_inputs(backend, action, error, message):
     with pytest.raises(error, match=message):

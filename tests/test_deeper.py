@@ -14,6 +14,7 @@ from toolkit import (
     LSTM,
     Activation,
     BatchNorm,
+    Conv1D,
     Conv2D,
     Dense,
     Dropout,
@@ -21,6 +22,7 @@ from toolkit import (
     Flatten,
     InputError,
     LayerNorm,
+    MaxPool1D,
     MaxPool2D,
     MultiHeadAttention,
     PositionEmbedding,
@@ -219,8 +221,10 @@ def deep_sequence(dtype="float64", seed=3):
 
 
 def deep_recurrent(dtype="float64", seed=3):
-    """Stacked recurrent layers: an LSTM's whole sequence into a GRU, dropout between, LayerNorm after."""
-    model = Sequential([LSTM(5, return_sequences=True, input_shape=(4, 3)), Dropout(0.2), GRU(4), LayerNorm(),
+    """A 1-D convolution and pooling, then stacked recurrent layers (an LSTM's whole sequence into a GRU),
+    dropout between, LayerNorm after."""
+    model = Sequential([Conv1D(4, 3, padding="same", activation="tanh", input_shape=(6, 3)), MaxPool1D(2),
+                        LSTM(5, return_sequences=True), Dropout(0.2), GRU(4), LayerNorm(),
                         Dense(3, activation="softmax")], dtype=dtype, seed=seed)
     model.compile(loss="categorical_crossentropy", optimizer=toolkit.Adam(lr=0.01))
     return model
@@ -228,7 +232,7 @@ def deep_recurrent(dtype="float64", seed=3):
 
 VOCAB = 7
 DEEP = {"mlp": (deep_mlp, (12, 5), 3), "cnn": (deep_cnn, (7, 6, 6, 2), 2), "seq": (deep_sequence, (6, 5), VOCAB),
-        "rnn": (deep_recurrent, (7, 4, 3), 3)}
+        "rnn": (deep_recurrent, (7, 6, 3), 3)}
 
 
 def _problem(kind, rng):

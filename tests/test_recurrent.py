@@ -9,7 +9,7 @@ import pytest
 import toolkit
 from tests.conftest import selected_backends, to_numpy
 from tests.helpers import relative_error
-from toolkit import GRU, LSTM, Dense, InputError, Sequential, ShapeError
+from toolkit import GRU, LSTM, AvgPool1D, Conv1D, Dense, GlobalAveragePooling1D, InputError, MaxPool1D, Sequential, ShapeError
 
 
 def _torch_recurrent(torch, kind, **settings):
@@ -62,7 +62,7 @@ def test_last_state_and_stacked_layers_after_training_go_back_to_torch(backend, 
 def test_checkpoint_round_trip_and_resumed_training(backend, rng, tmp_path):
     from tests.test_deeper import deep_recurrent
 
-    x, y = rng.normal(size=(8, 4, 3)), rng.integers(0, 3, size=8)
+    x, y = rng.normal(size=(8, 6, 3)), rng.integers(0, 3, size=8)
     whole = deep_recurrent()
     whole.fit(x, y, epochs=2, batch_size=4, verbose=0, shuffle=False)
     first = deep_recurrent()
@@ -83,11 +83,11 @@ def test_onnx_export_unrolls_the_steps(numpy_backend, rng, tmp_path):
     from tests.test_deeper import deep_recurrent
 
     model = deep_recurrent()
-    model.fit(rng.normal(size=(8, 4, 3)), rng.integers(0, 3, size=8), epochs=1, verbose=0)
+    model.fit(rng.normal(size=(8, 6, 3)), rng.integers(0, 3, size=8), epochs=1, verbose=0)
     model.export_onnx(str(tmp_path / "rnn.onnx"))
     session = onnxruntime.InferenceSession(str(tmp_path / "rnn.onnx"))
     for rows in (1, 5):
-        x = rng.normal(size=(rows, 4, 3))
+        x = rng.normal(size=(rows, 6, 3))
         np.testing.assert_allclose(session.run(None, {"input": x})[0], model.predict(x), rtol=1e-12, atol=1e-12)
 
 
@@ -134,3 +134,40 @@ def test_nan_in_a_sequence_is_refused_before_training(numpy_backend):
         model.fit(x, np.ones((3, 1)), verbose=0)
     for name, value in model.get_weights().items():
         np.testing.assert_array_equal(value, before[name])
+
+
+# -- Conv1D and 1-D pooling -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("padding", ["valid", "same", 2])
+def test_conv1d_equals_torch_both_ways(backend, rng, padding):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = torch.nn.Conv1d(3, 4, 3, stride=2 if padding != "same" else 1, padding=padding).double()
+    model = Sequential([Conv1D(4, 3, strides=2 if padding != "same" else 1, padding=padding, input_shape=(9, 3))],
+                       dtype="float64")
+    toolkit.load_torch_weights(model, net)
+    x = rng.normal(size=(2, 9, 3))  # channels last here, (N, C, T) in torch
+    expected = net(torch.tensor(x.transpose(0, 2, 1))).detach().numpy().transpose(0, 2, 1)
+    np.testing.assert_allclose(to_numpy(backend, model.predict(x)), expected, rtol=1e-12, atol=1e-12)
+    model.set_weights({name: 2.0 * value for name, value in model.get_weights().items()})
+    toolkit.store_torch_weights(model, net)
+    expected = net(torch.tensor(x.transpose(0, 2, 1))).detach().numpy().transpose(0, 2, 1)
+    np.testing.assert_allclose(to_numpy(backend, model.predict(x)), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_one_dimensional_pooling_values(backend):
+    x = np.array([[[1.0, -1.0], [3.0, 0.0], [2.0, 5.0], [0.0, 4.0], [7.0, 1.0]]])
+    assert to_numpy(backend, Sequential([MaxPool1D(2)], input_shape=(5, 2)).predict(x)).tolist() == [[[3.0, 0.0],
+                                                                                                       [2.0, 5.0]]]
+    np.testing.assert_allclose(to_numpy(backend, Sequential([AvgPool1D(3, strides=2)], input_shape=(5, 2)).predict(x)),
+                               [[[2.0, 4.0 / 3.0], [3.0, 10.0 / 3.0]]], rtol=1e-6)
+    np.testing.assert_allclose(to_numpy(backend, Sequential([GlobalAveragePooling1D()], input_shape=(5, 2)).predict(x)),
+                               x.mean(axis=1), rtol=1e-6)
+
+
+def test_conv1d_bad_settings():
+    with pytest.raises(InputError, match=r"only dilation=1 is supported"):
+        Conv1D(4, 3, dilation=2)
+    with pytest.raises(ShapeError, match=r"takes sequences \(N, T, channels\); got samples of shape \(8,\) — add a "
+                                         r"channel axis"):
+        Sequential([Conv1D(2, 3)], input_shape=(8,))

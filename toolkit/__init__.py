@@ -13,7 +13,11 @@ from .layers import (
                      Activation,
                      AvgPool2D,
                      BatchNorm,
+                     AvgPool1D,
+                     Conv1D,
                      Conv2D,
+                     GlobalAveragePooling1D,
+                     MaxPool1D,
                      Dense,
                      Dropout,
                      Embedding,
@@ -38,7 +42,8 @@ from .training import History
 
 __all__ = [
     "AvgPool2D", "BatchNorm", "Conv2D", "Dropout", "Flatten", "GlobalAveragePooling2D", "LayerNorm", "MaxPool2D",
-    "Reshape", "Residual", "Embedding", "MultiHeadAttention", "PositionEmbedding", "SparseCategoricalCrossEntropy", "LSTM", "GRU",
+    "Reshape", "Residual", "Embedding", "MultiHeadAttention", "PositionEmbedding", "SparseCategoricalCrossEntropy", "LSTM", "GRU", "Conv1D", "MaxPool1D", "AvgPool1D",
+    "GlobalAveragePooling1D",
     "Activation", "Adam", "AdamW", "BackendError", "BinaryCrossEntropy", "CategoricalCrossEntropy",
     "CheckpointError", "Dense", "History", "InputError", "Layer", "Loss", "MeanSquaredError", "Optimizer",
     "RMSProp", "SGD", "Sequential", "ShapeError", "ToolkitError", "TrainingDiverged", "available_backends",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import registry
 from .errors import ShapeError
-from .layers import GRU, LSTM, Conv2D, Dense, Embedding, Flatten, Layer, LayerNorm, MultiHeadAttention, PositionEmbedding
+from .layers import GRU, LSTM, Conv1D, Conv2D, Dense, Embedding, Flatten, Layer, LayerNorm, MultiHeadAttention, PositionEmbedding
 
 if TYPE_CHECKING:
     from .network import Network
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 _TORCH_KINDS: dict[str, tuple[type[Layer], ...]] = {
     "Linear": (Dense,), "Conv2d": (Conv2D,), "Embedding": (Embedding, PositionEmbedding),
     "MultiheadAttention": (MultiHeadAttention,), "LayerNorm": (LayerNorm,), "LSTM": (LSTM,), "GRU": (GRU,),
+    "Conv1d": (Conv1D,),
 }
 _MAPPED = tuple(cls for classes in _TORCH_KINDS.values() for cls in classes)
 
@@ -151,10 +152,30 @@ def _check_recurrent(layer: LSTM | GRU, torch_layer: Any) -> list[str]:
     return differences
 
 
+def _check_convolution_1d(layer: Conv1D, torch_layer: Any) -> list[str]:
+    """A torch ``Conv1d`` computes what the ``Conv1D`` does: weights, stride, padding, no dilation or groups."""
+    differences = []
+    expected = (layer.filters, layer.input_shape[1], layer.kernel_size)
+    if tuple(torch_layer.weight.shape) != expected:
+        differences.append(f"weight shape {tuple(torch_layer.weight.shape)} vs (F, C, k) = {expected}")
+    if torch_layer.bias is None:
+        differences.append("it has no bias; the toolkit's layers always have one (use bias=True)")
+    if tuple(torch_layer.stride) != (layer.strides,):
+        differences.append(f"stride {tuple(torch_layer.stride)} vs ({layer.strides},)")
+    theirs = torch_layer.padding if isinstance(torch_layer.padding, str) else torch_layer.padding[0]
+    ours = layer.padding if not (isinstance(layer.padding, str) and layer.padding == "valid") else 0
+    if theirs != ours and not (theirs == "valid" and ours == 0):
+        differences.append(f"padding {torch_layer.padding!r} vs the layer's padding={layer.padding!r}")
+    if tuple(torch_layer.dilation) != (1,) or torch_layer.groups != 1 or torch_layer.padding_mode != "zeros":
+        differences.append("dilation, groups and padding_mode must be 1, 1 and 'zeros'")
+    return differences
+
+
 _CHECKS: dict[type[Layer], Callable[[Any, Any], list[str]]] = {
     Dense: _check_dense, Conv2D: lambda layer, torch_layer: _check_convolution(layer, torch_layer),
     Embedding: _check_table, PositionEmbedding: _check_table, LayerNorm: _check_layer_norm,
     MultiHeadAttention: _check_attention, LSTM: _check_recurrent, GRU: _check_recurrent,
+    Conv1D: _check_convolution_1d,
 }
 
 
@@ -245,7 +266,9 @@ def _from_torch(model: Network, layer: Layer, torch_layer: Any) -> dict[str, Any
         merged[:n] += b_hh[:n]
         return {**values, "b": merged, "b_hn": b_hh[n:]}
     w = _host(torch_layer.weight)
-    if isinstance(layer, Conv2D):
+    if isinstance(layer, Conv1D):
+        w = w.transpose(2, 1, 0)  # (F, C, k) → (k, C, F)
+    elif isinstance(layer, Conv2D):
         w = w.transpose(2, 3, 1, 0)  # (F, C, kh, kw) → (kh, kw, C, F)
     else:
         images = _flattened_from(model, layer)
@@ -279,7 +302,9 @@ def _to_torch(model: Network, layer: Layer, values: dict[str, Any]) -> list[tupl
                 ("bias_ih_l0", every, values["b"]), ("bias_hh_l0", slice(0, n), 0.0 * values["b"][:n]),
                 *([("bias_hh_l0", slice(n, None), values["b_hn"])] if isinstance(layer, GRU) else [])]
     w = values["W"]
-    if isinstance(layer, Conv2D):
+    if isinstance(layer, Conv1D):
+        w = w.transpose(2, 1, 0)  # (k, C, F) → (F, C, k)
+    elif isinstance(layer, Conv2D):
         w = w.transpose(3, 2, 0, 1)  # (kh, kw, C, F) → (F, C, kh, kw)
     else:
         w = w.T

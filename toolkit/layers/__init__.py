@@ -11,6 +11,7 @@ from .activation import Activation
 from .attention import MultiHeadAttention
 from .base import LAYERS, Layer, Scratch, from_config, register_layer
 from .conv import Conv2D
+from .conv1d import AvgPool1D, Conv1D, GlobalAveragePooling1D, MaxPool1D
 from .dense import Dense
 from .dropout import Dropout
 from .embedding import Embedding, PositionEmbedding
@@ -21,10 +22,11 @@ from .reshape import Flatten, Reshape
 from .residual import Residual
 
 for _cls in (Dense, Activation, Conv2D, MaxPool2D, AvgPool2D, GlobalAveragePooling2D, Flatten, Reshape, Dropout,
-             BatchNorm, LayerNorm, Residual, Embedding, PositionEmbedding, MultiHeadAttention, LSTM, GRU):
+             BatchNorm, LayerNorm, Residual, Embedding, PositionEmbedding, MultiHeadAttention, LSTM, GRU, Conv1D,
+             MaxPool1D, AvgPool1D, GlobalAveragePooling1D):
     register_layer(_cls)
 
 
-__all__ = ["LAYERS", "Activation", "AvgPool2D", "BatchNorm", "Conv2D", "Dense", "Dropout", "Embedding", "Flatten",
+__all__ = ["LAYERS", "Activation", "AvgPool1D", "AvgPool2D", "Conv1D", "GlobalAveragePooling1D", "MaxPool1D", "BatchNorm", "Conv2D", "Dense", "Dropout", "Embedding", "Flatten",
            "GlobalAveragePooling2D", "GRU", "LSTM", "Layer", "LayerNorm", "MaxPool2D", "MultiHeadAttention", "PositionEmbedding",
            "Reshape", "Residual", "Scratch", "from_config", "register_layer"]

@@ -52,7 +52,7 @@ class Conv2D(Layer):
         kernel_size: an int or a pair ``(kh, kw)``.
         strides: an int or a pair (≥ 1).
         padding: ``"valid"`` (none), ``"same"`` (Keras: ⌈H / stride⌉ outputs, also with strides > 1),
-            or an int p (p zeros on every side, as PyTorch's ``padding=p``).
+            an int p (p zeros on every side, as PyTorch's ``padding=p``), or a pair (ph, pw).
         activation: any activation name, or None.
         kernel_initializer: as for ``Dense`` (fan-in kh·kw·C, fan-out kh·kw·F).
         input_shape: ``(H, W, C)`` of the first layer.
@@ -72,9 +72,12 @@ class Conv2D(Layer):
         self.filters = check_int("filters", filters, 1)
         self.kernel_size = pair("kernel_size", kernel_size)
         self.strides = pair("strides", strides)
-        if not (padding in ("valid", "same") or (isinstance(padding, int) and not isinstance(padding, bool)
-                                                   and padding >= 0)):
-            raise InputError(f"padding must be 'valid', 'same' or an int ≥ 0; got {padding!r}")
+        if isinstance(padding, list):
+            padding = tuple(padding)
+        whole = lambda p: isinstance(p, int) and not isinstance(p, bool) and p >= 0  # noqa: E731
+        if not (padding in ("valid", "same") or whole(padding)
+                or (isinstance(padding, tuple) and len(padding) == 2 and all(whole(p) for p in padding))):
+            raise InputError(f"padding must be 'valid', 'same', an int ≥ 0 or a pair of them; got {padding!r}")
         self.padding = padding
         self.activation = get_activation(activation)
         self.kernel_initializer = kernel_initializer or default_for(self.activation.name)
@@ -91,9 +94,10 @@ class Conv2D(Layer):
         (kh, kw), (sh, sw) = self.kernel_size, self.strides
         if self.padding == "same":
             self.pads = (conv.same_padding(h, kh, sh), conv.same_padding(w, kw, sw))
-        else:
-            p = 0 if isinstance(self.padding, str) else self.padding  # "valid", or an int on every side
-            self.pads = ((p, p), (p, p))
+        else:  # "valid", an int on every side, or (rows, columns) as PyTorch's padding=(ph, pw)
+            ph, pw = (0, 0) if self.padding == "valid" else (self.padding if isinstance(self.padding, tuple)
+                                                              else (self.padding, self.padding))
+            self.pads = ((ph, ph), (pw, pw))
         hp, wp = h + sum(self.pads[0]), w + sum(self.pads[1])
         if kh > hp or kw > wp:
             raise ShapeError(f"{self.describe()}: the {kh}×{kw} kernel is larger than the padded {hp}×{wp} input")
@@ -154,6 +158,6 @@ class Conv2D(Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {"filters": self.filters, "kernel_size": list(self.kernel_size), "strides": list(self.strides),
-                "padding": self.padding, "activation": self.activation.name,
+                "padding": list(self.padding) if isinstance(self.padding, tuple) else self.padding, "activation": self.activation.name,
                 "kernel_initializer": self.kernel_initializer if isinstance(self.kernel_initializer, str) else None,
                 "input_shape": None if self.declared_input_shape is None else list(self.declared_input_shape)}
