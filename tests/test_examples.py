@@ -26,6 +26,7 @@ pytest.importorskip("sklearn", reason="the examples need scikit-learn: pip insta
     ("char_transformer.py --steps 3", "bits per character"),
     ("sequential_mnist.py --units 16", "test accuracy:"),
     ("sequential_mnist.py --units 16 --cell gru", "test accuracy:"),
+    ("sunspots_forecast.py", "LSTM(32) RMSE"),
 ])
 def test_example_smoke(script, expected, tmp_path):
     name, *extra = script.split()
@@ -35,7 +36,8 @@ def test_example_smoke(script, expected, tmp_path):
         # main job and the CNN, which cover the same code paths, to keep CI short.
         pytest.skip(f"the full example set runs in the numpy and numba sessions, not under {backend}")
     command = [sys.executable, str(EXAMPLES / name), "--epochs", "1", *extra]
-    if name in ("digits_mlp.py", "export_onnx.py", "mnist_cnn.py", "char_transformer.py", "sequential_mnist.py"):
+    if name in ("digits_mlp.py", "export_onnx.py", "mnist_cnn.py", "char_transformer.py", "sequential_mnist.py",
+                "sunspots_forecast.py"):
         command += ["--out", str(tmp_path)]
     if name == "export_onnx.py":
         pytest.importorskip("ndonnx")
@@ -43,6 +45,8 @@ def test_example_smoke(script, expected, tmp_path):
         pytest.importorskip("mlxtend")
     if name == "face_detection.py":
         pytest.importorskip("skimage")
+    if name == "sunspots_forecast.py":
+        pytest.importorskip("statsmodels")
     elif "--manual" not in extra:
         command += ["--verbose", "0"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=240, env=dict(os.environ))

@@ -9,8 +9,9 @@ Convention (PyTorch's gate order and formulas, so ``nn.LSTM``/``nn.GRU`` weights
     output:                          h_T, or every h_t with ``return_sequences=True`` (N, T, H)
 
 Backward walks the steps in reverse: ∂J/∂h_t is the output's gradient at t plus the gradient from
-step t + 1 (δ_{t+1} Uᵀ); the cell gives the step's δ_t = ∂J/∂a_t; dU = Σ_t h_{t−1}ᵀ δ_t, and the input
-part's gradients come after the loop as one product each: dW = xᵀ δ, db = Σ δ, ∂J/∂x = δ Wᵀ.
+step t + 1 (δ_{t+1} Uᵀ); the cell gives the step's δ_t = ∂J/∂a_t. What does not feed the next step
+comes after the loop, one product each over all steps at once: dU = Σ_t h_{t−1}ᵀ δ_t = Hᵀ Δ (the
+states and δs stacked), dW = xᵀ Δ, db = Σ Δ, ∂J/∂x = Δ Wᵀ.
 
 W: (features, G·H), U: (H, G·H), G = 4 (LSTM: i, f, g, o) or 3 (GRU: r, z, n); b: (G·H,) is PyTorch's
 b_ih + b_hh (the two always add, so one vector carries both; loading adds them, storing writes b
@@ -79,6 +80,12 @@ class _Recurrent(Layer):
             return grad_output[:, t, :]
         return grad_output if t == length - 1 else None
 
+    def _recurrent_gradient(self, tape: list[Any], deltas: list[Array]) -> Array:
+        """dU = Σ_t h_{t−1}ᵀ δ_t as one product of the stacked states (N·T, H) and δs (N·T, G·H)."""
+        xp = self.backend.xp
+        states = xp.reshape(xp.stack([step[0] for step in tape], axis=1), (-1, self.units))
+        return xp.matrix_transpose(states) @ xp.reshape(xp.stack(deltas, axis=1), (-1, self.gates * self.units))
+
     def _input_gradients(self, params: Params, x: Array, deltas: list[Array]) -> tuple[Array | None, Params]:
         """After the loop: dW = xᵀ δ, db = Σ δ, ∂J/∂x = δ Wᵀ over all steps' δ (N, T, G·H) at once."""
         xp = self.backend.xp
@@ -128,20 +135,18 @@ class LSTM(_Recurrent):
         x, tape = saved
         length = len(tape)
         deltas: list[Array] = [None] * length  # type: ignore[list-item]
-        d_u = dh_next = dc_next = None
+        dh_next = dc_next = None
         for t in range(length - 1, -1, -1):
-            h_prev, c_prev, gates = tape[t]
+            _, c_prev, gates = tape[t]
             from_output = self._output_gradient(grad_output, t, length)
             dh = from_output if dh_next is None else (dh_next if from_output is None else dh_next + from_output)
             if dc_next is None:
                 dc_next = xp.zeros_like(dh)
             deltas[t], dc_next = backend.lstm_cell_backward(dh, dc_next, c_prev, gates)  # δ_t = ∂J/∂a_t
-            if t:  # h₀ = 0: step 0 adds nothing to dU and passes nothing back
-                product = xp.matrix_transpose(h_prev) @ deltas[t]  # dU += h_{t−1}ᵀ δ_t
-                d_u = product if d_u is None else d_u + product
+            if t:  # h₀ = 0: nothing flows back from step 0
                 dh_next = deltas[t] @ xp.matrix_transpose(params["U"])  # ∂J/∂h_{t−1} = δ_t Uᵀ
         dx, grads = self._input_gradients(params, x, deltas)
-        grads["U"] = xp.zeros_like(params["U"]) if d_u is None else d_u
+        grads["U"] = self._recurrent_gradient(tape, deltas)  # dU = Σ_t h_{t−1}ᵀ δ_t
         return dx, grads
 
 
@@ -179,19 +184,17 @@ class GRU(_Recurrent):
         x, tape = saved
         length, units = len(tape), self.units
         deltas: list[Array] = [None] * length  # type: ignore[list-item]
-        d_u = d_b_hn = dh_next = None
+        recurrent_deltas: list[Array] = [None] * length  # type: ignore[list-item]
+        dh_next = None
         for t in range(length - 1, -1, -1):
             h_prev, cell = tape[t]
             from_output = self._output_gradient(grad_output, t, length)
             dh = from_output if dh_next is None else (dh_next if from_output is None else dh_next + from_output)
-            deltas[t], d_recurrent, dh_direct = backend.gru_cell_backward(dh, h_prev, cell)
-            d_hn = xp.sum(d_recurrent[:, 2 * units :], axis=0)  # db_hn = Σ dn ∘ r
-            d_b_hn = d_hn if d_b_hn is None else d_b_hn + d_hn
-            if t:  # h₀ = 0: nothing flows into dU or further back from step 0
-                product = xp.matrix_transpose(h_prev) @ d_recurrent  # dU += h_{t−1}ᵀ d(h U)
-                d_u = product if d_u is None else d_u + product
-                dh_next = d_recurrent @ xp.matrix_transpose(params["U"]) + dh_direct
+            deltas[t], recurrent_deltas[t], dh_direct = backend.gru_cell_backward(dh, h_prev, cell)
+            if t:  # h₀ = 0: nothing flows back from step 0
+                dh_next = recurrent_deltas[t] @ xp.matrix_transpose(params["U"]) + dh_direct
         dx, grads = self._input_gradients(params, x, deltas)
-        grads["U"] = xp.zeros_like(params["U"]) if d_u is None else d_u
-        grads["b_hn"] = d_b_hn
+        grads["U"] = self._recurrent_gradient(tape, recurrent_deltas)  # dU = Σ_t h_{t−1}ᵀ d(h U)_t
+        stacked = xp.reshape(xp.stack(recurrent_deltas, axis=1), (-1, 3 * units))
+        grads["b_hn"] = xp.sum(stacked[:, 2 * units :], axis=0)  # db_hn = Σ dn ∘ r
         return dx, grads
