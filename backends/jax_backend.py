@@ -212,6 +212,10 @@ class JaxBackend(Backend):
 
         return padded
 
+    def scan(self, step: Callable[..., Any], carry: Any, inputs: tuple[Any, ...], reverse: bool = False) -> Any:
+        # One traced step, whatever T: unrolling a 256-step LSTM took minutes to compile.
+        return jax.lax.scan(step, carry, inputs, reverse=reverse)
+
     def scatter_add_rows(self, ids: Any, values: Any, n_rows: int) -> Any:
         return jnp.zeros((n_rows, values.shape[1]), dtype=values.dtype).at[ids].add(values)
 

@@ -55,7 +55,7 @@ class Backend:
     HOT_OPS = ("matmul", "bias_activation", "activation_backward", "output_delta", "sum_rows", "im2col", "col2im",
                "max_pool", "max_pool_backward", "dropout_mask", "scatter_add_rows", "attention_weights",
                "attention_weights_backward", "layer_norm", "layer_norm_backward", "lstm_cell",
-               "lstm_cell_backward", "gru_cell", "gru_cell_backward", "compile_pass", "compile_step",
+               "lstm_cell_backward", "gru_cell", "gru_cell_backward", "scan", "compile_pass", "compile_step",
                "compile_forward")
 
     def __init__(self, xp: Any, device: Any = None, fused: bool = True) -> None:
@@ -185,6 +185,19 @@ class Backend:
     def layer_norm_backward(self, dy: Array, x_hat: Array, inv_std: Array, gamma: Array) -> tuple[Array, Array, Array]:
         """(∂J/∂x, dγ, dβ) of ``layer_norm`` (``reference.layer_norm_backward``)."""
         return reference.layer_norm_backward(dy, x_hat, inv_std, gamma, self.xp)
+
+    def scan(self, step: Callable[[Any, tuple[Array, ...]], tuple[Any, tuple[Array, ...]]], carry: Any,
+             inputs: tuple[Array, ...], reverse: bool = False) -> tuple[Any, tuple[Array, ...]]:
+        """A loop over the leading (time) axis: ``carry, out_t = step(carry, inputs_t)`` for each t (last
+        first when ``reverse``); returns the last carry and each output stacked along a new axis 0.
+
+        This reference is a Python loop (an exported graph unrolls it); JAX runs ``lax.scan``, which
+        compiles the step once instead of once per time step."""
+        length = inputs[0].shape[0]
+        outputs: list[tuple[Array, ...]] = [()] * length
+        for t in (range(length - 1, -1, -1) if reverse else range(length)):
+            carry, outputs[t] = step(carry, tuple(array[t, ...] for array in inputs))
+        return carry, tuple(self.xp.stack([out[k] for out in outputs]) for k in range(len(outputs[0])))
 
     def lstm_cell(self, a: Array, c: Array, units: int) -> tuple[Array, Array, Any]:
         """(h', c', saved gates) of one LSTM step from its pre-activation ``a`` (``toolkit.ops.recurrent``)."""

@@ -65,33 +65,37 @@ class _Recurrent(Layer):
         bound = self.units ** -0.5
         return {name: rng.uniform(shape, -bound, bound, dtype) for name, shape in self.param_shapes().items()}
 
-    def _input_part(self, params: Params, x: Array) -> Array:
-        """X = x W + b for every step at once: (N, T, G·H)."""
+    def _time_major(self, params: Params, x: Array) -> Array:
+        """X = x W + b for every step at once, time first: (T, N, G·H), so each step's slice is contiguous."""
         xp = self.backend.xp
         rows = xp.reshape(x, (-1, x.shape[2]))
-        return xp.reshape(rows @ params["W"] + params["b"], (-1, x.shape[1], self.gates * self.units))
+        inputs = xp.reshape(rows @ params["W"] + params["b"], (-1, x.shape[1], self.gates * self.units))
+        return xp.permute_dims(inputs, (1, 0, 2))
 
-    def _output(self, states: list[Array]) -> Array:
-        return self.backend.xp.stack(states, axis=1) if self.return_sequences else states[-1]
+    def _output(self, states: Array) -> Array:
+        """Every h_t (N, T, H) from the stacked states (T, N, H), or the last one."""
+        return self.backend.xp.permute_dims(states, (1, 0, 2)) if self.return_sequences else states[-1, ...]
 
-    def _output_gradient(self, grad_output: Array, t: int, length: int) -> Array | None:
-        """∂J/∂h_t from the layer's output (None where the output does not include h_t)."""
+    def _output_gradients(self, grad_output: Array, length: int) -> Array:
+        """∂J/∂h_t from the layer's output, time first (T, N, H): zero before the last step when only
+        h_T is returned."""
+        xp = self.backend.xp
         if self.return_sequences:
-            return grad_output[:, t, :]
-        return grad_output if t == length - 1 else None
+            return xp.permute_dims(grad_output, (1, 0, 2))
+        before = xp.zeros((length - 1, *grad_output.shape), dtype=grad_output.dtype, device=self.backend.device)
+        return xp.concat([before, grad_output[None, ...]], axis=0)
 
-    def _recurrent_gradient(self, tape: list[Any], deltas: list[Array]) -> Array:
-        """dU = Σ_t h_{t−1}ᵀ δ_t as one product of the stacked states (N·T, H) and δs (N·T, G·H)."""
+    def _weight_gradients(self, params: Params, x: Array, previous: Array, deltas: Array,
+                          recurrent_deltas: Array) -> tuple[Array | None, Params]:
+        """After the loop, one product each over all steps (time-first stacks (T, N, ·)):
+        dU = Σ_t h_{t−1}ᵀ δ^U_t, dW = xᵀ δ, db = Σ δ, ∂J/∂x = δ Wᵀ."""
         xp = self.backend.xp
-        states = xp.reshape(xp.stack([step[0] for step in tape], axis=1), (-1, self.units))
-        return xp.matrix_transpose(states) @ xp.reshape(xp.stack(deltas, axis=1), (-1, self.gates * self.units))
-
-    def _input_gradients(self, params: Params, x: Array, deltas: list[Array]) -> tuple[Array | None, Params]:
-        """After the loop: dW = xᵀ δ, db = Σ δ, ∂J/∂x = δ Wᵀ over all steps' δ (N, T, G·H) at once."""
-        xp = self.backend.xp
-        delta = xp.reshape(xp.stack(deltas, axis=1), (-1, self.gates * self.units))
+        width = self.gates * self.units
+        grads = {"U": xp.matrix_transpose(xp.reshape(previous, (-1, self.units)))
+                 @ xp.reshape(recurrent_deltas, (-1, width))}
+        delta = xp.reshape(xp.permute_dims(deltas, (1, 0, 2)), (-1, width))  # (N·T, G·H), batch first as x
         rows = xp.reshape(x, (-1, x.shape[2]))
-        grads = {"W": xp.matrix_transpose(rows) @ delta, "b": xp.sum(delta, axis=0)}
+        grads["W"], grads["b"] = xp.matrix_transpose(rows) @ delta, xp.sum(delta, axis=0)
         if not self.needs_input_grad:
             return None, grads
         return xp.reshape(delta @ xp.matrix_transpose(params["W"]), x.shape), grads
@@ -117,37 +121,33 @@ class LSTM(_Recurrent):
     gates = 4
 
     def forward(self, params: Params, x: Array, context: PassContext, scratch: Scratch | None) -> tuple[Array, Any]:
-        xp, backend = self.backend.xp, self.backend
-        inputs = self._input_part(params, x)  # X = x W + b
-        h = c = xp.zeros_like(inputs[:, 0, : self.units])  # h₀ = c₀ = 0
-        states, tape = [], []
-        for t in range(x.shape[1]):
-            a = inputs[:, t, :] + h @ params["U"]  # a_t = X_t + h_{t−1} U
-            h_new, c_new, gates = backend.lstm_cell(a, c, self.units)
-            tape.append((h, c, gates))
-            h, c = h_new, c_new
-            states.append(h)
-        return self._output(states), ((x, tape) if context.training else None)
+        xp, backend, u = self.backend.xp, self.backend, params["U"]
+        inputs = self._time_major(params, x)  # X = x W + b, (T, N, 4H)
+        zeros = xp.zeros_like(inputs[0, :, : self.units])  # h₀ = c₀ = 0
+
+        def step(carry: Any, current: tuple[Array, ...]) -> tuple[Any, tuple[Array, ...]]:
+            h, c = carry
+            h_new, c_new, gates = backend.lstm_cell(current[0] + h @ u, c, self.units)  # a_t = X_t + h_{t−1} U
+            return (h_new, c_new), (h_new, h, c, gates)
+
+        _, (states, previous, cells, gates) = backend.scan(step, (zeros, zeros), (inputs,))
+        return self._output(states), ((x, previous, cells, gates) if context.training else None)
 
     def backward(self, params: Params, saved: Any, grad_output: Array, scratch: Scratch | None,
                  grad_out: Params) -> tuple[Array | None, Params]:
-        xp, backend = self.backend.xp, self.backend
-        x, tape = saved
-        length = len(tape)
-        deltas: list[Array] = [None] * length  # type: ignore[list-item]
-        dh_next = dc_next = None
-        for t in range(length - 1, -1, -1):
-            _, c_prev, gates = tape[t]
-            from_output = self._output_gradient(grad_output, t, length)
-            dh = from_output if dh_next is None else (dh_next if from_output is None else dh_next + from_output)
-            if dc_next is None:
-                dc_next = xp.zeros_like(dh)
-            deltas[t], dc_next = backend.lstm_cell_backward(dh, dc_next, c_prev, gates)  # δ_t = ∂J/∂a_t
-            if t:  # h₀ = 0: nothing flows back from step 0
-                dh_next = deltas[t] @ xp.matrix_transpose(params["U"])  # ∂J/∂h_{t−1} = δ_t Uᵀ
-        dx, grads = self._input_gradients(params, x, deltas)
-        grads["U"] = self._recurrent_gradient(tape, deltas)  # dU = Σ_t h_{t−1}ᵀ δ_t
-        return dx, grads
+        xp, backend, u_t = self.backend.xp, self.backend, self.backend.xp.matrix_transpose(params["U"])
+        x, previous, cells, gates = saved
+        zeros = xp.zeros_like(previous[0, ...])
+
+        def step(carry: Any, current: tuple[Array, ...]) -> tuple[Any, tuple[Array, ...]]:
+            dh_next, dc_next = carry
+            from_output, c_prev, saved_gates = current
+            delta, dc_prev = backend.lstm_cell_backward(dh_next + from_output, dc_next, c_prev, saved_gates)
+            return (delta @ u_t, dc_prev), (delta,)  # ∂J/∂h_{t−1} = δ_t Uᵀ
+
+        _, (deltas,) = backend.scan(step, (zeros, zeros), (self._output_gradients(grad_output, x.shape[1]), cells,
+                                                            gates), reverse=True)
+        return self._weight_gradients(params, x, previous, deltas, deltas)
 
 
 class GRU(_Recurrent):
@@ -167,34 +167,29 @@ class GRU(_Recurrent):
         return {**super().param_shapes(), "b_hn": (self.units,)}
 
     def forward(self, params: Params, x: Array, context: PassContext, scratch: Scratch | None) -> tuple[Array, Any]:
-        xp, backend = self.backend.xp, self.backend
-        inputs = self._input_part(params, x)  # X = x W + b
-        h = xp.zeros_like(inputs[:, 0, : self.units])  # h₀ = 0
-        states, tape = [], []
-        for t in range(x.shape[1]):
-            h_new, cell = backend.gru_cell(inputs[:, t, :], h @ params["U"], params["b_hn"], h, self.units)
-            tape.append((h, cell))
-            h = h_new
-            states.append(h)
-        return self._output(states), ((x, tape) if context.training else None)
+        xp, backend, u, b_hn = self.backend.xp, self.backend, params["U"], params["b_hn"]
+        inputs = self._time_major(params, x)  # X = x W + b, (T, N, 3H)
+
+        def step(h: Array, current: tuple[Array, ...]) -> tuple[Array, tuple[Array, ...]]:
+            h_new, cell = backend.gru_cell(current[0], h @ u, b_hn, h, self.units)
+            return h_new, (h_new, h, cell)
+
+        _, (states, previous, cells) = backend.scan(step, xp.zeros_like(inputs[0, :, : self.units]), (inputs,))
+        return self._output(states), ((x, previous, cells) if context.training else None)
 
     def backward(self, params: Params, saved: Any, grad_output: Array, scratch: Scratch | None,
                  grad_out: Params) -> tuple[Array | None, Params]:
-        xp, backend = self.backend.xp, self.backend
-        x, tape = saved
-        length, units = len(tape), self.units
-        deltas: list[Array] = [None] * length  # type: ignore[list-item]
-        recurrent_deltas: list[Array] = [None] * length  # type: ignore[list-item]
-        dh_next = None
-        for t in range(length - 1, -1, -1):
-            h_prev, cell = tape[t]
-            from_output = self._output_gradient(grad_output, t, length)
-            dh = from_output if dh_next is None else (dh_next if from_output is None else dh_next + from_output)
-            deltas[t], recurrent_deltas[t], dh_direct = backend.gru_cell_backward(dh, h_prev, cell)
-            if t:  # h₀ = 0: nothing flows back from step 0
-                dh_next = recurrent_deltas[t] @ xp.matrix_transpose(params["U"]) + dh_direct
-        dx, grads = self._input_gradients(params, x, deltas)
-        grads["U"] = self._recurrent_gradient(tape, recurrent_deltas)  # dU = Σ_t h_{t−1}ᵀ d(h U)_t
-        stacked = xp.reshape(xp.stack(recurrent_deltas, axis=1), (-1, 3 * units))
-        grads["b_hn"] = xp.sum(stacked[:, 2 * units :], axis=0)  # db_hn = Σ dn ∘ r
-        return dx, grads
+        xp, backend, u_t = self.backend.xp, self.backend, self.backend.xp.matrix_transpose(params["U"])
+        x, previous, cells = saved
+
+        def step(dh_next: Array, current: tuple[Array, ...]) -> tuple[Array, tuple[Array, ...]]:
+            from_output, h_prev, cell = current
+            delta, recurrent_delta, dh_direct = backend.gru_cell_backward(dh_next + from_output, h_prev, cell)
+            return recurrent_delta @ u_t + dh_direct, (delta, recurrent_delta)  # ∂J/∂h_{t−1}
+
+        _, (deltas, recurrent_deltas) = backend.scan(
+            step, xp.zeros_like(previous[0, ...]), (self._output_gradients(grad_output, x.shape[1]), previous, cells),
+            reverse=True)
+        dx, grads = self._weight_gradients(params, x, previous, deltas, recurrent_deltas)
+        grads["b_hn"] = xp.sum(xp.reshape(recurrent_deltas, (-1, 3 * self.units))[:, 2 * self.units :], axis=0)
+        return dx, grads  # db_hn = Σ dn ∘ r

@@ -25,19 +25,23 @@ from .activations import sigmoid
 Array = Any
 
 
+def _blocks(saved: Array, units: int, count: int) -> list[Array]:
+    return [saved[:, k * units : (k + 1) * units] for k in range(count)]
+
+
 def lstm_cell(a: Array, c: Array, units: int, xp: Any) -> tuple[Array, Array, Array]:
-    """(h', c', gates) of one step (H = ``units``, given: an exported graph's shapes are symbolic);
-    ``gates`` = (i, f, g, o, tanh c') for the backward step."""
+    """(h', c', saved) of one step (H = ``units``, given: an exported graph's shapes are symbolic);
+    ``saved`` = [i, f, g, o, tanh c'] side by side (N, 5H), for the backward step."""
     i, f, o = (sigmoid(a[:, k * units : (k + 1) * units], xp) for k in (0, 1, 3))
     g = xp.tanh(a[:, 2 * units : 3 * units])
     c_new = f * c + i * g
     tanh_c = xp.tanh(c_new)
-    return o * tanh_c, c_new, (i, f, g, o, tanh_c)
+    return o * tanh_c, c_new, xp.concat([i, f, g, o, tanh_c], axis=-1)
 
 
-def lstm_cell_backward(dh: Array, dc_next: Array, c: Array, gates: Any, xp: Any) -> tuple[Array, Array]:
+def lstm_cell_backward(dh: Array, dc_next: Array, c: Array, saved: Array, xp: Any) -> tuple[Array, Array]:
     """(da (N, 4H), ∂J/∂c of the previous step) from dh' and the cell gradient from the next step."""
-    i, f, g, o, tanh_c = gates
+    i, f, g, o, tanh_c = _blocks(saved, c.shape[-1], 5)
     dc = dh * o * (1.0 - tanh_c * tanh_c) + dc_next
     da = xp.concat([dc * g * i * (1.0 - i), dc * c * f * (1.0 - f), dc * i * (1.0 - g * g),
                     dh * tanh_c * o * (1.0 - o)], axis=-1)
@@ -50,12 +54,13 @@ def gru_cell(x_part: Array, u: Array, b_hn: Array, h: Array, units: int, xp: Any
     z = sigmoid(x_part[:, units : 2 * units] + u[:, units : 2 * units], xp)
     hidden_n = u[:, 2 * units :] + b_hn  # u_n + b_hn
     n = xp.tanh(x_part[:, 2 * units :] + r * hidden_n)
-    return (1.0 - z) * n + z * h, (r, z, n, hidden_n)
+    return (1.0 - z) * n + z * h, xp.concat([r, z, n, hidden_n], axis=-1)
 
 
-def gru_cell_backward(dh: Array, h: Array, saved: Any, xp: Any) -> tuple[Array, Array, Array]:
-    """(d(x W + b), d(h U) with its n part ∘ r, ∂J/∂h through z) of one step, from dh'."""
-    r, z, n, hidden_n = saved
+def gru_cell_backward(dh: Array, h: Array, saved: Array, xp: Any) -> tuple[Array, Array, Array]:
+    """(d(x W + b), d(h U) with its n part ∘ r, ∂J/∂h through z) of one step, from dh';
+    ``saved`` = [r, z, n, h U_n + b_hn] side by side (N, 4H)."""
+    r, z, n, hidden_n = _blocks(saved, h.shape[-1], 4)
     dn = dh * (1.0 - z) * (1.0 - n * n)
     dz = dh * (h - n) * z * (1.0 - z)
     dr = dn * hidden_n * r * (1.0 - r)
