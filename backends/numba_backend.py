@@ -100,27 +100,6 @@ class NumbaBackend(NumpyBackend):
             return np.sum(partial, axis=0, out=out)
         return np.matmul(a, b, out=out)
 
-    def lstm_cell(self, a, c, units):
-        h, c_new, saved = np.empty_like(c), np.empty_like(c), np.empty((c.shape[0], 5 * units), dtype=c.dtype)
-        kernels.lstm_cell(a, c, h, c_new, saved)
-        return h, c_new, saved
-
-    def lstm_cell_backward(self, dh, dc_next, c, gates):
-        da, dc_prev = np.empty((c.shape[0], 4 * c.shape[1]), dtype=c.dtype), np.empty_like(c)
-        kernels.lstm_cell_backward(dh, dc_next, c, gates, da, dc_prev)
-        return da, dc_prev
-
-    def gru_cell(self, x_part, u, b_hn, h, units):
-        h_new, saved = np.empty_like(h), np.empty((h.shape[0], 4 * units), dtype=h.dtype)
-        kernels.gru_cell(x_part, u, b_hn, h, h_new, saved)
-        return h_new, saved
-
-    def gru_cell_backward(self, dh, h, saved):
-        d_input, d_recurrent = (np.empty((h.shape[0], 3 * h.shape[1]), dtype=h.dtype) for _ in range(2))
-        dh_direct = np.empty_like(h)
-        kernels.gru_cell_backward(dh, h, saved, d_input, d_recurrent, dh_direct)
-        return d_input, d_recurrent, dh_direct
-
     def layer_norm(self, x, gamma, beta, eps):
         rows = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
         y, x_hat = np.empty_like(rows), np.empty_like(rows)
