@@ -10,23 +10,23 @@ from .errors import BackendError, CheckpointError, InputError, ShapeError, Toolk
 from .gradcheck import gradcheck
 from .interop import export_onnx, load_torch_weights, store_torch_weights
 from .layers import (
+                     GRU,
+                     LSTM,
                      Activation,
+                     AvgPool1D,
                      AvgPool2D,
                      BatchNorm,
-                     AvgPool1D,
                      Conv1D,
                      Conv2D,
-                     GlobalAveragePooling1D,
-                     MaxPool1D,
                      Dense,
                      Dropout,
                      Embedding,
                      Flatten,
-                     GRU,
-                     LSTM,
+                     GlobalAveragePooling1D,
                      GlobalAveragePooling2D,
                      Layer,
                      LayerNorm,
+                     MaxPool1D,
                      MaxPool2D,
                      MultiHeadAttention,
                      PositionEmbedding,
@@ -41,14 +41,13 @@ from .saving import load, load_weights, save
 from .training import History
 
 __all__ = [
-    "AvgPool2D", "BatchNorm", "Conv2D", "Dropout", "Flatten", "GlobalAveragePooling2D", "LayerNorm", "MaxPool2D",
-    "Reshape", "Residual", "Embedding", "MultiHeadAttention", "PositionEmbedding", "SparseCategoricalCrossEntropy", "LSTM", "GRU", "Conv1D", "MaxPool1D", "AvgPool1D",
-    "GlobalAveragePooling1D",
-    "Activation", "Adam", "AdamW", "BackendError", "BinaryCrossEntropy", "CategoricalCrossEntropy",
-    "CheckpointError", "Dense", "History", "InputError", "Layer", "Loss", "MeanSquaredError", "Optimizer",
-    "RMSProp", "SGD", "Sequential", "ShapeError", "ToolkitError", "TrainingDiverged", "available_backends",
-    "callbacks", "data", "distributed", "export_onnx", "get_backend", "gradcheck", "load", "load_torch_weights",
-    "load_weights", "metrics", "registry", "save", "schedules", "set_backend", "store_torch_weights",
-    "use_backend",
+    "Activation", "Adam", "AdamW", "AvgPool1D", "AvgPool2D", "BackendError", "BatchNorm", "BinaryCrossEntropy",
+    "CategoricalCrossEntropy", "CheckpointError", "Conv1D", "Conv2D", "Dense", "Dropout", "Embedding", "Flatten",
+    "GRU", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "History", "InputError", "LSTM", "Layer", "LayerNorm",
+    "Loss", "MaxPool1D", "MaxPool2D", "MeanSquaredError", "MultiHeadAttention", "Optimizer", "PositionEmbedding",
+    "RMSProp", "Reshape", "Residual", "SGD", "Sequential", "ShapeError", "SparseCategoricalCrossEntropy",
+    "ToolkitError", "TrainingDiverged", "available_backends", "callbacks", "data", "distributed", "export_onnx",
+    "get_backend", "gradcheck", "load", "load_torch_weights", "load_weights", "metrics", "registry", "save",
+    "schedules", "set_backend", "store_torch_weights", "use_backend",
 ]
 __version__ = "0.1.0"

@@ -27,6 +27,7 @@ for _cls in (Dense, Activation, Conv2D, MaxPool2D, AvgPool2D, GlobalAveragePooli
     register_layer(_cls)
 
 
-__all__ = ["LAYERS", "Activation", "AvgPool1D", "AvgPool2D", "Conv1D", "GlobalAveragePooling1D", "MaxPool1D", "BatchNorm", "Conv2D", "Dense", "Dropout", "Embedding", "Flatten",
-           "GlobalAveragePooling2D", "GRU", "LSTM", "Layer", "LayerNorm", "MaxPool2D", "MultiHeadAttention", "PositionEmbedding",
-           "Reshape", "Residual", "Scratch", "from_config", "register_layer"]
+__all__ = ["Activation", "AvgPool1D", "AvgPool2D", "BatchNorm", "Conv1D", "Conv2D", "Dense", "Dropout", "Embedding",
+           "Flatten", "GRU", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "LAYERS", "LSTM", "Layer",
+           "LayerNorm", "MaxPool1D", "MaxPool2D", "MultiHeadAttention", "PositionEmbedding", "Reshape", "Residual",
+           "Scratch", "from_config", "register_layer"]

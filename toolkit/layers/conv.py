@@ -95,8 +95,8 @@ class Conv2D(Layer):
         if self.padding == "same":
             self.pads = (conv.same_padding(h, kh, sh), conv.same_padding(w, kw, sw))
         else:  # "valid", an int on every side, or (rows, columns) as PyTorch's padding=(ph, pw)
-            ph, pw = (0, 0) if self.padding == "valid" else (self.padding if isinstance(self.padding, tuple)
-                                                              else (self.padding, self.padding))
+            ph, pw = (0, 0) if isinstance(self.padding, str) else (
+                self.padding if isinstance(self.padding, tuple) else (self.padding, self.padding))
             self.pads = ((ph, ph), (pw, pw))
         hp, wp = h + sum(self.pads[0]), w + sum(self.pads[1])
         if kh > hp or kw > wp:
@@ -158,6 +158,7 @@ class Conv2D(Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {"filters": self.filters, "kernel_size": list(self.kernel_size), "strides": list(self.strides),
-                "padding": list(self.padding) if isinstance(self.padding, tuple) else self.padding, "activation": self.activation.name,
+                "padding": list(self.padding) if isinstance(self.padding, tuple) else self.padding,
+                "activation": self.activation.name,
                 "kernel_initializer": self.kernel_initializer if isinstance(self.kernel_initializer, str) else None,
                 "input_shape": None if self.declared_input_shape is None else list(self.declared_input_shape)}
