@@ -30,7 +30,7 @@ from toolkit.engine import Plan, forward_pass, gradient_pass
 from toolkit.errors import BackendError
 from toolkit.layers import Layer
 from toolkit.ops.activations import ActivationFunction
-from toolkit.ops.optim import RULES
+from toolkit.ops.optim import RULES, clip_gradients
 
 from .host import HostRandom, host_array
 
@@ -232,20 +232,22 @@ class JaxBackend(Backend):
         compiled: dict[tuple[str, tuple[Any, ...]], Callable[..., Any]] = {}
 
         def step(params: Any, state: tuple[Any, ...], layer_state: Any, x: Any, y: Any, key_: int, rule: str,
-                 scalars: tuple[Any, ...]):
+                 scalars: tuple[Any, ...], clipping: tuple[Any, ...] | None = None):
             # Booleans (Nesterov) choose code paths: they are part of what is compiled. Floats
             # (learning rate, bias corrections) are traced, so a schedule never recompiles.
+            # Clipping (kind, limit, parameter segments) is compiled in.
             flags = tuple(s if isinstance(s, bool) else None for s in scalars)
-            function = compiled.get((rule, flags))
+            function = compiled.get((rule, flags, clipping))
             if function is None:
                 def whole_step(params, state, layer_state, x, y, key, floats):
                     values = iter(floats)
                     merged = tuple(next(values) if flag is None else flag for flag in flags)
                     loss, output, flat_grads, new_layer_state = gradients(params, layer_state, x, y, key)
-                    new_params, *new_state = RULES[rule].reference(params, flat_grads, *state, *merged, jnp)
+                    used = flat_grads if clipping is None else clip_gradients(flat_grads, clipping[:2], clipping[2], jnp)
+                    new_params, *new_state = RULES[rule].reference(params, used, *state, *merged, jnp)
                     return loss, output, flat_grads, new_params, tuple(new_state), new_layer_state
 
-                function = compiled[rule, flags] = _cached((*key, rule, flags), whole_step)
+                function = compiled[rule, flags, clipping] = _cached((*key, rule, flags, clipping), whole_step)
             floats = tuple(float(s) for s in scalars if not isinstance(s, bool))
             # The dropout key is traced (an int64 scalar), so a new step never recompiles.
             return function(params, state, layer_state, x, y, np.int64(key_), floats)

@@ -245,7 +245,8 @@ class Backend:
         """A compiled whole training step for ``plan`` (gradient pass and optimizer update in one
         call), or None (the default: the model runs the pass, then ``update``).
 
-        Called as ``step(params, optimizer_state, layer_state, x, y, random_key, rule, scalars)``;
+        Called as ``step(params, optimizer_state, layer_state, x, y, random_key, rule, scalars, clipping)``
+        (``clipping``: None, or (kind, limit, parameter segments) for ``toolkit.ops.optim.clip_gradients``);
         returns ``(loss, output, grads, new_params, new_optimizer_state, new_layer_state)`` without
         changing its arguments, so the model can refuse a step whose loss is not finite."""
         return None

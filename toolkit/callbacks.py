@@ -32,7 +32,24 @@ class Callback:
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None: ...
 
+    def on_train_batch_begin(self, batch: int) -> None:
+        """Before training step ``batch`` of the epoch (from 0)."""
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any]) -> None:
+        """After step ``batch`` was applied. ``logs["loss"]`` is the step's loss as a 0-d array of the
+        model's backend, not a float: on a GPU, reading it (``float(logs["loss"])``) waits for the
+        device, so a callback that does not read it costs no synchronisation. ``logs["rows"]``: the
+        batch's rows. Setting ``self.model.stop_training = True`` ends training after this step."""
+
     def on_train_end(self, logs: dict[str, float]) -> None: ...
+
+
+def batch_hooks(callbacks: list[Callback]) -> list[Callback]:
+    """The callbacks that override a per-batch hook: ``fit`` calls only those, so callbacks that
+    act per epoch add nothing to a step."""
+    return [callback for callback in callbacks
+            if type(callback).on_train_batch_begin is not Callback.on_train_batch_begin
+            or type(callback).on_train_batch_end is not Callback.on_train_batch_end]
 
 
 def _improved(mode: str, value: float, best: float, min_delta: float) -> bool:

@@ -7,8 +7,10 @@ them as one fused kernel.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from typing import Any
 
+from . import schedules
 from .backend import Backend
 from .errors import InputError
 from .ops import optim
@@ -24,11 +26,14 @@ def _check_positive(name: str, value: float, allow_zero: bool = False) -> float:
     return check_real(name, value, low=0.0, low_open=not allow_zero)
 
 
-def _learning_rate(lr: float | None, learning_rate: float | None, default: float) -> float:
-    """``lr`` or Keras' spelling ``learning_rate`` (one of them), else the default."""
+def _learning_rate(lr: Any, learning_rate: Any, default: float) -> Any:
+    """``lr`` or Keras' spelling ``learning_rate`` (one of them), else the default; a schedule's
+    checkpoint record (``toolkit.schedules.to_config``) becomes the schedule again."""
     if lr is not None and learning_rate is not None:
         raise InputError(f"give lr or learning_rate, not both (got lr={lr!r}, learning_rate={learning_rate!r})")
     chosen = lr if lr is not None else learning_rate
+    if isinstance(chosen, dict):
+        return schedules.from_config(chosen)
     return default if chosen is None else chosen
 
 
@@ -49,21 +54,45 @@ class Optimizer:
     its moments and step count describe that model's parameters.
 
     ``lr`` may be changed between steps (learning-rate schedules do so); ``base_lr`` keeps
-    the value it was created with.
+    the value it was created with. ``lr`` may also be a schedule of the step, a callable ``step -> lr``
+    (``toolkit.schedules.WarmupCosine``, or any function): it sets ``lr`` before every update, as Keras'
+    ``LearningRateSchedule`` does (``callbacks.LearningRateScheduler`` sets it per epoch instead).
+
+    Gradient clipping, Keras' keyword arguments of every optimizer (one of them at most):
+    ``clipvalue`` (each element into [−v, v]), ``global_clipnorm`` (the gradient of all parameters
+    scaled to norm ≤ c) or ``clipnorm`` (each parameter tensor's gradient to norm ≤ c); PyTorch's
+    ``clip_grad_value_``/``clip_grad_norm_`` before the step (``toolkit.ops.optim.clip_gradients``).
+    The model's ``flat_grads`` keep the unclipped gradients.
     """
 
     name = "optimizer"
     state_names: tuple[str, ...] = ()
 
-    def __init__(self, lr: float) -> None:
-        self.lr = self.base_lr = _check_positive("learning rate", lr)
+    def __init__(self, lr: float | Callable[[int], float], clipnorm: float | None = None,
+                 global_clipnorm: float | None = None, clipvalue: float | None = None) -> None:
+        # A callable lr is a schedule of the step (0, 1, …): evaluated on the host before every update.
+        if callable(lr):
+            self.schedule: Callable[[int], float] | None = lr
+            self.lr = self.base_lr = self._scheduled(0)
+        else:
+            self.schedule = None
+            self.lr = self.base_lr = _check_positive("learning rate", lr)
+        given = {name: value for name, value in (("clipnorm", clipnorm), ("global_clipnorm", global_clipnorm),
+                                                  ("clipvalue", clipvalue)) if value is not None}
+        if len(given) > 1:
+            raise InputError(f"give one of clipnorm, global_clipnorm and clipvalue, not {' and '.join(given)}")
+        # (kind, limit) or None; the limit must be > 0 (a zero limit would erase every gradient)
+        self.clipping: tuple[str, float] | None = next(
+            ((name, _check_positive(name, value)) for name, value in given.items()), None)
+        self.segments: tuple[tuple[int, int], ...] = ()  # (offset, size) of each parameter tensor, from bind
         self.iterations = 0
         self.state: dict[str, Array] = {}
         self.backend: Backend | None = None
         self._owner: Any = None
 
     def __repr__(self) -> str:
-        arguments = ", ".join(f"{key}={value!r}" for key, value in self.get_config().items())
+        config = {**self.get_config(), **({"lr": self.schedule} if self.schedule is not None else {})}
+        arguments = ", ".join(f"{key}={value!r}" for key, value in config.items())
         return f"{type(self).__name__}({arguments})"
 
     def bind(self, params: Array, backend: Backend, owner: object | None = None) -> None:
@@ -81,16 +110,37 @@ class Optimizer:
                 )
             self._owner = weakref.ref(owner)
         self.backend = backend
+        table = getattr(owner, "table", None)
+        self.segments = (tuple((slot.offset, slot.size) for slot in table.slots) if table is not None
+                         else ((0, int(params.shape[0])),))
         for name in self.state_names:
             if name not in self.state or tuple(self.state[name].shape) != tuple(params.shape):
                 self.state[name] = backend.zeros(tuple(params.shape), params.dtype)
+
+    def _scheduled(self, step: int) -> float:
+        assert self.schedule is not None
+        value = self.schedule(step)
+        try:
+            return check_real("learning rate", value, low=0.0)  # a cosine may end at 0
+        except InputError:
+            raise InputError(f"{type(self).__name__}: the learning-rate schedule gave {value!r} at step {step}; it must "
+                             "return a finite learning rate ≥ 0") from None
+
+    def prepare(self, step: int) -> tuple[str, tuple[Any, ...]]:
+        """The rule and scalars of update number ``step`` (from 1), after setting ``lr`` from the
+        schedule, if there is one (called with the step count before the update: 0, 1, …)."""
+        if self.schedule is not None:
+            self.lr = self._scheduled(step - 1)
+        return self.rule(step)
 
     def step(self, params: Array, grads: Array) -> Array:
         """One update; returns the new parameters (``params`` itself on mutable backends)."""
         if self.backend is None:
             raise RuntimeError(f"{self.name}: bind(params, backend) must be called before step()")
         self.iterations += 1
-        rule, scalars = self.rule(self.iterations)
+        if self.clipping is not None:
+            grads = optim.clip_gradients(grads, self.clipping, self.segments, self.backend.xp)
+        rule, scalars = self.prepare(self.iterations)
         names = _STATE_NAMES[rule]
         if not names:  # plain SGD: no state to hand over or take back
             return self.backend.update(rule, params, grads, (), scalars)[0]
@@ -105,7 +155,13 @@ class Optimizer:
         raise NotImplementedError
 
     def get_config(self) -> dict[str, Any]:
-        return {"lr": self.base_lr}
+        return {"lr": self._lr_config(), **self._clipping_config()}
+
+    def _lr_config(self) -> Any:
+        return self.base_lr if self.schedule is None else schedules.to_config(self.schedule)
+
+    def _clipping_config(self) -> dict[str, float]:
+        return {} if self.clipping is None else {self.clipping[0]: self.clipping[1]}
 
     def state_dict(self) -> dict[str, Any]:
         return {"name": self.name, "config": self.get_config(), "lr": self.lr,
@@ -129,9 +185,10 @@ class SGD(Optimizer):
 
     name = "sgd"
 
-    def __init__(self, lr: float | None = None, momentum: float = 0.0, nesterov: bool = False,
-                 dampening: float = 0.0, weight_decay: float = 0.0, *, learning_rate: float | None = None) -> None:
-        super().__init__(_learning_rate(lr, learning_rate, 0.01))
+    def __init__(self, lr: float | Callable[[int], float] | None = None, momentum: float = 0.0, nesterov: bool = False,
+                 dampening: float = 0.0, weight_decay: float = 0.0, *, learning_rate: float | None = None,
+                 **clipping: float | None) -> None:
+        super().__init__(_learning_rate(lr, learning_rate, 0.01), **clipping)
         self.momentum = _check_positive("momentum", momentum, allow_zero=True)
         self.dampening = _check_positive("dampening", dampening, allow_zero=True)
         self.weight_decay = _check_positive("weight_decay", weight_decay, allow_zero=True)
@@ -148,8 +205,8 @@ class SGD(Optimizer):
         return "sgd_momentum", (self.lr, self.momentum, carry, gain, self.nesterov, self.weight_decay)
 
     def get_config(self) -> dict[str, Any]:
-        return {"lr": self.base_lr, "momentum": self.momentum, "nesterov": self.nesterov,
-                "dampening": self.dampening, "weight_decay": self.weight_decay}
+        return {"lr": self._lr_config(), "momentum": self.momentum, "nesterov": self.nesterov,
+                "dampening": self.dampening, "weight_decay": self.weight_decay, **self._clipping_config()}
 
 
 class Adam(Optimizer):
@@ -167,9 +224,10 @@ class Adam(Optimizer):
     state_names = ("m", "v")
     decoupled = False
 
-    def __init__(self, lr: float | None = None, beta1: float = 0.9, beta2: float = 0.999,
-                 eps: float = 1e-8, weight_decay: float = 0.0, *, learning_rate: float | None = None) -> None:
-        super().__init__(_learning_rate(lr, learning_rate, 1e-3))
+    def __init__(self, lr: float | Callable[[int], float] | None = None, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8, weight_decay: float = 0.0, *, learning_rate: float | None = None,
+                 **clipping: float | None) -> None:
+        super().__init__(_learning_rate(lr, learning_rate, 1e-3), **clipping)
         self.beta1 = _check_fraction("beta1", beta1)
         self.beta2 = _check_fraction("beta2", beta2)
         self.eps = _check_positive("eps", eps)
@@ -182,8 +240,8 @@ class Adam(Optimizer):
         return "adam", (step_size, self.beta1, self.beta2, self.eps, shrink, l2, sqrt_correction2)
 
     def get_config(self) -> dict[str, Any]:
-        return {"lr": self.base_lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
-                "weight_decay": self.weight_decay}
+        return {"lr": self._lr_config(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
+                "weight_decay": self.weight_decay, **self._clipping_config()}
 
 
 class AdamW(Adam):
@@ -198,9 +256,10 @@ class AdamW(Adam):
     name = "adamw"
     decoupled = True
 
-    def __init__(self, lr: float | None = None, beta1: float = 0.9, beta2: float = 0.999,
-                 eps: float = 1e-8, weight_decay: float = 1e-2, *, learning_rate: float | None = None) -> None:
-        super().__init__(_learning_rate(lr, learning_rate, 1e-3), beta1, beta2, eps, weight_decay)
+    def __init__(self, lr: float | Callable[[int], float] | None = None, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8, weight_decay: float = 1e-2, *, learning_rate: float | None = None,
+                 **clipping: float | None) -> None:
+        super().__init__(_learning_rate(lr, learning_rate, 1e-3), beta1, beta2, eps, weight_decay, **clipping)
 
 
 class RMSProp(Optimizer):
@@ -215,9 +274,10 @@ class RMSProp(Optimizer):
     name = "rmsprop"
     state_names = ("square_avg",)
 
-    def __init__(self, lr: float | None = None, alpha: float = 0.99, eps: float = 1e-8,
-                 weight_decay: float = 0.0, *, learning_rate: float | None = None) -> None:
-        super().__init__(_learning_rate(lr, learning_rate, 1e-2))
+    def __init__(self, lr: float | Callable[[int], float] | None = None, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0.0, *, learning_rate: float | None = None,
+                 **clipping: float | None) -> None:
+        super().__init__(_learning_rate(lr, learning_rate, 1e-2), **clipping)
         self.alpha = _check_fraction("alpha", alpha)
         self.eps = _check_positive("eps", eps)
         self.weight_decay = _check_positive("weight_decay", weight_decay, allow_zero=True)
@@ -226,7 +286,8 @@ class RMSProp(Optimizer):
         return "rmsprop", (self.lr, self.alpha, self.eps, self.weight_decay)
 
     def get_config(self) -> dict[str, Any]:
-        return {"lr": self.base_lr, "alpha": self.alpha, "eps": self.eps, "weight_decay": self.weight_decay}
+        return {"lr": self._lr_config(), "alpha": self.alpha, "eps": self.eps, "weight_decay": self.weight_decay,
+                **self._clipping_config()}
 
 
 # Each concrete optimizer has a default for every argument (the base class has none for lr).

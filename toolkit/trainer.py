@@ -244,12 +244,13 @@ class Trainer:
             return loss, output, lambda: self._commit(new_state)
         optimizer = self.optimizer
         assert optimizer is not None  # an engine exists only for a compiled model
-        rule, scalars = optimizer.rule(optimizer.iterations + 1)
+        rule, scalars = optimizer.prepare(optimizer.iterations + 1)
         names = RULES[rule].state
         with self._exclusive("train_step"):
             loss, output, grads, params, state, layer_state = step(
                 self.flat_params, tuple(optimizer.state[n] for n in names), self.flat_state, x, y,
-                self.training_context().random_key, rule, scalars)
+                self.training_context().random_key, rule, scalars,
+                None if optimizer.clipping is None else (*optimizer.clipping, optimizer.segments))
 
         def commit() -> None:
             optimizer.iterations += 1

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import feeders
-from .callbacks import Callback, LearningRateScheduler, TerminateOnNaN
+from .callbacks import Callback, LearningRateScheduler, TerminateOnNaN, batch_hooks
 from .errors import InputError, TrainingDiverged
 from .metrics import Metric
 from .progress import Progress
@@ -140,6 +140,7 @@ def fit(
     for callback in callbacks:
         callback.on_train_begin()
     model.stop_training = False
+    per_batch = batch_hooks(callbacks)
     guard = DivergenceGuard(model, check_finite)
     logs: dict[str, float] = {}
     try:
@@ -152,6 +153,8 @@ def fit(
             seen = 0
             progress.epoch_begin(epoch)
             for batch, (rows, xb, yb) in enumerate(feeder.epoch(epoch)):
+                for callback in per_batch:
+                    callback.on_train_batch_begin(batch)
                 if distributed is None:
                     loss, prediction, commit = model._train_batch(xb, yb)
                 else:  # this rank's share of the global batch, then one all-reduce of gradients and loss
@@ -169,6 +172,11 @@ def fit(
                     for metric in metrics:
                         metric.update(prediction, yb, xp)
                 progress.batch_end(lambda total=loss_sum, count=seen: float(total) / count)
+                if per_batch:
+                    for callback in per_batch:
+                        callback.on_train_batch_end(batch, {"loss": loss, "rows": rows})
+                    if model.stop_training:
+                        break
             message = None if model.stop_training else guard.flush(epoch)
             if message is not None:
                 _diverged(model, message, quiet_nan)

@@ -19,6 +19,29 @@ from typing import Any
 Array = Any
 
 
+CLIP_EPSILON = 1e-6  # torch.nn.utils.clip_grad_norm_'s: coefficient = max_norm / (norm + 1e-6), at most 1
+
+
+def clip_gradients(grads: Array, clipping: tuple[str, float], segments: tuple[tuple[int, int], ...], xp: Any) -> Array:
+    """The flat gradients clipped before the update (new array), as Keras names the three kinds:
+
+        clipvalue v:        g ← clip(g, −v, v), element by element              (clip_grad_value_)
+        global_clipnorm c:  g ← g · min(1, c / (‖g‖ + 1e-6)), ‖·‖ over all parameters (clip_grad_norm_)
+        clipnorm c:         each parameter tensor p (a ``segments`` (offset, size) of the flat buffer)
+                            on its own: g_p ← g_p · min(1, c / (‖g_p‖ + 1e-6))
+    """
+    kind, limit = clipping
+    if kind == "clipvalue":
+        return xp.clip(grads, -limit, limit)
+    if kind == "global_clipnorm":
+        return grads * xp.clip(limit / (xp.sqrt(xp.sum(grads * grads)) + CLIP_EPSILON), max=1.0)
+    pieces = []
+    for offset, size in segments:
+        piece = grads[offset : offset + size]
+        pieces.append(piece * xp.clip(limit / (xp.sqrt(xp.sum(piece * piece)) + CLIP_EPSILON), max=1.0))
+    return xp.concat(pieces)
+
+
 def sgd(param: Array, grad: Array, lr: float, xp: Any) -> tuple[Array]:
     """θ ← θ − η ∇θ."""
     return (param - lr * grad,)

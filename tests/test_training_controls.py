@@ -1,0 +1,183 @@
+"""Control over the training step: gradient clipping, per-step learning-rate schedules and per-batch
+callbacks, each against its PyTorch counterpart (float64 ≤ 1e-12 per step) on every backend."""
+
+import numpy as np
+import pytest
+
+import toolkit
+from tests.conftest import to_numpy
+from tests.helpers import relative_error
+from toolkit import Dense, InputError, Sequential
+from toolkit.callbacks import Callback
+from toolkit.schedules import WarmupCosine
+
+TORCH_OPTIMIZERS = {"sgd": ("SGD", {"momentum": 0.9}), "adam": ("Adam", {})}
+
+
+def _pair(optimizer, **settings):
+    """A toolkit MLP and the same torch network (weights copied), with the same optimizer."""
+    torch = pytest.importorskip("torch")
+    model = Sequential([Dense(7, activation="tanh", input_dim=5), Dense(3, activation="softmax")], dtype="float64",
+                       seed=2)
+    name, torch_settings = TORCH_OPTIMIZERS[optimizer]
+    lr = settings.pop("lr", 0.1)
+    model.compile(loss="categorical_crossentropy",
+                  optimizer=getattr(toolkit, name)(lr=lr, **torch_settings, **settings))
+    net = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3)).double()
+    toolkit.store_torch_weights(model, net)
+    torch_lr = 1.0 if callable(lr) else lr  # a schedule multiplies 1.0 through LambdaLR
+    return torch, model, net, getattr(torch.optim, name)(net.parameters(), lr=torch_lr, **torch_settings)
+
+
+def _batches(rng, steps=4):
+    return [(rng.normal(size=(6, 5)) * 3, rng.integers(0, 3, size=6)) for _ in range(steps)]
+
+
+def _torch_step(torch, net, optimizer, x, y, clip=None, scheduler=None):
+    loss = torch.nn.functional.cross_entropy(net(torch.tensor(x)), torch.tensor(y))
+    optimizer.zero_grad()
+    loss.backward()
+    if clip is not None:
+        clip()
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+
+
+def _assert_same_weights(backend, model, net):
+    ours = model.get_weights()
+    theirs = {"0.W": net[0].weight, "0.b": net[0].bias, "1.W": net[2].weight, "1.b": net[2].bias}
+    for name, tensor in theirs.items():
+        value = tensor.detach().numpy()
+        assert relative_error(ours[name], value.T if name.endswith("W") else value) <= 1e-12, name
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("kind,limit", [("clipvalue", 0.02), ("global_clipnorm", 0.05), ("clipnorm", 0.03)])
+def test_clipping_equals_torch_clip_then_step(backend, rng, optimizer, kind, limit):
+    torch, model, net, torch_optimizer = _pair(optimizer, **{kind: limit})
+    params = list(net.parameters())
+    clip = {"clipvalue": lambda: torch.nn.utils.clip_grad_value_(params, limit),
+            "global_clipnorm": lambda: torch.nn.utils.clip_grad_norm_(params, limit),
+            "clipnorm": lambda: [torch.nn.utils.clip_grad_norm_([p], limit) for p in params]}[kind]
+    for x, y in _batches(rng):
+        model.train_step(x, y)
+        _torch_step(torch, net, torch_optimizer, x, y, clip)
+        _assert_same_weights(backend, model, net)
+
+
+def test_clipping_acts_only_above_the_limit(numpy_backend, rng):
+    """A limit above every gradient's norm changes nothing: the same weights as no clipping at all."""
+    x, y = rng.normal(size=(8, 5)), rng.integers(0, 3, size=8)
+    runs = []
+    for settings in ({}, {"global_clipnorm": 1e6}, {"clipnorm": 1e6}, {"clipvalue": 1e6}):
+        model = Sequential([Dense(4, activation="tanh", input_dim=5), Dense(3, activation="softmax")], dtype="float64")
+        model.compile(loss="categorical_crossentropy", optimizer=toolkit.SGD(lr=0.1, **settings))
+        model.train_step(x, y)
+        runs.append(model.get_weights())
+    for run in runs[1:]:
+        for name, value in run.items():
+            np.testing.assert_array_equal(value, runs[0][name])
+
+
+@pytest.mark.parametrize("settings,message", [
+    ({"clipnorm": 0.0}, r"clipnorm must be > 0; got 0.0"),
+    ({"global_clipnorm": -1.0}, r"global_clipnorm must be > 0"),
+    ({"clipvalue": float("nan")}, r"clipvalue must be a finite number"),
+    ({"clipnorm": 1.0, "clipvalue": 1.0}, r"give one of clipnorm, global_clipnorm and clipvalue, not clipnorm and clipvalue"),
+])
+def test_bad_clipping_settings(settings, message):
+    with pytest.raises(InputError, match=message):
+        toolkit.Adam(**settings)
+
+
+def test_a_per_step_schedule_equals_torch_lambda_lr(backend, rng):
+    schedule = WarmupCosine(lr=0.05, warmup_steps=2, total_steps=5, min_lr=0.001)
+    torch, model, net, torch_optimizer = _pair("adam", lr=schedule)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(torch_optimizer, schedule)
+    seen = []
+    for x, y in _batches(rng, steps=6):
+        model.train_step(x, y)
+        seen.append(model.optimizer.lr)
+        _torch_step(torch, net, torch_optimizer, x, y, scheduler=scheduler)
+        _assert_same_weights(backend, model, net)
+    assert seen == [schedule(step) for step in range(6)]
+    assert seen[0] == 0.025 and seen[1] == 0.05 and seen[-1] == 0.001
+
+
+def test_a_schedule_survives_a_checkpoint(numpy_backend, rng, tmp_path):
+    schedule = WarmupCosine(lr=0.05, warmup_steps=2, total_steps=10)
+    batches = _batches(rng, steps=5)
+
+    def model_with_schedule():
+        model = Sequential([Dense(4, activation="tanh", input_dim=5), Dense(3, activation="softmax")], dtype="float64")
+        model.compile(loss="categorical_crossentropy", optimizer=toolkit.Adam(lr=schedule))
+        return model
+
+    whole = model_with_schedule()
+    for x, y in batches:
+        whole.train_step(x, y)
+    first = model_with_schedule()
+    for x, y in batches[:3]:
+        first.train_step(x, y)
+    toolkit.save(first, tmp_path / "scheduled.safetensors")
+    resumed = toolkit.load(tmp_path / "scheduled.safetensors")
+    assert resumed.optimizer.schedule == schedule
+    for x, y in batches[3:]:
+        resumed.train_step(x, y)
+    for name, value in whole.get_weights().items():
+        np.testing.assert_array_equal(resumed.get_weights()[name], value)
+
+
+def test_a_schedule_that_is_a_plain_function_cannot_be_saved_and_says_so(numpy_backend, tmp_path):
+    model = Sequential([Dense(2, input_dim=3)])
+    model.compile(loss="mse", optimizer=toolkit.SGD(lr=lambda step: 0.1 / (1 + step)))
+    with pytest.raises(InputError, match=r"plain callable, which a checkpoint cannot record; use a toolkit.schedules"):
+        toolkit.save(model, tmp_path / "m.safetensors")
+    toolkit.save(model, tmp_path / "m.safetensors", include_optimizer=False)
+
+
+class _Recorder(Callback):
+    def __init__(self, stop_at=None):
+        self.events, self.losses, self.stop_at = [], [], stop_at
+
+    def on_train_batch_begin(self, batch):
+        self.events.append(("begin", batch))
+
+    def on_train_batch_end(self, batch, logs):
+        self.events.append(("end", batch))
+        self.losses.append(logs["loss"])  # kept as arrays: read after training
+        if batch == self.stop_at:
+            self.model.stop_training = True
+
+
+def test_per_batch_callbacks_see_every_step_and_its_loss_as_an_array(backend, rng):
+    model = Sequential([Dense(4, activation="tanh", input_dim=5), Dense(3, activation="softmax")], dtype="float64")
+    model.compile(loss="categorical_crossentropy", optimizer="adam")
+    x, y = rng.normal(size=(20, 5)), rng.integers(0, 3, size=20)
+    recorder = _Recorder()
+    history = model.fit(x, y, epochs=2, batch_size=8, shuffle=False, callbacks=[recorder], verbose=0)
+    assert recorder.events == [(kind, b) for _ in range(2) for b in range(3) for kind in ("begin", "end")]
+    assert all(getattr(loss, "shape", None) == () for loss in recorder.losses)  # arrays (NumPy: 0-d scalars)
+    first_epoch = [float(loss) for loss in recorder.losses[:3]]
+    assert abs(np.average(first_epoch, weights=[8, 8, 4]) - history["loss"][0]) <= 1e-12
+
+
+def test_stop_training_from_a_batch_callback_stops_after_that_step(numpy_backend, rng):
+    model = Sequential([Dense(3, activation="softmax", input_dim=5)], dtype="float64")
+    model.compile(loss="categorical_crossentropy")
+    recorder = _Recorder(stop_at=1)
+    model.fit(rng.normal(size=(40, 5)), rng.integers(0, 3, size=40), epochs=3, batch_size=8, callbacks=[recorder],
+              verbose=0)
+    assert recorder.events[-1] == ("end", 1) and model.optimizer.iterations == 2
+
+
+def test_the_predicted_values_are_the_torch_ones_after_training(backend, rng):
+    """The clipped, scheduled run ends where torch's ends: predictions too, not only weights."""
+    torch, model, net, torch_optimizer = _pair("sgd", global_clipnorm=0.1)
+    for x, y in _batches(rng):
+        model.train_step(x, y)
+        _torch_step(torch, net, torch_optimizer, x, y, lambda: torch.nn.utils.clip_grad_norm_(net.parameters(), 0.1))
+    x = rng.normal(size=(4, 5))
+    expected = torch.softmax(net(torch.tensor(x)), dim=1).detach().numpy()
+    np.testing.assert_allclose(to_numpy(backend, model.predict(x)), expected, rtol=1e-12, atol=1e-13)
