@@ -158,5 +158,7 @@ def from_config(spec: dict[str, Any]) -> Layer:
     """The layer a ``{"class": name, "config": {...}}`` record describes (checkpoints hold these)."""
     name = spec.get("class")
     if name not in LAYERS:
-        raise CheckpointError(f"unknown layer {name!r}; known layers: {sorted(LAYERS)}")
+        raise CheckpointError(f"unknown layer {name!r}: a layer class of your own must be registered before loading "
+                              f"(decorate it with @toolkit.layers.register_layer, and import its module); known layers: "
+                              f"{sorted(LAYERS)}")
     return LAYERS[name](**spec.get("config", {}))
