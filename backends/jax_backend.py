@@ -30,7 +30,7 @@ from toolkit.engine import Plan, forward_pass, gradient_pass
 from toolkit.errors import BackendError
 from toolkit.layers import Layer
 from toolkit.ops.activations import ActivationFunction
-from toolkit.ops.optim import RULES, clip_gradients
+from toolkit.ops.optim import RULES, clip_gradients, unfrozen
 
 from .host import HostRandom, host_array
 
@@ -232,24 +232,31 @@ class JaxBackend(Backend):
         compiled: dict[tuple[str, tuple[Any, ...]], Callable[..., Any]] = {}
 
         def step(params: Any, state: tuple[Any, ...], layer_state: Any, x: Any, y: Any, key_: int, rule: str,
-                 scalars: tuple[Any, ...], clipping: tuple[Any, ...] | None = None):
+                 scalars: tuple[Any, ...], clipping: tuple[Any, ...] | None = None, frozen: Any = None):
             # Booleans (Nesterov) choose code paths: they are part of what is compiled. Floats
             # (learning rate, bias corrections) are traced, so a schedule never recompiles.
             # Clipping (kind, limit, parameter segments) is compiled in.
             flags = tuple(s if isinstance(s, bool) else None for s in scalars)
-            function = compiled.get((rule, flags, clipping))
+            # Frozen parameters (a mask, traced) compile one more variant: with or without a mask.
+            variant = (rule, flags, clipping, frozen is None)
+            function = compiled.get(variant)
             if function is None:
-                def whole_step(params, state, layer_state, x, y, key, floats):
+                def whole_step(params, state, layer_state, x, y, key, floats, mask):
                     values = iter(floats)
                     merged = tuple(next(values) if flag is None else flag for flag in flags)
                     loss, output, flat_grads, new_layer_state = gradients(params, layer_state, x, y, key)
-                    used = flat_grads if clipping is None else clip_gradients(flat_grads, clipping[:2], clipping[2], jnp)
+                    used = flat_grads if mask is None else unfrozen(flat_grads, mask, jnp)
+                    if clipping is not None:
+                        used = clip_gradients(used, clipping[:2], clipping[2], jnp)
                     new_params, *new_state = RULES[rule].reference(params, used, *state, *merged, jnp)
+                    if mask is not None:  # frozen: as before, bitwise, and no moments
+                        new_params = jnp.where(mask, params, new_params)
+                        new_state = [unfrozen(s, mask, jnp) for s in new_state]
                     return loss, output, flat_grads, new_params, tuple(new_state), new_layer_state
 
-                function = compiled[rule, flags, clipping] = _cached((*key, rule, flags, clipping), whole_step)
+                function = compiled[variant] = _cached((*key, *variant), whole_step)
             floats = tuple(float(s) for s in scalars if not isinstance(s, bool))
             # The dropout key is traced (an int64 scalar), so a new step never recompiles.
-            return function(params, state, layer_state, x, y, np.int64(key_), floats)
+            return function(params, state, layer_state, x, y, np.int64(key_), floats, frozen)
 
         return step

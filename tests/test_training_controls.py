@@ -181,3 +181,54 @@ def test_the_predicted_values_are_the_torch_ones_after_training(backend, rng):
     x = rng.normal(size=(4, 5))
     expected = torch.softmax(net(torch.tensor(x)), dim=1).detach().numpy()
     np.testing.assert_allclose(to_numpy(backend, model.predict(x)), expected, rtol=1e-12, atol=1e-13)
+
+
+# -- freezing -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("frozen", ["first", "last"])
+def test_freezing_equals_torch_requires_grad_false(backend, rng, frozen):
+    """AdamW (whose decoupled decay would shrink any parameter it touched): the frozen layer stays
+    bitwise as it was, the others follow torch with the same layer frozen."""
+    torch, model, net, _ = _pair("adam")
+    model.compile(loss="categorical_crossentropy", optimizer=toolkit.AdamW(lr=0.1))
+    index, module = (0, net[0]) if frozen == "first" else (1, net[2])
+    model.layers[index].trainable = False
+    module.requires_grad_(False)
+    torch_optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=0.1)
+    before = model.get_weights()
+    for x, y in _batches(rng):
+        model.train_step(x, y)
+        _torch_step(torch, net, torch_optimizer, x, y)
+        _assert_same_weights(backend, model, net)
+    for name in (f"{index}.W", f"{index}.b"):
+        np.testing.assert_array_equal(model.get_weights()[name], before[name])
+    state = model.optimizer.state["m"]
+    segment = model.table.by_key[f"{index}.W"]
+    assert not np.any(to_numpy(backend, state)[segment.offset : segment.offset + segment.size])  # no moments
+
+
+def test_a_frozen_block_and_its_record_in_a_checkpoint(numpy_backend, rng, tmp_path):
+    from toolkit import LayerNorm, Residual
+
+    model = Sequential([Dense(4, activation="tanh", input_dim=3), Residual([Dense(4), LayerNorm()]), Dense(1)])
+    model.compile(loss="mse", optimizer="adam")
+    model.layers[1].trainable = False  # a block freezes the layers in it
+    assert [layer.trainable for layer in model.layers[1].layers] == [False, False]
+    assert model.summary(print_fn=None).splitlines()[-1] == "Total params: 49 (trainable: 21, non-trainable: 28)"
+    toolkit.save(model, tmp_path / "frozen.safetensors")
+    restored = toolkit.load(tmp_path / "frozen.safetensors")
+    assert [layer.trainable for layer in restored.layers] == [True, False, True]
+    before = restored.get_weights()
+    restored.fit(rng.normal(size=(8, 3)), rng.normal(size=(8, 1)), epochs=2, verbose=0)
+    assert all(np.array_equal(restored.get_weights()[k], before[k]) for k in ("1.0.W", "1.0.b", "1.1.gamma", "1.1.beta"))
+    assert not np.array_equal(restored.get_weights()["0.W"], before["0.W"])
+
+
+def test_freezing_every_layer_is_refused_before_training(numpy_backend, rng):
+    model = Sequential([Dense(2, input_dim=3)])
+    model.compile(loss="mse")
+    model.layers[0].trainable = False
+    with pytest.raises(InputError, match=r"every layer is frozen \(trainable=False\), so fit would change nothing"):
+        model.fit(rng.normal(size=(4, 3)), rng.normal(size=(4, 2)), verbose=0)
+    with pytest.raises(InputError, match=r"trainable must be True or False"):
+        model.layers[0].trainable = "no"

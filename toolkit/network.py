@@ -24,6 +24,7 @@ from .context import INFERENCE, TRAINING, PassContext
 from .engine import Plan, forward_pass, make_plan
 from .errors import InputError, ShapeError
 from .layers import Layer
+from .layers.base import layer_record
 from .layers.embedding import check_token_inputs
 from .losses import Loss
 from .ops.random import step_key
@@ -191,6 +192,19 @@ class Network:
         key = step_key(self.random_seed, self.random_step) if self._uses_random else 0
         return PassContext(training=True, random_key=key, **distributed)
 
+    def _owner_of(self, slot: Any) -> Layer:
+        """The (possibly nested) layer a parameter slot belongs to: slot "3.1.W" is layer 1 of block 3."""
+        layer, parts = self.layers[slot.layer], slot.name.split(".")
+        while len(parts) > 1:
+            layer, parts = layer.sublayers()[int(parts[0])], parts[1:]
+        return layer
+
+    def frozen_segments(self) -> tuple[tuple[int, int], ...]:
+        """(offset, size) in the flat parameters of every parameter of a frozen layer (``trainable = False``)."""
+        if not self.built:
+            return ()
+        return tuple((slot.offset, slot.size) for slot in self.table.slots if not self._owner_of(slot).trainable)
+
     def _named(self, table: ParameterTable, flat: Array) -> list[tuple[str, Array]]:
         views = table.views(flat, self.backend.xp)
         return [(slot.key, views[slot.layer][slot.name]) for slot in table.slots]
@@ -352,7 +366,7 @@ class Network:
             "input_shape": list(self.input_shape) if self.built else None,
             "dtype": self.dtype_name,
             "seed": self.seed,
-            "layers": [{"class": type(layer).__name__, "config": layer.get_config()} for layer in self.layers],
+            "layers": [layer_record(layer) for layer in self.layers],
         }
 
     def __repr__(self) -> str:
@@ -387,8 +401,9 @@ class Network:
         def line(row: tuple[str, str, str]) -> str:
             return f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}"
 
-        trainable = self.table.size if self.built else 0
-        fixed = self.state_table.size if self.built else 0  # running statistics, as Keras counts them
+        frozen = sum(size for _, size in self.frozen_segments())  # frozen weights, as Keras counts them
+        trainable = self.table.size - frozen if self.built else 0
+        fixed = self.state_table.size + frozen if self.built else 0  # and running statistics
         text = "\n".join([f'{type(self).__name__} on backend "{self.backend.name}", dtype {self.dtype_name}', rule,
                           line(rows[0]),
                           rule, *(line(row) for row in rows[1:]), rule,

@@ -85,6 +85,7 @@ class Optimizer:
         self.clipping: tuple[str, float] | None = next(
             ((name, _check_positive(name, value)) for name, value in given.items()), None)
         self.segments: tuple[tuple[int, int], ...] = ()  # (offset, size) of each parameter tensor, from bind
+        self.frozen: Array | None = None  # a boolean mask of the frozen parameters, set by the model, or None
         self.iterations = 0
         self.state: dict[str, Array] = {}
         self.backend: Backend | None = None
@@ -138,14 +139,19 @@ class Optimizer:
         if self.backend is None:
             raise RuntimeError(f"{self.name}: bind(params, backend) must be called before step()")
         self.iterations += 1
+        xp, frozen = self.backend.xp, self.frozen
+        if frozen is not None:  # frozen parameters: no gradient (also out of a global norm), kept as they are
+            grads = optim.unfrozen(grads, frozen, xp)
+            kept = xp.where(frozen, params, xp.zeros_like(params))
         if self.clipping is not None:
-            grads = optim.clip_gradients(grads, self.clipping, self.segments, self.backend.xp)
+            grads = optim.clip_gradients(grads, self.clipping, self.segments, xp)
         rule, scalars = self.prepare(self.iterations)
         names = _STATE_NAMES[rule]
-        if not names:  # plain SGD: no state to hand over or take back
-            return self.backend.update(rule, params, grads, (), scalars)[0]
         current = tuple([self.state[name] for name in names])
         params, state = self.backend.update(rule, params, grads, current, scalars)
+        if frozen is not None:  # bitwise as before (weight decay would shrink them), and no moments
+            params = self.backend.assign(params, xp.where(frozen, kept, params))
+            state = tuple(self.backend.assign(s, optim.unfrozen(s, frozen, xp)) for s in state)
         if state is not current:  # immutable arrays: the new state replaces the old (kernels write in place)
             self.state.update(zip(names, state, strict=True))
         return params

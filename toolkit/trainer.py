@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 from .backend import Backend
 from .context import PassContext
 from .engine import Engine, Plan, backward_pass, evaluation_pass, forward_pass, next_state
-from .errors import ToolkitError
+from .errors import InputError, ToolkitError
 from .layers import Layer
+from .layers import base as layers_base
 from .losses import Loss, get_loss
 from .metrics import Metric, get_metric
 from .ops.optim import RULES
@@ -107,6 +108,7 @@ class Trainer:
         self.history: History | None = None  # the last fit's, as Keras keeps it
         self._engine: Engine | None = None
         self._step_lock = threading.Lock()
+        self._frozen_for: tuple[int, Any, Any] = (-1, None, None)  # (layers' trainable version, parameters, mask)
         self._thread = threading.local()  # the tape of a hand-written forward(training=True), per thread
         super().__init__(*args, **kwargs)  # the network (it may build at once)
 
@@ -220,6 +222,24 @@ class Trainer:
         self._advance(new_state)
         return loss
 
+    def _frozen_mask(self) -> Array | None:
+        """A boolean mask over the flat parameters, True where the layer is frozen, or None when none
+        is; recomputed only when some layer's ``trainable`` changed (one integer compared per step)."""
+        version = layers_base.TRAINABLE_VERSION
+        if self._frozen_for[0] != version or self._frozen_for[1] is not self.flat_params:
+            segments = self.frozen_segments()
+            mask = None
+            if segments:
+                if sum(size for _, size in segments) == self.table.size:
+                    raise InputError("every layer is frozen (trainable=False), so fit would change nothing; set "
+                                     "trainable = True on the layers to train")
+                host = [False] * self.table.size
+                for offset, size in segments:
+                    host[offset : offset + size] = [True] * size
+                mask = self.backend.asarray(host)
+            self._frozen_for = (version, self.flat_params, mask)
+        return self._frozen_for[2]
+
     def apply_gradients(self) -> None:
         """One optimizer step with the gradients in ``flat_grads``."""
         if self.optimizer is None:
@@ -227,6 +247,7 @@ class Trainer:
         lock = self._step_lock
         _take(lock, "apply_gradients")
         try:
+            self.optimizer.frozen = self._frozen_mask()
             self.flat_params = self.optimizer.step(self.flat_params, self.flat_grads)
         finally:
             lock.release()
@@ -244,13 +265,14 @@ class Trainer:
             return loss, output, lambda: self._commit(new_state)
         optimizer = self.optimizer
         assert optimizer is not None  # an engine exists only for a compiled model
+        frozen = self._frozen_mask()
         rule, scalars = optimizer.prepare(optimizer.iterations + 1)
         names = RULES[rule].state
         with self._exclusive("train_step"):
             loss, output, grads, params, state, layer_state = step(
                 self.flat_params, tuple(optimizer.state[n] for n in names), self.flat_state, x, y,
                 self.training_context().random_key, rule, scalars,
-                None if optimizer.clipping is None else (*optimizer.clipping, optimizer.segments))
+                None if optimizer.clipping is None else (*optimizer.clipping, optimizer.segments), frozen)
 
         def commit() -> None:
             optimizer.iterations += 1

@@ -140,6 +140,7 @@ def fit(
     for callback in callbacks:
         callback.on_train_begin()
     model.stop_training = False
+    model._frozen_mask()  # every layer frozen: refused here, before any step
     per_batch = batch_hooks(callbacks)
     guard = DivergenceGuard(model, check_finite)
     logs: dict[str, float] = {}

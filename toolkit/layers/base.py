@@ -15,7 +15,7 @@ from typing import Any
 
 from ..backend import Backend, RandomSource
 from ..context import PassContext
-from ..errors import CheckpointError
+from ..errors import CheckpointError, InputError
 
 Array = Any
 Params = dict[str, Array]
@@ -94,6 +94,27 @@ class Layer:
         return self.output_shape[-1] if self.output_shape else None
 
     @property
+    def trainable(self) -> bool:
+        """False freezes the layer (and the layers nested in it): its parameters never change, the
+        optimizer keeps no moments for them (they stay 0), and δ still flows through it."""
+        return self.__dict__.get("_trainable", True)
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise InputError(f"{self.describe()}: trainable must be True or False; got {value!r}")
+        global TRAINABLE_VERSION
+        self._trainable = value
+        TRAINABLE_VERSION += 1  # models compare it each step: a change takes effect at the next one
+        for layer in self.sublayers():
+            layer.trainable = value
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Layer:
+        """A new layer of this class from ``get_config()``'s record (``Dense.from_config(layer.get_config())``)."""
+        return cls(**config)
+
+    @property
     def draws_random(self) -> bool:
         """True when the layer's training pass draws random numbers (dropout masks) from the pass's key."""
         return False
@@ -142,6 +163,15 @@ class Layer:
         return {}
 
 
+# Counts changes of any layer's ``trainable``: a model recomputes which parameters are frozen only when it moved.
+TRAINABLE_VERSION = 0
+
+
+def layer_record(layer: Layer) -> dict[str, Any]:
+    """What a checkpoint keeps of a layer: its class, its configuration, and whether it is frozen."""
+    return {"class": type(layer).__name__, "config": layer.get_config(), **({} if layer.trainable else {"trainable": False})}
+
+
 # The layer classes a checkpoint can name, by class name (``toolkit.layers`` registers the built-in
 # ones). Kept here, beside the interface, so a layer that nests others (``Residual``) rebuilds them
 # without importing the package that imports it.
@@ -161,4 +191,7 @@ def from_config(spec: dict[str, Any]) -> Layer:
         raise CheckpointError(f"unknown layer {name!r}: a layer class of your own must be registered before loading "
                               f"(decorate it with @toolkit.layers.register_layer, and import its module); known layers: "
                               f"{sorted(LAYERS)}")
-    return LAYERS[name](**spec.get("config", {}))
+    layer = LAYERS[name](**spec.get("config", {}))
+    if spec.get("trainable", True) is False:
+        layer.trainable = False
+    return layer

@@ -142,6 +142,10 @@ class Dense(Layer):
                          grad_out: Params) -> tuple[Array | None, Params]:
         backend = self.backend
         x, _, _, input_shape = saved
+        if not self.trainable and not self.needs_input_grad:  # a frozen first layer: neither product is needed
+            slot = grad_out.get("W")
+            zeros = backend.xp.zeros_like(params["W"])
+            return None, {"W": zeros if slot is None else backend.assign(slot, zeros), "b": db}
         dw = backend.matmul(x.T, delta, out=grad_out.get("W"))  # dW = aᵀ δ (a sum over every position)
         if not self.needs_input_grad:
             return None, {"W": dw, "b": db}

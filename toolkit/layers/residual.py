@@ -13,7 +13,7 @@ from typing import Any
 from ..backend import RandomSource
 from ..context import PassContext
 from ..errors import InputError, ShapeError
-from .base import Array, Layer, Params, Scratch, from_config
+from .base import Array, Layer, Params, Scratch, from_config, layer_record
 
 
 def _prefixed(per_layer: list[Params]) -> Params:
@@ -106,4 +106,4 @@ class Residual(Layer):
                           for position, layer in enumerate(self.layers)])
 
     def get_config(self) -> dict[str, Any]:
-        return {"layers": [{"class": type(layer).__name__, "config": layer.get_config()} for layer in self.layers]}
+        return {"layers": [layer_record(layer) for layer in self.layers]}

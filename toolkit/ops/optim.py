@@ -42,6 +42,11 @@ def clip_gradients(grads: Array, clipping: tuple[str, float], segments: tuple[tu
     return xp.concat(pieces)
 
 
+def unfrozen(values: Array, frozen: Array, xp: Any) -> Array:
+    """``values`` with the frozen entries set to 0 (an optimizer's moments of frozen parameters)."""
+    return xp.where(frozen, xp.zeros_like(values), values)
+
+
 def sgd(param: Array, grad: Array, lr: float, xp: Any) -> tuple[Array]:
     """θ ← θ − η ∇θ."""
     return (param - lr * grad,)
