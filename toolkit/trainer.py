@@ -91,6 +91,7 @@ class Trainer:
     random_seed: int
     random_step: int
     plan: Callable[[Loss], Plan]
+    frozen_segments: Callable[[], tuple[tuple[int, int], ...]]
     as_input: Callable[..., Array]
     training_context: Callable[..., PassContext]
     _views: Callable[[], tuple[list[dict[str, Array]], list[dict[str, Array]]]]
