@@ -186,8 +186,8 @@ class JaxBackend(Backend):
         no_slots: list[dict[str, Any]] = [{} for _ in plan.layers]
         has_state = bool(plan.state_table.size)
 
-        def gradients(flat: Any, state: Any, x: Any, y: Any, key: Any) -> tuple[Any, Any, Any, Any]:
-            context = PassContext(training=True, random_key=key)
+        def gradients(flat: Any, state: Any, x: Any, y: Any, key: Any, first_row: Any = 0) -> tuple[Any, Any, Any, Any]:
+            context = PassContext(training=True, random_key=key, first_row=first_row)
             loss, output, grads, new_state = gradient_pass(plan, self, plan.table.views_with(plan.state_table, flat, state, jnp),
                                                            x, y, context, none, no_slots, state if has_state else None)
             return loss, output, plan.table.gather(grads, flat, jnp), state if new_state is None else new_state
@@ -224,7 +224,9 @@ class JaxBackend(Backend):
 
     def compile_pass(self, plan: Plan) -> Callable[..., Any] | None:
         compiled = _cached(self._plan_key(plan, "pass"), self._gradient_function(plan))
-        return lambda params, grads, state, x, y, context: compiled(params, state, x, y, np.int64(context.random_key))
+        # The dropout key and the first row (a micro-batch's place in its step) are traced: no recompiling.
+        return lambda params, grads, state, x, y, context: compiled(params, state, x, y, np.int64(context.random_key),
+                                                                    np.int64(context.first_row))
 
     def compile_step(self, plan: Plan) -> Callable[..., Any] | None:
         gradients = self._gradient_function(plan)

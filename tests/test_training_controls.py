@@ -232,3 +232,35 @@ def test_freezing_every_layer_is_refused_before_training(numpy_backend, rng):
         model.fit(rng.normal(size=(4, 3)), rng.normal(size=(4, 2)), verbose=0)
     with pytest.raises(InputError, match=r"trainable must be True or False"):
         model.layers[0].trainable = "no"
+
+
+# -- gradient accumulation ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("rows,batch,steps", [(24, 4, 3), (23, 5, 2)], ids=["even", "shorter-last-group"])
+def test_accumulated_batches_equal_one_large_batch(backend, rng, rows, batch, steps):
+    """k micro-batches of b rows, with dropout, equal batches of k·b rows (the last group shorter
+    when the epoch's rows run out), over several updates (float64 ≤ 1e-10)."""
+    from toolkit import Dropout
+
+    x, y = rng.normal(size=(rows, 5)), rng.integers(0, 3, size=rows)
+
+    def trained(accumulate, batch_size):
+        model = Sequential([Dense(8, activation="tanh", input_dim=5), Dropout(0.3), Dense(3, activation="softmax")],
+                           dtype="float64", seed=1)
+        model.compile(loss="categorical_crossentropy", optimizer="adam", gradient_accumulation_steps=accumulate)
+        history = model.fit(x, y, epochs=3, batch_size=batch_size, shuffle=False, verbose=0)
+        return model, history
+
+    large, large_history = trained(1, batch * steps)
+    small, small_history = trained(steps, batch)
+    assert small.optimizer.iterations == large.optimizer.iterations == 3 * -(-rows // (batch * steps))
+    assert small.random_step == large.random_step
+    for name, value in large.get_weights().items():
+        assert relative_error(small.get_weights()[name], value) <= 1e-10, name
+    np.testing.assert_allclose(small_history["loss"], large_history["loss"], rtol=1e-10)
+
+
+def test_bad_accumulation_settings(numpy_backend):
+    model = Sequential([Dense(2, input_dim=3)])
+    with pytest.raises(InputError, match=r"gradient_accumulation_steps must be an integer ≥ 1; got 0"):
+        model.compile(loss="mse", gradient_accumulation_steps=0)

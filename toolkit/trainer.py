@@ -19,6 +19,7 @@ from .backend import Backend
 from .context import PassContext
 from .engine import Engine, Plan, backward_pass, evaluation_pass, forward_pass, next_state
 from .errors import InputError, ToolkitError
+from .validation import check_int
 from .layers import Layer
 from .layers import base as layers_base
 from .losses import Loss, get_loss
@@ -101,6 +102,7 @@ class Trainer:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.loss: Loss | None = None
+        self.gradient_accumulation_steps = 1
         self.optimizer: Optimizer | None = None
         self.metrics: list[Metric] = []  # templates: every call counts into its own copies
         self.stop_training = False
@@ -121,17 +123,24 @@ class Trainer:
         if self.optimizer is not None:
             self.optimizer.bind(self.flat_params, self.backend, owner=self)
 
-    def compile(self, loss: str | Loss, optimizer: str | Optimizer = "sgd", metrics: Sequence[Any] = ()) -> None:
+    def compile(self, loss: str | Loss, optimizer: str | Optimizer = "sgd", metrics: Sequence[Any] = (),
+                gradient_accumulation_steps: int = 1) -> None:
         """Choose the loss, the optimizer and the metrics reported by ``fit``/``evaluate``.
+
+        ``gradient_accumulation_steps=k`` (Keras' name): ``fit`` averages the gradients of k batches
+        and updates once, equal to one batch k times as large (dropout masks are drawn by the row's
+        place in the whole step; BatchNorm's statistics are each batch's own, as in Keras and PyTorch).
 
         An optimizer instance belongs to one model; passing one that trains another live model
         is an ``InputError``."""
+        accumulation = check_int("gradient_accumulation_steps", gradient_accumulation_steps, 1)
         new_loss = get_loss(loss)
         new_optimizer = get_optimizer(optimizer)
         new_metrics = [get_metric(m) for m in metrics]
         if self.built:
             new_optimizer.bind(self.flat_params, self.backend, owner=self)
         self.loss, self.optimizer, self.metrics = new_loss, new_optimizer, new_metrics
+        self.gradient_accumulation_steps = accumulation
         self._engine = None
 
     def _compiled_loss(self) -> Loss:

@@ -9,10 +9,11 @@ batches is converted as it comes; both are read ahead on a background thread
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -141,6 +142,12 @@ def fit(
         callback.on_train_begin()
     model.stop_training = False
     model._frozen_mask()  # every layer frozen: refused here, before any step
+    accumulator = None
+    if model.gradient_accumulation_steps > 1:
+        if distributed is not None:
+            raise InputError("gradient_accumulation_steps > 1 with distributed training is not supported yet: "
+                             "compile with gradient_accumulation_steps=1, or give each rank a larger batch")
+        accumulator = GradientAccumulator(model, model.gradient_accumulation_steps)
     per_batch = batch_hooks(callbacks)
     guard = DivergenceGuard(model, check_finite)
     logs: dict[str, float] = {}
@@ -152,11 +159,14 @@ def fit(
             metrics = _fresh_metrics(model)
             loss_sum = xp.zeros((), dtype=model.dtype, device=backend.device)
             seen = 0
+            message = None
             progress.epoch_begin(epoch)
             for batch, (rows, xb, yb) in enumerate(feeder.epoch(epoch)):
                 for callback in per_batch:
                     callback.on_train_batch_begin(batch)
-                if distributed is None:
+                if accumulator is not None:
+                    loss, prediction, commit = accumulator.train_batch(xb, yb)
+                elif distributed is None:
                     loss, prediction, commit = model._train_batch(xb, yb)
                 else:  # this rank's share of the global batch, then one all-reduce of gradients and loss
                     loss, prediction, commit = distributed.train_batch(model, xb, yb, rows)
@@ -178,6 +188,11 @@ def fit(
                         callback.on_train_batch_end(batch, {"loss": loss, "rows": rows})
                     if model.stop_training:
                         break
+            if accumulator is not None:
+                if message is None:
+                    accumulator.flush()  # a shorter last group is one more update
+                else:
+                    accumulator = GradientAccumulator(model, model.gradient_accumulation_steps)  # drop it
             message = None if model.stop_training else guard.flush(epoch)
             if message is not None:
                 _diverged(model, message, quiet_nan)
@@ -278,6 +293,41 @@ class DivergenceGuard:
                 f"{self.model.backend.name} the loss is read once per {CHECK_EVERY} steps, not to wait for the device "
                 f"each step); training stopped and the weights from before batch {first + 1} are kept (lower the "
                 "learning rate or check the data)")
+
+
+class GradientAccumulator:
+    """``compile(gradient_accumulation_steps=k)``: the gradients of k consecutive batches, each weighted
+    by its rows, summed, then one update with their average over all the rows, which is the gradient
+    of the mean loss over the k batches as one batch. All k batches share the step's dropout key and
+    each starts at its row's place in the step (``PassContext.first_row``), so their masks are the
+    rows of the one big batch's mask. The update is applied when the k-th batch commits, or at the
+    end of an epoch for a shorter last group (``flush``)."""
+
+    def __init__(self, model: Trainer, steps: int) -> None:
+        self.model, self.steps = model, steps
+        self.total: Array | None = None
+        self.rows = self.count = 0
+
+    def train_batch(self, x: Array, y: Array) -> tuple[Array, Array, Callable[[], None]]:
+        model = self.model
+        context = dataclasses.replace(model.training_context(), first_row=self.rows)
+        loss, output, new_state = model._gradients(x, y, context)
+        weighted = model.flat_grads * x.shape[0]
+        self.total = weighted if self.total is None else self.total + weighted
+        if new_state is not None:  # BatchNorm's running statistics take in each batch, as in PyTorch
+            model.assign_state(new_state)
+        self.rows += x.shape[0]
+        self.count += 1
+        return loss, output, lambda: self.flush() if self.count == self.steps else None
+
+    def flush(self) -> None:
+        """Apply the pending group's update, if any."""
+        if self.total is None:
+            return
+        model = self.model
+        model.flat_grads = model.backend.assign(model.flat_grads, self.total / self.rows)
+        self.total, self.rows, self.count = None, 0, 0
+        model._commit(None)  # the update, and the next step's dropout key
 
 
 def _snapshot(model: Trainer) -> tuple[Any, ...]:

@@ -64,6 +64,7 @@ def dropout_mask(key: Any, stream: int, shape: tuple[int, ...], first_row: int, 
     their rows draw together the mask one process draws for the whole batch."""
     per_row = math.prod(shape[1:])
     start = first_row * per_row
-    index = xp.arange(start, start + math.prod(shape), dtype=xp.int64, device=device)
+    # start + arange, not arange(start, …): inside a compiled pass ``first_row`` may be traced
+    index = xp.arange(math.prod(shape), dtype=xp.int64, device=device) + start
     kept = bits(index, layer_key(key, stream)) >= threshold(rate)
     return xp.reshape(xp.astype(kept, dtype) * (1.0 / (1.0 - rate)), shape)
