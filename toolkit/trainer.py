@@ -19,7 +19,6 @@ from .backend import Backend
 from .context import PassContext
 from .engine import Engine, Plan, backward_pass, evaluation_pass, forward_pass, next_state
 from .errors import InputError, ToolkitError
-from .validation import check_int
 from .layers import Layer
 from .layers import base as layers_base
 from .losses import Loss, get_loss
@@ -27,6 +26,7 @@ from .metrics import Metric, get_metric
 from .ops.optim import RULES
 from .optimizers import Optimizer, get_optimizer
 from .parameters import ParameterTable
+from .validation import check_int
 
 if TYPE_CHECKING:
     from .callbacks import Callback
