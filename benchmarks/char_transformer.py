@@ -21,7 +21,6 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -29,9 +28,10 @@ from collections.abc import Callable
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "examples")]
+sys.path[:0] = [ROOT, os.path.join(ROOT, "examples"), os.path.join(ROOT, "benchmarks")]
 
 import char_transformer as example  # noqa: E402
+import own_process  # noqa: E402
 
 import toolkit  # noqa: E402
 
@@ -144,13 +144,7 @@ def torch_step_seconds(threads: int, seconds: float) -> float:
         loss.backward()
         optimizer.step()
 
-    for i in range(3):
-        step(i)
-    count, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        step(count)
-        count += 1
-    return (time.perf_counter() - started) / count
+    return own_process.seconds_per_call(step, seconds)
 
 
 def gemm_floor(vocab: int) -> Callable[[], None]:
@@ -185,19 +179,11 @@ def gemm_floor(vocab: int) -> Callable[[], None]:
 
 
 def timed(step: Callable[[], None], seconds: float) -> float:
-    for _ in range(3):
-        step()
-    count, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        step()
-        count += 1
-    return (time.perf_counter() - started) / count
+    return own_process.seconds_per_call(lambda _: step(), seconds)
 
 
 def in_own_process(part: str, **arguments: object) -> dict[str, float]:
-    command = [sys.executable, __file__, "--part", part, "--arguments", json.dumps(arguments)]
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return own_process.in_own_process(__file__, part, **arguments)
 
 
 def main() -> None:

@@ -19,15 +19,15 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "examples")]
+sys.path[:0] = [ROOT, os.path.join(ROOT, "examples"), os.path.join(ROOT, "benchmarks")]
 
+import own_process  # noqa: E402
 from mnist_cnn import load_mnist  # noqa: E402
 from sequential_mnist import build  # noqa: E402
 
@@ -45,17 +45,7 @@ def toolkit_step_seconds(cell: str, batch: int, seconds: float) -> float:
         loss, _, commit = model._train_batch(*data[i % len(data)])
         commit()
 
-    return _timed(step, seconds)
-
-
-def _timed(step, seconds: float) -> float:
-    for i in range(3):
-        step(i)
-    count, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        step(count)
-        count += 1
-    return (time.perf_counter() - started) / count
+    return own_process.seconds_per_call(step, seconds)
 
 
 def _torch_net(cell: str):
@@ -90,7 +80,7 @@ def torch_step_seconds(cell: str, batch: int, seconds: float, threads: int) -> f
         loss.backward()
         optimizer.step()
 
-    return _timed(step, seconds)
+    return own_process.seconds_per_call(step, seconds)
 
 
 def torch_accuracy(cell: str, seed: int, epochs: int, threads: int) -> dict[str, float]:
@@ -130,9 +120,7 @@ def toolkit_accuracy(cell: str, seed: int, epochs: int) -> dict[str, float]:
 
 
 def in_own_process(part: str, **arguments: object) -> dict[str, float]:
-    command = [sys.executable, __file__, "--part", part, "--arguments", json.dumps(arguments)]
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return own_process.in_own_process(__file__, part, **arguments)
 
 
 def main() -> None:
