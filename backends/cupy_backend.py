@@ -64,6 +64,11 @@ class CupyBackend(StridedWindows, Backend):
         self._streams = threading.local()
         super().__init__(xp_cupy, self.gpu, fused)
 
+    low_precision = ("float16",)  # CuPy has no bfloat16
+
+    def low_precision_dtype(self, name: str) -> Any:
+        return getattr(cupy, name)
+
     def is_native(self, x: Any) -> bool:
         return isinstance(x, cupy.ndarray) and x.device.id == self.gpu.id
 

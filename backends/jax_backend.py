@@ -154,6 +154,11 @@ class JaxBackend(Backend):
         self.reads_are_cheap = platform == "cpu"  # on a GPU a read waits for the device
         super().__init__(jnp, devices[number], fused)
 
+    low_precision = ("bfloat16", "float16")
+
+    def low_precision_dtype(self, name: str) -> Any:
+        return getattr(jnp, name)
+
     def is_native(self, x: Any) -> bool:
         return isinstance(x, jax.Array) and self.device in x.devices()
 

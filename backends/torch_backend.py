@@ -51,6 +51,11 @@ class TorchBackend(Backend):
         super().__init__(xp_torch, target, fused)
 
     # -- arrays and transfers -------------------------------------------------------------
+    low_precision = ("bfloat16", "float16")
+
+    def low_precision_dtype(self, name: str) -> Any:
+        return getattr(torch, name)
+
     def is_native(self, x: Any) -> bool:
         return isinstance(x, torch.Tensor) and x.device == self.device
 

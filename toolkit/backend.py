@@ -52,6 +52,8 @@ class Backend:
     # host memory and the ops have finished. False on a GPU, where a read waits for every queued
     # kernel: fit then reads its NaN guard once per block of steps (``toolkit.training``).
     reads_are_cheap = True
+    # The low-precision float dtypes of the array library, for mixed-precision policies ("mixed_bfloat16").
+    low_precision: tuple[str, ...] = ()
     HOT_OPS = ("matmul", "bias_activation", "activation_backward", "output_delta", "sum_rows", "im2col", "col2im",
                "max_pool", "max_pool_backward", "dropout_mask", "scatter_add_rows", "attention_weights",
                "attention_weights_backward", "layer_norm", "layer_norm_backward", "lstm_cell",
@@ -78,10 +80,14 @@ class Backend:
 
     # -- arrays and transfers -------------------------------------------------------------
     def dtype(self, name: str) -> Any:
-        """The namespace's dtype object for ``"float32"`` or ``"float64"``."""
-        if name not in FLOAT_DTYPES:
+        """The namespace's dtype object for ``"float32"`` or ``"float64"`` (or a ``low_precision`` one)."""
+        if name not in FLOAT_DTYPES and name not in self.low_precision:
             raise ValueError(f"unsupported dtype {name!r}; use one of {FLOAT_DTYPES}")
-        return getattr(self.xp, name)
+        return self.low_precision_dtype(name) if name in self.low_precision else getattr(self.xp, name)
+
+    def low_precision_dtype(self, name: str) -> Any:
+        """The library's own ``bfloat16``/``float16`` (outside the Array API standard)."""
+        raise NotImplementedError
 
     def is_native(self, x: Any) -> bool:
         """True when ``x`` is already an array of this backend on its device."""

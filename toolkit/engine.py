@@ -77,8 +77,10 @@ def next_state(layers: Sequence[Layer], state_table: ParameterTable, params: Seq
 
 
 def backward_pass(plan: Plan, backend: Backend, params: Sequence[Params], tape: Sequence[Any], output: Array,
-                  y: Array, scratch: Sequence[Scratch | None], grad_out: Sequence[Params]) -> tuple[Array, list[Params]]:
-    """The loss (0-d array) and every layer's parameter gradients, last layer first computed."""
+                  y: Array, scratch: Sequence[Scratch | None], grad_out: Sequence[Params],
+                  loss_scale: float = 1.0) -> tuple[Array, list[Params]]:
+    """The loss (0-d array) and every layer's parameter gradients, last layer first computed; with a
+    ``loss_scale`` s the gradients are those of s·J (float16 training, so small ones do not underflow)."""
     layers = plan.layers
     last = len(layers) - 1
     grads: list[Params] = [{} for _ in layers]
@@ -91,11 +93,14 @@ def backward_pass(plan: Plan, backend: Backend, params: Sequence[Params], tape: 
             y = backend.xp.reshape(y, tuple(z.shape))
         delta_buffer = scratch_buffer(scratch[last], "delta", tuple(z.shape), z.dtype)
         loss, delta = backend.output_delta(plan.pair, z, a, y, out=delta_buffer)  # δ_out = ŷ − y
+        if loss_scale != 1.0:
+            delta = delta * loss_scale
         grad, grads[last] = output_layer.backward_from_delta(params[last], saved, delta, scratch[last], grad_out[last])
     else:
         xp = backend.xp
         loss = plan.loss.value(output, y, xp)
-        grad, grads[last] = layers[last].backward(params[last], tape[last], plan.loss.gradient(output, y, xp),
+        start = plan.loss.gradient(output, y, xp)
+        grad, grads[last] = layers[last].backward(params[last], tape[last], start if loss_scale == 1.0 else start * loss_scale,
                                                   scratch[last], grad_out[last])
     for index in range(last - 1, -1, -1):  # δ[l] = (δ[l+1] W[l+1]ᵀ) ∘ σ'(Z[l])
         grad, grads[index] = layers[index].backward(params[index], tape[index], grad, scratch[index], grad_out[index])
@@ -104,13 +109,13 @@ def backward_pass(plan: Plan, backend: Backend, params: Sequence[Params], tape: 
 
 def gradient_pass(plan: Plan, backend: Backend, params: Sequence[Params], x: Array, y: Array, context: PassContext,
                   scratch: Sequence[Scratch | None], grad_out: Sequence[Params],
-                  state: Array | None = None) -> tuple[Array, Array, list[Params], Array | None]:
+                  state: Array | None = None, loss_scale: float = 1.0) -> tuple[Array, Array, list[Params], Array | None]:
     """(loss, ŷ, every layer's parameter gradients, the new flat state or None) of one batch:
     the reference a runner must equal. ``state`` is the current flat state (its shape and dtype
     for the new one)."""
     output, tape = forward_pass(plan.layers, params, x, context, scratch)
     new_state = None if state is None else next_state(plan.layers, plan.state_table, params, tape, state, backend.xp)
-    loss, grads = backward_pass(plan, backend, params, tape, output, y, scratch, grad_out)
+    loss, grads = backward_pass(plan, backend, params, tape, output, y, scratch, grad_out, loss_scale)
     return loss, output, grads, new_state
 
 

@@ -101,6 +101,18 @@ class Network:
             raise InputError(f"{kind} takes layers; got {[type(layer).__name__ for layer in self.layers]}")
         _claim(self.layers, self)
         self.backend: Backend = get_backend() if backend is None else load_backend(backend)
+        self.policy = dtype
+        self.compute_dtype: Any = None  # the low-precision dtype of a mixed policy, else None
+        if isinstance(dtype, str) and dtype.startswith("mixed_"):
+            low = dtype[len("mixed_"):]
+            if low not in self.backend.low_precision:
+                having = [name for name in ("torch", "jax", "cupy") if name != self.backend.name]
+                raise InputError(
+                    f"dtype={dtype!r} needs {low} arithmetic, which backend {self.backend.name!r} does not have "
+                    f"({'NumPy has no bfloat16' if low == 'bfloat16' else 'it has no ' + low + ' kernels'}); "
+                    f"mixed precision runs on {', '.join(having)} (mixed_float16 on cupy), or use dtype='float32'")
+            self.compute_dtype = self.backend.dtype(low)
+            dtype = "float32"  # the master weights and the optimizer's state
         self.dtype = self.backend.dtype(dtype)
         self.dtype_name = dtype
         self.seed = check_seed(seed)
@@ -364,7 +376,7 @@ class Network:
             "class": type(self).__name__,
             "input_dim": self.input_dim if self.built else None,
             "input_shape": list(self.input_shape) if self.built else None,
-            "dtype": self.dtype_name,
+            "dtype": self.policy,
             "seed": self.seed,
             "layers": [layer_record(layer) for layer in self.layers],
         }

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .backend import Backend
 from .context import PassContext
-from .engine import Engine, Plan, backward_pass, evaluation_pass, forward_pass, next_state
+from .engine import Engine, Plan, backward_pass, evaluation_pass, forward_pass, gradient_pass, next_state
 from .errors import InputError, ToolkitError
 from .layers import Layer
 from .layers import base as layers_base
@@ -92,6 +92,8 @@ class Trainer:
     random_seed: int
     random_step: int
     plan: Callable[[Loss], Plan]
+    compute_dtype: Any
+    policy: str
     frozen_segments: Callable[[], tuple[tuple[int, int], ...]]
     as_input: Callable[..., Array]
     training_context: Callable[..., PassContext]
@@ -111,9 +113,11 @@ class Trainer:
         self.history: History | None = None  # the last fit's, as Keras keeps it
         self._engine: Engine | None = None
         self._step_lock = threading.Lock()
-        self._frozen_for: tuple[int, Any, Any] = (-1, None, None)  # (layers' trainable version, parameters, mask)
+        self._frozen_for: tuple[int, Any, Any] = (-1, None, None)
+        self._good_steps = 0  # float16 steps since the loss scale last changed  # (layers' trainable version, parameters, mask)
         self._thread = threading.local()  # the tape of a hand-written forward(training=True), per thread
         super().__init__(*args, **kwargs)  # the network (it may build at once)
+        self.loss_scale = self.LOSS_SCALE_START if self.policy == "mixed_float16" else 1.0
 
     def build(self, input_shape: int | tuple[int, ...]) -> None:
         """Build the network (``toolkit.network.Network.build``), then bind a compiled optimizer to
@@ -214,16 +218,36 @@ class Trainer:
         ``flat_grads``; the state is not kept (``_advance`` keeps it). ŷ may be a scratch
         buffer that the next step overwrites: internal callers use it at once (metrics)."""
         engine = self._engine_for_training()
-        params, slots = self._views()
         context = self.training_context() if context is None else context
         lock = self._step_lock  # taken inline, not through _exclusive: this runs every step
         _take(lock, "compute_gradients")
         try:
+            if self.compute_dtype is not None:
+                return self._mixed_precision_gradients(engine, x, y, context)
+            params, slots = self._views()
             loss, output, self.flat_grads, new_state = engine.gradients(
                 self.flat_params, self.flat_grads, self.flat_state, params, slots, x, y, context)
         finally:
             lock.release()
         return loss, output, new_state
+
+    def _mixed_precision_gradients(self, engine: Engine, x: Array, y: Array,
+                                   context: PassContext) -> tuple[Array, Array, Array | None]:
+        """A mixed policy's pass: forward and backward in the compute dtype on cast copies of the
+        float32 weights (and of the inputs, targets and state), the gradients cast back to float32 and
+        divided by the loss scale (float16: the loss is scaled so that small gradients do not underflow)."""
+        xp, backend, low = self.backend.xp, self.backend, self.compute_dtype
+        params_low, state_low = xp.astype(self.flat_params, low), xp.astype(self.flat_state, low)
+        views = self.table.views_with(self.state_table, params_low, state_low, xp)
+        inputs = xp.astype(x, low) if xp.isdtype(x.dtype, "real floating") else x  # token ids stay integers
+        with backend.quiet():
+            loss, output, grads, new_state = gradient_pass(
+                engine.plan, backend, views, inputs, xp.astype(y, low), context, [None] * len(self.layers),
+                [{} for _ in self.layers], state_low if self.state_table.size else None, self.loss_scale)
+        flat = xp.astype(self.table.gather(grads, params_low, xp), self.dtype)
+        self.flat_grads = backend.assign(self.flat_grads, flat / self.loss_scale if self.loss_scale != 1.0 else flat)
+        new_state = None if new_state is None else xp.astype(new_state, self.dtype)
+        return xp.astype(loss, self.dtype), xp.astype(output, self.dtype), new_state
 
     def compute_gradients(self, x: Array, y: Array) -> Array:
         """Forward and backward on a prepared batch, in training mode; returns the loss; no update
@@ -270,6 +294,8 @@ class Trainer:
         and commit only keeps its results; elsewhere commit is the optimizer step."""
         engine = self._engine_for_training()
         step = engine.step
+        if self.compute_dtype is not None:
+            return self._mixed_precision_step(x, y)
         if step is None:
             loss, output, new_state = self._gradients(x, y)
             return loss, output, lambda: self._commit(new_state)
@@ -289,6 +315,31 @@ class Trainer:
             optimizer.state.update(zip(names, state, strict=True))
             self.flat_grads, self.flat_params = grads, params
             self._advance(layer_state if self.state_table.size else None)
+
+        return loss, output, commit
+
+    # float16 loss scaling, PyTorch's GradScaler defaults: start at 2¹⁶, halve on a step whose gradients
+    # overflow (that step is skipped), double after 2000 steps in a row without overflow.
+    LOSS_SCALE_START, LOSS_SCALE_GROWTH_INTERVAL = 2.0**16, 2000
+
+    def _mixed_precision_step(self, x: Array, y: Array) -> tuple[Array, Array, Callable[[], None]]:
+        loss, output, new_state = self._gradients(x, y)
+        if self.loss_scale == 1.0:  # bfloat16: float32's range, no scaling
+            return loss, output, lambda: self._commit(new_state)
+        xp = self.backend.xp
+        finite = bool(xp.all(xp.isfinite(self.flat_grads)))  # one read per step: float16 needs it
+
+        def commit() -> None:
+            if not finite:  # skipped, as GradScaler skips it; the next step draws new masks
+                self.loss_scale /= 2.0
+                self._good_steps = 0
+                self._advance(new_state)
+                return
+            self._commit(new_state)
+            self._good_steps += 1
+            if self._good_steps == self.LOSS_SCALE_GROWTH_INTERVAL:
+                self.loss_scale *= 2.0
+                self._good_steps = 0
 
         return loss, output, commit
 
