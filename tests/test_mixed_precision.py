@@ -41,7 +41,7 @@ def test_a_mixed_run_ends_within_two_percent_of_float32(backend, policy):
     results = {}
     for name in ("float32", policy):
         model = _mlp(name)
-        history = model.fit(x_train[:640], y_train[:640], epochs=6, batch_size=64, validation_data=(x_val, y_val),
+        history = model.fit(x_train[:384], y_train[:384], epochs=6, batch_size=64, validation_data=(x_val, y_val),
                             verbose=0)
         results[name] = history["val_loss"][-1]
     assert abs(results[policy] - results["float32"]) <= 0.02 * results["float32"], results

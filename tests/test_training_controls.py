@@ -264,3 +264,15 @@ def test_bad_accumulation_settings(numpy_backend):
     model = Sequential([Dense(2, input_dim=3)])
     with pytest.raises(InputError, match=r"gradient_accumulation_steps must be an integer ≥ 1; got 0"):
         model.compile(loss="mse", gradient_accumulation_steps=0)
+
+
+def test_freezing_holds_across_a_new_compile(numpy_backend, rng):
+    model = Sequential([Dense(3, activation="tanh", input_dim=4), Dense(2)])
+    model.compile(loss="mse", optimizer="adam")
+    model.layers[0].trainable = False
+    x, y = rng.normal(size=(6, 4)), rng.normal(size=(6, 2))
+    model.fit(x, y, verbose=0)
+    before = model.get_weights()["0.W"]
+    model.compile(loss="mse", optimizer="sgd")  # a new optimizer must learn the frozen layers too
+    model.fit(x, y, verbose=0)
+    np.testing.assert_array_equal(model.get_weights()["0.W"], before)

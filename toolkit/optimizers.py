@@ -139,6 +139,22 @@ class Optimizer:
         if self.backend is None:
             raise RuntimeError(f"{self.name}: bind(params, backend) must be called before step()")
         self.iterations += 1
+        if self.frozen is not None or self.clipping is not None or self.schedule is not None:
+            return self._controlled_step(params, grads)
+        rule, scalars = self.rule(self.iterations)  # no controls: nothing else on the hot path
+        return self._update(rule, scalars, params, grads)
+
+    def _update(self, rule: str, scalars: tuple[Any, ...], params: Array, grads: Array) -> Array:
+        names = _STATE_NAMES[rule]
+        current = tuple([self.state[name] for name in names])
+        params, state = self.backend.update(rule, params, grads, current, scalars)
+        if state is not current:  # immutable arrays: the new state replaces the old (kernels write in place)
+            self.state.update(zip(names, state, strict=True))
+        return params
+
+    def _controlled_step(self, params: Array, grads: Array) -> Array:
+        """The step with frozen parameters, clipping or a schedule."""
+        assert self.backend is not None
         xp, frozen = self.backend.xp, self.frozen
         if frozen is not None:  # frozen parameters: no gradient (also out of a global norm), kept as they are
             grads = optim.unfrozen(grads, frozen, xp)
@@ -146,14 +162,11 @@ class Optimizer:
         if self.clipping is not None:
             grads = optim.clip_gradients(grads, self.clipping, self.segments, xp)
         rule, scalars = self.prepare(self.iterations)
-        names = _STATE_NAMES[rule]
-        current = tuple([self.state[name] for name in names])
-        params, state = self.backend.update(rule, params, grads, current, scalars)
+        params = self._update(rule, scalars, params, grads)
         if frozen is not None:  # bitwise as before (weight decay would shrink them), and no moments
             params = self.backend.assign(params, xp.where(frozen, kept, params))
-            state = tuple(self.backend.assign(s, optim.unfrozen(s, frozen, xp)) for s in state)
-        if state is not current:  # immutable arrays: the new state replaces the old (kernels write in place)
-            self.state.update(zip(names, state, strict=True))
+            for name in _STATE_NAMES[rule]:
+                self.state[name] = self.backend.assign(self.state[name], optim.unfrozen(self.state[name], frozen, xp))
         return params
 
     def rule(self, step: int) -> tuple[str, tuple[Any, ...]]:

@@ -146,6 +146,7 @@ class Trainer:
         self.loss, self.optimizer, self.metrics = new_loss, new_optimizer, new_metrics
         self.gradient_accumulation_steps = accumulation
         self._engine = None
+        self._frozen_for = (-1, None, None)  # the new optimizer learns which parameters are frozen
 
     def _compiled_loss(self) -> Loss:
         """The loss given to ``compile``; training and evaluating need it."""
@@ -258,9 +259,10 @@ class Trainer:
 
     def _frozen_mask(self) -> Array | None:
         """A boolean mask over the flat parameters, True where the layer is frozen, or None when none
-        is; recomputed only when some layer's ``trainable`` changed (one integer compared per step)."""
+        is; recomputed (and handed to the optimizer) only when some layer's ``trainable`` changed, or
+        the model was rebuilt (one integer and one identity compared per step)."""
         version = layers_base.TRAINABLE_VERSION
-        if self._frozen_for[0] != version or self._frozen_for[1] is not self.flat_params:
+        if self._frozen_for[0] != version or self._frozen_for[1] is not getattr(self, "table", None):
             segments = self.frozen_segments()
             mask = None
             if segments:
@@ -271,7 +273,9 @@ class Trainer:
                 for offset, size in segments:
                     host[offset : offset + size] = [True] * size
                 mask = self.backend.asarray(host)
-            self._frozen_for = (version, self.flat_params, mask)
+            self._frozen_for = (version, self.table, mask)
+            if self.optimizer is not None:
+                self.optimizer.frozen = mask
         return self._frozen_for[2]
 
     def apply_gradients(self) -> None:
@@ -281,7 +285,9 @@ class Trainer:
         lock = self._step_lock
         _take(lock, "apply_gradients")
         try:
-            self.optimizer.frozen = self._frozen_mask()
+            frozen = self._frozen_for
+            if frozen[0] != layers_base.TRAINABLE_VERSION or frozen[1] is not self.table:
+                self._frozen_mask()  # gives the optimizer the new mask
             self.flat_params = self.optimizer.step(self.flat_params, self.flat_grads)
         finally:
             lock.release()

@@ -33,12 +33,12 @@ def clip_gradients(grads: Array, clipping: tuple[str, float], segments: tuple[tu
     kind, limit = clipping
     if kind == "clipvalue":
         return xp.clip(grads, -limit, limit)
-    if kind == "global_clipnorm":
-        return grads * xp.clip(limit / (xp.sqrt(xp.sum(grads * grads)) + CLIP_EPSILON), max=1.0)
+    if kind == "global_clipnorm":  # ‖g‖² as one vecdot: a single pass, no temporary
+        return grads * xp.clip(limit / (xp.sqrt(xp.vecdot(grads, grads)) + CLIP_EPSILON), max=1.0)
     pieces = []
     for offset, size in segments:
         piece = grads[offset : offset + size]
-        pieces.append(piece * xp.clip(limit / (xp.sqrt(xp.sum(piece * piece)) + CLIP_EPSILON), max=1.0))
+        pieces.append(piece * xp.clip(limit / (xp.sqrt(xp.vecdot(piece, piece)) + CLIP_EPSILON), max=1.0))
     return xp.concat(pieces)
 
 
