@@ -147,7 +147,7 @@ class Optimizer:
     def _update(self, rule: str, scalars: tuple[Any, ...], params: Array, grads: Array) -> Array:
         names = _STATE_NAMES[rule]
         current = tuple([self.state[name] for name in names])
-        params, state = self.backend.update(rule, params, grads, current, scalars)
+        params, state = self.backend.update(rule, params, grads, current, scalars)  # type: ignore[union-attr]
         if state is not current:  # immutable arrays: the new state replaces the old (kernels write in place)
             self.state.update(zip(names, state, strict=True))
         return params

@@ -113,8 +113,8 @@ class Trainer:
         self.history: History | None = None  # the last fit's, as Keras keeps it
         self._engine: Engine | None = None
         self._step_lock = threading.Lock()
-        self._frozen_for: tuple[int, Any, Any] = (-1, None, None)
-        self._good_steps = 0  # float16 steps since the loss scale last changed  # (layers' trainable version, parameters, mask)
+        self._frozen_for: tuple[int, Any, Any] = (-1, None, None)  # (layers' trainable version, table, mask)
+        self._good_steps = 0  # float16 steps since the loss scale last changed
         self._thread = threading.local()  # the tape of a hand-written forward(training=True), per thread
         super().__init__(*args, **kwargs)  # the network (it may build at once)
         self.loss_scale = self.LOSS_SCALE_START if self.policy == "mixed_float16" else 1.0
