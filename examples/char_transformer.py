@@ -9,7 +9,7 @@ Token and position embeddings (width 64, 64 characters of context), two pre-Laye
 (causal self-attention, 4 heads of 16, then a GELU feed-forward of width 256), a final LayerNorm
 and a softmax over the characters. Adam 3e-3, batches of 32 windows drawn at random positions of
 the first 90 % of the text; the last 10 % is the validation text. Reports validation bits per
-character, writes the curves, and prints a 300-character sample generated from a prompt.
+character, writes the curves, and prints a 300-character sample generated from a prompt (``--sample-length``).
 """
 
 from __future__ import annotations
@@ -95,6 +95,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the batches (default: %(default)s)")
     parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default: %(default)s)")
     parser.add_argument("--prompt", default="The ", help="start of the generated sample (default: %(default)r)")
+    parser.add_argument("--sample-length", type=int, default=300,
+                        help="characters generated after the prompt (default: %(default)s)")
     parser.add_argument("--verbose", type=int, default=1, help="0 silent, 1 progress bar (default: %(default)s)")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path(__file__).parent / "output",
                         help="folder for the PNG (default: %(default)s)")
@@ -115,7 +117,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     plot_history(history, args.out / "char_transformer_curves.png")
     prompt = np.array([alphabet.index(char) for char in args.prompt], dtype=np.int64)
-    sample = "".join(alphabet[i] for i in generate(model, prompt, 300, args.temperature, args.seed))
+    sample = "".join(alphabet[i] for i in generate(model, prompt, args.sample_length, args.temperature, args.seed))
     print(f"validation: {bits:.3f} bits per character, accuracy {history['val_accuracy'][-1]:.3f}; "
           f"{steps_per_epoch * args.epochs} steps in {seconds:.1f}s; wrote {args.out / 'char_transformer_curves.png'}")
     print(f"sample (temperature {args.temperature}):\n{args.prompt}{sample}")
