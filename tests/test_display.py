@@ -63,8 +63,10 @@ def _run_in_terminal(columns):
 
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    # The terminal's width, not an inherited COLUMNS (pytest-xdist's workers set one), must decide the bar's.
+    env = {key: value for key, value in os.environ.items() if key not in ("COLUMNS", "LINES")}
     process = subprocess.Popen([sys.executable, "-c", _BAR_RUN], stdin=slave, stdout=slave, stderr=slave,
-                               close_fds=True, env={**os.environ, "TOOLKIT_BACKEND": "numpy"})
+                               close_fds=True, env={**env, "TOOLKIT_BACKEND": "numpy"})
     os.close(slave)
     output = b""
     while True:
