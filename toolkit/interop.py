@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from . import registry
 from .errors import ShapeError
 from .layers import GRU, LSTM, Conv1D, Conv2D, Dense, Embedding, Flatten, Layer, LayerNorm, MultiHeadAttention, PositionEmbedding
+from .layers.base import every_layer
 
 if TYPE_CHECKING:
     from .network import Network
@@ -34,11 +35,6 @@ _MAPPED = tuple(cls for classes in _TORCH_KINDS.values() for cls in classes)
 def _describe(torch_layer: Any) -> str:
     """A torch module on one line (its repr spans lines when it has children)."""
     return f"{type(torch_layer).__name__}({torch_layer.extra_repr()})"
-
-
-def _every_layer(layers: list[Layer]) -> list[Layer]:
-    """The layers, with those nested in blocks (``Residual``) in their place, depth first."""
-    return [found for layer in layers for found in (layer, *_every_layer(layer.sublayers()))]
 
 
 def _weighted_modules(module: Any) -> list[Any]:
@@ -71,7 +67,7 @@ def _flattened_from(model: Network, layer: Layer) -> tuple[int, int, int] | None
 
 def _pairs(model: Network, module: Any) -> list[tuple[Layer, Any]]:
     """(each layer with weights, the torch module it corresponds to), checked kind by kind."""
-    ours = [layer for layer in _every_layer(model.layers) if isinstance(layer, _MAPPED)]
+    ours = [layer for layer in every_layer(model.layers) if isinstance(layer, _MAPPED)]
     theirs = _weighted_modules(module)
     if len(ours) != len(theirs):
         raise ShapeError(f"the model has {len(ours)} layers with weights ({', '.join(type(layer).__name__ for layer in ours)}) "

@@ -24,7 +24,7 @@ from .context import INFERENCE, TRAINING, PassContext
 from .engine import Plan, forward_pass, make_plan
 from .errors import InputError, ShapeError
 from .layers import Layer
-from .layers.base import layer_record
+from .layers.base import every_layer, layer_record
 from .layers.embedding import check_token_inputs
 from .losses import Loss
 from .ops.random import step_key
@@ -48,19 +48,11 @@ def _warn_if_channels_first(batch_shape: tuple[int, ...]) -> None:
 
 
 
-def _every_layer(layers: Iterable[Layer]) -> list[Layer]:
-    """The layers and, depth first, the layers nested in them (residual blocks)."""
-    found: list[Layer] = []
-    for layer in layers:
-        found += [layer, *_every_layer(layer.sublayers())]
-    return found
-
-
 def _claim(layers: Sequence[Layer], model: object) -> None:
     """Make ``model`` the owner of its layers (nested ones too). A layer computes with the backend,
     shapes and parameter slots of one model, so a layer object that is in another live model, or
     twice in this one, is refused here rather than failing later inside the array library."""
-    every = _every_layer(layers)
+    every = every_layer(layers)
     seen: set[int] = set()
     for layer in every:
         if id(layer) in seen:
@@ -162,7 +154,7 @@ class Network:
         # Non-trainable state (BatchNorm's running statistics): no optimizer sees it.
         self.flat_state = (state_table.flatten(initial_state, backend.xp) if state_table.size
                            else backend.zeros(0, self.dtype))
-        every = _every_layer(self.layers)
+        every = every_layer(self.layers)
         self._uses_random = any(layer.draws_random for layer in every)
         self.synchronized_layers = [layer for layer in every if layer.synchronizes_batch]
         if backend.mutable:

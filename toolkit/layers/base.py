@@ -11,6 +11,7 @@ Shapes exclude the batch axis: a Dense layer on 64 features has input shape ``(6
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from ..backend import Backend, RandomSource
@@ -161,6 +162,11 @@ class Layer:
 
     def get_config(self) -> dict[str, Any]:
         return {}
+
+
+def every_layer(layers: Iterable[Layer]) -> list[Layer]:
+    """The layers and, depth first, the layers nested in them (residual blocks), each in its place."""
+    return [found for layer in layers for found in (layer, *every_layer(layer.sublayers()))]
 
 
 # Counts changes of any layer's ``trainable``: a model recomputes which parameters are frozen only when it moved.
