@@ -68,10 +68,11 @@ CASES = [
      InputError, r"epochs must be an integer ≥ 0; got -1"),
     ("validation_split outside [0, 1)", lambda: classifier().fit(X, LABELS, validation_split=1.0, verbose=0),
      InputError, r"validation_split must lie in \[0, 1\)"),
-    ("unknown activation", lambda: Dense(3, activation="swishy"), ValueError, r"unknown activation 'swishy'; choose one of"),
+    ("unknown activation", lambda: Dense(3, activation="swishy"), InputError, r"unknown activation 'swishy'; choose one of"),
     ("unknown loss", lambda: classifier().compile(loss="hinge"), InputError, r"unknown loss 'hinge'; choose one of"),
     ("binary metric on several outputs", lambda: _compile_fit(classifier(), ["precision"]),
-     InputError, r"precision is a binary metric; the model must have one output per sample, not outputs of shape \(3,\)"),
+     InputError, r"precision count yes/no predictions, so they need a model with one output per sample "
+                 r"\(Dense\(1, activation='sigmoid'\)\); this model's outputs have shape \(3,\)"),
     ("fit before compile", lambda: Sequential([Dense(1, input_dim=3)]).fit(X, np.ones(4), verbose=0),
      RuntimeError, r"call model.compile\(loss=..., optimizer=...\) before fit\(\)"),
     ("unknown backend name", lambda: toolkit.use_backend("bogus").__enter__(),

@@ -72,15 +72,23 @@ def _monitored(logs: dict[str, float], monitor: str, owner: str) -> float:
 
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs;
-    with ``restore_best_weights`` the model ends with the weights of its best epoch."""
+    with ``restore_best_weights`` the model ends with the weights of its best epoch. With
+    ``verbose=1`` (the default) it says when it stopped and which epoch's weights the model keeps.
+
+    Example:
+        >>> from toolkit.callbacks import EarlyStopping
+        >>> EarlyStopping(monitor="val_loss", patience=3).patience
+        3
+    """
 
     def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
-                 mode: str = "auto", restore_best_weights: bool = True) -> None:
+                 mode: str = "auto", restore_best_weights: bool = True, verbose: int = 1) -> None:
         if patience < 0:
             raise InputError(f"patience must be ≥ 0; got {patience}")
         self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
         self.mode = _resolve_mode(mode, monitor)
         self.restore_best_weights = restore_best_weights
+        self.verbose = verbose
 
     def on_train_begin(self) -> None:
         self.best = math.inf if self.mode == "min" else -math.inf
@@ -105,10 +113,17 @@ class EarlyStopping(Callback):
             self.model.stop_training = True
 
     def on_train_end(self, logs: dict[str, float]) -> None:
-        if self.restore_best_weights and self._best_params is not None:
+        restored = self.restore_best_weights and self._best_params is not None
+        if restored:
             params, state = self._best_params
             self.model.assign_params(params)
             self.model.assign_state(state)
+        if self.verbose and self.stopped_epoch is not None and getattr(self.model, "is_main", True):
+            best = f"{self.monitor} = {self.best:.4g} at epoch {self.best_epoch + 1}"
+            kept = (f"restored the weights of epoch {self.best_epoch + 1}" if restored else
+                    f"kept the weights of epoch {self.stopped_epoch + 1} (restore_best_weights=False)")
+            print(f"EarlyStopping: stopped after epoch {self.stopped_epoch + 1}: {self.monitor} did not improve for "
+                  f"{self.wait} epochs (best {best}); {kept}", flush=True)
 
 
 class ModelCheckpoint(Callback):

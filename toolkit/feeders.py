@@ -18,12 +18,13 @@ from before that batch.
 from __future__ import annotations
 
 import itertools
+import math
 import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import data
-from .errors import InputError, ToolkitError
+from .errors import InputError, ShapeError, ToolkitError
 from .ops.random import step_key
 from .validation import check_int
 
@@ -276,7 +277,8 @@ PURPOSES = ("fit", "validation_data", "evaluate", "predict")
 def feeder_for(model: Trainer, x: Any, y: Any = None, *, purpose: str, batch_size: int | None = None,
                epochs: int = 1, shuffle: bool = False, seed: int | None = None, steps_per_epoch: int | None = None,
                prefetch: int = 0, check_finite: bool = False, drop_remainder: bool = False,
-               distributed: DataParallel | None = None, validation_split: float = 0.0) -> Feeder:
+               distributed: DataParallel | None = None, validation_split: float = 0.0,
+               sample_weight: Any = None, class_weight: dict[int, float] | None = None) -> Feeder:
     """The feeder of ``fit``, ``evaluate``, ``predict`` or ``fit``'s validation data (``purpose``)
     for whatever the user passed: arrays of any library (moved to the device once, checked once),
     a ``toolkit.data.Dataset`` (read batch by batch) or any iterable of batches (converted as they
@@ -291,6 +293,9 @@ def feeder_for(model: Trainer, x: Any, y: Any = None, *, purpose: str, batch_siz
     streamed = isinstance(x, data.Dataset) or data.is_stream(x)
     if streamed and y is not None:
         raise InputError(f"a {type(x).__name__} brings its own targets: pass it alone, without y")
+    if streamed and (sample_weight is not None or class_weight is not None):
+        raise InputError("sample_weight and class_weight need arrays (x, y) in memory; for a Dataset or a stream, "
+                         "load the arrays, or weight the samples when you build the batches")
     if streamed and validation_split:
         raise InputError("validation_split needs arrays in memory; give validation_data for a Dataset or a stream")
     if steps_per_epoch is not None and not data.is_stream(x):
@@ -320,9 +325,12 @@ def feeder_for(model: Trainer, x: Any, y: Any = None, *, purpose: str, batch_siz
         if check_finite:
             _check_finite(x, "inputs", model.backend.xp)
         y = model.prepare_targets(y, x.shape[0]) if with_targets else None
+        if sample_weight is not None or class_weight is not None:
+            y = _weighted(model, y, sample_weight, class_weight)
         held_out = None
         if validation_split:
             x, y, held_out = _split(x, y, validation_split)
+            _warn_if_unseen_classes(model, y, held_out[1], validation_split)
         feeder = ArrayFeeder(model, x, y, max(x.shape[0], 1) if batch_size is None else batch_size, order,
                              distributed if training else None, drop_remainder)
         feeder.held_out = held_out
@@ -334,6 +342,71 @@ def feeder_for(model: Trainer, x: Any, y: Any = None, *, purpose: str, batch_siz
             distributed.check_batch_size(batch_size)
             distributed.check_batches(model, rows, batch_size)
     return feeder
+
+
+def _weighted(model: Trainer, y: Array, sample_weight: Any, class_weight: dict[int, float] | None) -> Array:
+    """Prepared targets carrying ``sample_weight`` (one weight per sample, or per position of a
+    sequence) times ``class_weight`` (a weight per class, 1 for classes it leaves out), Keras' meanings:
+    the loss becomes (1/N) Σᵢ wᵢ lᵢ (``toolkit.losses.Loss.weight_targets``)."""
+    backend, xp = model.backend, model.backend.xp
+    loss = model._compiled_loss()
+    loss.weight_targets(y, xp.ones(y.shape[:-1], dtype=y.dtype), xp)  # a loss that cannot carry weights says so first
+    weights = xp.ones(y.shape[:-1], dtype=y.dtype, device=backend.device)
+    if sample_weight is not None:
+        given = backend.asarray(sample_weight)
+        if not xp.isdtype(given.dtype, ("real floating", "integral")):
+            raise InputError(f"sample_weight must hold numbers; got dtype {given.dtype}")
+        given = xp.astype(given, y.dtype)
+        if given.ndim == 2 and given.shape[1] == 1 and y.ndim == 2:
+            given = xp.reshape(given, (given.shape[0],))
+        if tuple(given.shape) != tuple(y.shape[:given.ndim]) or given.ndim > y.ndim - 1 or given.ndim == 0:
+            raise ShapeError(f"sample_weight has shape {tuple(given.shape)}; give one weight per sample, shape "
+                             f"({y.shape[0]},)" + (f", or one per position, shape {tuple(y.shape[:-1])}" if y.ndim > 2 else ""))
+        _check_weights("sample_weight", given, xp)
+        weights = weights * xp.reshape(given, (*given.shape, *(1,) * (y.ndim - 1 - given.ndim)))
+    if class_weight is not None:
+        n_classes = y.shape[-1]
+        if not isinstance(class_weight, dict):
+            raise InputError(f"class_weight must be a dict {{class label: weight}}; got {type(class_weight).__name__}")
+        table = [1.0] * n_classes
+        for label, weight in class_weight.items():
+            if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < n_classes:
+                raise InputError(f"class_weight has the key {label!r}, which is not a class label of this model "
+                                 f"(integers 0 to {n_classes - 1})")
+            if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+                raise InputError(f"class_weight[{label}] = {weight!r}; weights must be finite numbers ≥ 0")
+            table[label] = float(weight)
+        per_class = backend.asarray([table], dtype=y.dtype)  # (1, classes)
+        weights = weights * xp.take(per_class[0], xp.argmax(y, axis=-1), axis=0)
+    return loss.weight_targets(y, weights, xp)
+
+
+def _check_weights(what: str, weights: Array, xp: Any) -> None:
+    if not bool(xp.all(xp.isfinite(weights))) or bool(xp.any(weights < 0)):
+        raise InputError(f"{what} must hold finite numbers ≥ 0")
+
+
+def _warn_if_unseen_classes(model: Trainer, y_train: Array, y_held_out: Array, fraction: float) -> None:
+    """validation_split takes the last rows: on data sorted by class they hold classes that training never
+    sees, and the validation accuracy is meaningless. Say so (classification losses only)."""
+    if getattr(model.loss, "name", "") not in CLASSIFICATION_LOSSES or y_train.ndim < 2:
+        return
+    xp = model.backend.xp
+
+    def classes(y: Array) -> set[int]:
+        labels = xp.argmax(y, axis=-1) if y.shape[-1] > 1 else xp.astype(y[..., 0] >= 0.5, xp.int64)
+        return {int(c) for c in model.backend.to_host(labels).ravel()}
+
+    unseen = sorted(classes(y_held_out) - classes(y_train))
+    if unseen:
+        warnings.warn(
+            f"validation_split={fraction} holds out the last rows, and they contain classes {unseen} that no training "
+            "row has (is the data sorted by class?); the validation scores will be misleading. Shuffle the arrays "
+            "once before fit (e.g. rows = np.random.default_rng(0).permutation(len(x)); x, y = x[rows], y[rows]), "
+            "or pass validation_data", UserWarning, stacklevel=4)
+
+
+CLASSIFICATION_LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentropy", "binary_crossentropy")
 
 
 def _split(x: Array, y: Array, fraction: float) -> tuple[Array, Array, tuple[Array, Array]]:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .backend import RandomSource
+from .errors import InputError
 
 Array = Any
 Initializer = Callable[[RandomSource, tuple[int, ...], int, int, Any], Array]
@@ -58,7 +59,7 @@ def get_initializer(name: str | Initializer) -> Initializer:
     if callable(name):
         return name
     if name not in INITIALIZERS:
-        raise ValueError(f"unknown initializer {name!r}; choose one of {sorted(INITIALIZERS)}")
+        raise InputError(f"unknown initializer {name!r}; choose one of {sorted(INITIALIZERS)}")
     return INITIALIZERS[name]
 
 

@@ -12,6 +12,7 @@ metrics threshold the prediction at 0.5, or at 0 when the model outputs logits.
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 from .errors import InputError
@@ -21,6 +22,8 @@ Array = Any
 
 
 class Metric:
+    binary_only = False  # True: needs a model with one output per sample (``compile`` checks it)
+
     name = "metric"
 
     def __init__(self) -> None:
@@ -65,14 +68,22 @@ class Accuracy(Metric):
             predicted, actual = self._binary_labels(pred, y, xp)
         else:
             predicted, actual = xp.argmax(pred, axis=-1), xp.argmax(y, axis=-1)
+            # A target row of zeros names no class: a sample given weight 0 (sample_weight/class_weight),
+            # which the loss ignores too. Every other row counts once, whatever its weight.
+            labelled = xp.astype(xp.max(y, axis=-1) > 0, pred.dtype)
+            self._add(xp.sum(xp.astype(predicted == actual, pred.dtype) * labelled), xp.sum(labelled))
+            return
         self._add(xp.sum(xp.astype(predicted == actual, pred.dtype)), positions(pred))
 
     def result(self) -> float:
         correct, count = self._totals
-        return float(correct) / count
+        count = float(count)
+        return float(correct) / count if count else math.nan
 
 
 class _ConfusionMetric(Metric):
+    binary_only = True  # yes/no predictions: a model with one output per sample
+
     def update(self, pred: Array, y: Array, xp: Any) -> None:
         predicted, actual = self._binary_labels(pred, y, xp)
         as_float = lambda mask: xp.sum(xp.astype(mask, pred.dtype))  # noqa: E731

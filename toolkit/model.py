@@ -34,6 +34,30 @@ class Sequential(Trainer, Network):
         True
     """
 
+    def save(self, path: str | os.PathLike, include_optimizer: bool = True) -> None:
+        """Write the model (architecture, weights, state, compile settings and optimizer state) to
+        ``path``; ``toolkit.load(path)`` rebuilds it. See ``toolkit.save``.
+
+        Example:
+            >>> import os, tempfile
+            >>> from toolkit import Dense, Sequential, load
+            >>> model = Sequential([Dense(2, input_shape=(3,))])
+            >>> path = os.path.join(tempfile.mkdtemp(), "model.safetensors")
+            >>> model.save(path)
+            >>> load(path).get_weights()["0.W"].shape
+            (3, 2)
+        """
+        saving.save(self, path, include_optimizer=include_optimizer)
+
+    def save_weights(self, path: str | os.PathLike) -> None:
+        """Write the weights and layer state (no optimizer state) for ``load_weights``."""
+        saving.save(self, path, include_optimizer=False)
+
+    def load_weights(self, path: str | os.PathLike, include_optimizer: bool = False) -> None:
+        """Load a checkpoint's weights into this model of the same architecture; on any mismatch the
+        model is left untouched. See ``toolkit.load_weights``."""
+        saving.load_weights(self, path, include_optimizer=include_optimizer)
+
     def export_onnx(self, path: str | os.PathLike) -> Any:
         """Export as ONNX by running this model's own forward pass on ndonnx; see ``toolkit.export_onnx``."""
         from .interop import export_onnx

@@ -12,6 +12,7 @@ network hands each layer its slices at every pass. State changes only by replaci
 from __future__ import annotations
 
 import math
+import textwrap
 import secrets
 import warnings
 import weakref
@@ -32,6 +33,9 @@ from .parameters import ParameterTable
 from .validation import check_int, check_seed
 
 Array = Any
+
+
+SUMMARY_WIDTH = 80  # columns of ``summary()``'s table
 
 
 def _warn_if_channels_first(batch_shape: tuple[int, ...]) -> None:
@@ -78,7 +82,7 @@ class Network:
 
     def __init__(
         self,
-        layers: Iterable[Layer],
+        layers: Iterable[Layer] = (),
         input_dim: int | None = None,
         dtype: str = "float32",
         seed: int = 0,
@@ -87,8 +91,6 @@ class Network:
     ) -> None:
         self.layers: list[Layer] = list(layers)
         kind = type(self).__name__
-        if not self.layers:
-            raise InputError(f"{kind} needs at least one layer")
         if any(not isinstance(layer, Layer) for layer in self.layers):
             raise InputError(f"{kind} takes layers; got {[type(layer).__name__ for layer in self.layers]}")
         _claim(self.layers, self)
@@ -117,11 +119,52 @@ class Network:
         self.random_step = 0
         if input_dim is not None and input_shape is not None:
             raise InputError("give input_dim or input_shape, not both")
-        declared = (input_shape if input_shape is not None else input_dim if input_dim is not None
-                    else getattr(self.layers[0], "declared_input_shape", None)
-                    or getattr(self.layers[0], "declared_input_dim", None))
+        declared = input_shape if input_shape is not None else input_dim
+        if declared is None and self.layers:
+            declared = self._declared_by_first_layer()
         if declared is not None:
             self.build(declared)
+
+    def _declared_by_first_layer(self) -> Any:
+        first = self.layers[0]
+        return getattr(first, "declared_input_shape", None) or getattr(first, "declared_input_dim", None)
+
+    def add(self, layer: Layer) -> None:
+        """Append ``layer`` (Keras' ``Sequential().add``). A model that is already built is built
+        again for the new last layer: the earlier layers keep their weights and state, the new one
+        draws its initial weights. Adding after training has started is refused (the optimizer's
+        moments would no longer match the parameters).
+
+        Example:
+            >>> from toolkit import Dense, Sequential
+            >>> model = Sequential()
+            >>> model.add(Dense(8, activation="relu", input_shape=(4,)))
+            >>> model.add(Dense(3, activation="softmax"))
+            >>> model.output_shape
+            (3,)
+        """
+        if not isinstance(layer, Layer):
+            raise InputError(f"add takes a layer; got {type(layer).__name__}")
+        if getattr(self, "optimizer", None) is not None and getattr(self.optimizer, "iterations", 0):
+            raise InputError("this model has trained already; add layers before the first training step "
+                             "(or build a new Sequential and copy weights with get_weights/set_weights)")
+        _claim([*self.layers, layer], self)
+        self.layers.append(layer)
+        if self.built:
+            weights, state = self.get_weights(), self.get_state()
+            try:
+                self.build(self.input_shape)
+            except Exception:
+                self.layers.pop()  # a layer that does not fit leaves the model as it was
+                layer.__dict__.pop("_owner", None)
+                self.build(self.input_shape)
+                self.set_weights(weights)
+                self.set_state(state)
+                raise
+            self.set_weights({**self.get_weights(), **weights})  # the earlier layers' names are unchanged
+            self.set_state({**self.get_state(), **state})
+        elif len(self.layers) == 1 and self._declared_by_first_layer() is not None:
+            self.build(self._declared_by_first_layer())
 
     def build(self, input_shape: int | tuple[int, ...]) -> None:
         """Fix the layer shapes, lay out the flat buffers and draw the initial weights.
@@ -133,6 +176,8 @@ class Network:
                 raise InputError("input_shape must name at least one axis")
         else:
             shape = (check_int("input_dim", input_shape, 1),)
+        if not self.layers:
+            raise InputError(f"{type(self).__name__} has no layers yet: add some (model.add(Dense(...))) first")
         self.input_shape = shape
         check_token_inputs(self.layers)
         for layer in self.layers:
@@ -400,10 +445,15 @@ class Network:
 
         add(self.layers, "", "")
         widths = [max(len(row[column]) for row in rows) for column in range(3)]
+        # 80 columns at most: a long layer description wraps between its arguments.
+        widths[0] = max(min(widths[0], SUMMARY_WIDTH - 4 - widths[1] - widths[2]), len(rows[0][0]))
         rule = "─" * (sum(widths) + 4)
 
         def line(row: tuple[str, str, str]) -> str:
-            return f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}"
+            indent = " " * (len(row[0]) - len(row[0].lstrip()) + 4)
+            names = textwrap.wrap(row[0], widths[0], subsequent_indent=indent, break_on_hyphens=False) or [""]
+            first = f"{names[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}"
+            return "\n".join([first.rstrip(), *names[1:]])
 
         frozen = sum(size for _, size in self.frozen_segments())  # frozen weights, as Keras counts them
         trainable = self.table.size - frozen if self.built else 0

@@ -13,8 +13,30 @@ import sys
 from typing import Any, TextIO
 
 
-def _format(logs: dict[str, float]) -> str:
-    return "  ".join(f"{key}={value:.4g}" for key, value in logs.items())
+def _format(logs: dict[str, float], first: str = "", last: str = "", width: int = 80) -> str:
+    """``first``, the ``key=value`` entries, then ``last``, two spaces apart, wrapped between entries
+    (never inside one) to lines of at most ``width`` characters; wrapped lines are indented by two spaces.
+
+    Example:
+        >>> print(_format({"loss": 0.25, "accuracy": 0.5, "val_loss": 0.3}, "epoch 1/5", "(2 ms)", width=40))
+        epoch 1/5  loss=0.25  accuracy=0.5
+          val_loss=0.3  (2 ms)
+    """
+    lines = [first] if first else []
+    entries = [f"{key}={value:.4g}" for key, value in logs.items()] + ([last] if last else [])
+    for entry in entries:
+        if lines and len(lines[-1]) + 2 + len(entry) <= width:
+            lines[-1] += "  " + entry
+        else:
+            lines.append(("  " if lines else "") + entry)
+    return "\n".join(lines)
+
+
+def _columns(stream: TextIO) -> int:
+    """The terminal's width for a terminal, else 80 (logs and CI pages are read at that width)."""
+    if getattr(stream, "isatty", lambda: False)():
+        return shutil.get_terminal_size(fallback=(80, 24)).columns or 80
+    return 80
 
 
 class Progress:
@@ -66,7 +88,9 @@ class Progress:
         if self._bar is not None:
             self._bar.close()  # the bar stays as drawn; the metrics go on their own line
             self._bar = None
-            print(f"  {_format(logs)}", file=self.stream, flush=True)
+            text = _format(logs, width=_columns(self.stream) - 2)
+            print("  " + text.replace("\n", "\n  "), file=self.stream, flush=True)
         elif self.verbose:
             took = f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f}s"  # small data: not "0.00s"
-            print(f"epoch {epoch + 1}/{self.epochs}  {_format(logs)}  ({took})", file=self.stream, flush=True)
+            print(_format(logs, f"epoch {epoch + 1}/{self.epochs}", f"({took})", _columns(self.stream)),
+                  file=self.stream, flush=True)

@@ -47,6 +47,18 @@ def _take(lock: Any, what: str) -> None:
 
 
 
+def _check_binary_metrics(metrics: Sequence[Metric], output_shape: tuple[int, ...]) -> None:
+    """Refuse yes/no metrics (precision, recall, f1) on a model that does not have one output per
+    sample, when the model's shape is known (compile, or the build in the first fit)."""
+    binary = [metric.name for metric in metrics if metric.binary_only]
+    if binary and tuple(output_shape) != (1,):
+        raise InputError(
+            f"{', '.join(binary)} count yes/no predictions, so they need a model with one output per sample "
+            f"(Dense(1, activation='sigmoid')); this model's outputs have shape {tuple(output_shape)}. For several "
+            "classes use metrics=['accuracy'], or compute per-class scores from predict() (e.g. scikit-learn's "
+            "classification_report)")
+
+
 class _StepGuard:
     """``with _StepGuard(lock, what):`` holds ``lock`` for the block (``_take`` on entry)."""
 
@@ -123,11 +135,12 @@ class Trainer:
         """Build the network (``toolkit.network.Network.build``), then bind a compiled optimizer to
         its new parameters."""
         super().build(input_shape)  # type: ignore[misc]
+        _check_binary_metrics(self.metrics, self.output_shape)
         self._engine = None
         if self.optimizer is not None:
             self.optimizer.bind(self.flat_params, self.backend, owner=self)
 
-    def compile(self, loss: str | Loss, optimizer: str | Optimizer = "sgd", metrics: Sequence[Any] = (),
+    def compile(self, loss: str | Loss, optimizer: str | Optimizer = "sgd", metrics: Sequence[Any] | str = (),
                 gradient_accumulation_steps: int = 1) -> None:
         """Choose the loss, the optimizer and the metrics reported by ``fit``/``evaluate``.
 
@@ -140,8 +153,11 @@ class Trainer:
         accumulation = check_int("gradient_accumulation_steps", gradient_accumulation_steps, 1)
         new_loss = get_loss(loss)
         new_optimizer = get_optimizer(optimizer)
+        if isinstance(metrics, (str, Metric)):  # Keras accepts metrics="accuracy"
+            metrics = [metrics]
         new_metrics = [get_metric(m) for m in metrics]
         if self.built:
+            _check_binary_metrics(new_metrics, self.output_shape)
             new_optimizer.bind(self.flat_params, self.backend, owner=self)
         self.loss, self.optimizer, self.metrics = new_loss, new_optimizer, new_metrics
         self.gradient_accumulation_steps = accumulation
@@ -375,7 +391,8 @@ class Trainer:
             validation_data: Any = None, validation_split: float = 0.0,
             callbacks: Sequence[Callback] = (), verbose: int = 1, check_finite: bool = True,
             seed: int | None = None, distributed: DataParallel | None = None, steps_per_epoch: int | None = None,
-            prefetch: int = 2, drop_remainder: bool = False) -> History:
+            prefetch: int = 2, drop_remainder: bool = False, initial_epoch: int = 0,
+            class_weight: dict[int, float] | None = None, sample_weight: Any = None) -> History:
         """Train on arrays ``(x, y)``, a ``toolkit.data.Dataset`` or a stream of ``(x, y)`` batches;
         see ``toolkit.training.fit`` for the arguments. Returns a ``History``."""
         from .training import fit
@@ -383,11 +400,19 @@ class Trainer:
         return fit(self, x, y, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                    validation_data=validation_data, validation_split=validation_split, callbacks=callbacks,
                    verbose=verbose, check_finite=check_finite, seed=seed, distributed=distributed,
-                   steps_per_epoch=steps_per_epoch, prefetch=prefetch, drop_remainder=drop_remainder)
+                   steps_per_epoch=steps_per_epoch, prefetch=prefetch, drop_remainder=drop_remainder,
+                   initial_epoch=initial_epoch, class_weight=class_weight, sample_weight=sample_weight)
 
-    def evaluate(self, x: Any, y: Any = None, batch_size: int | None = 256) -> dict[str, float]:
-        """Loss and metrics on ``(x, y)``; see ``toolkit.training.evaluate``."""
+    def evaluate(self, x: Any, y: Any = None, batch_size: int | None = 256,
+                 return_dict: bool = True) -> dict[str, float] | float | list[float]:
+        """Loss and metrics on ``(x, y)``; see ``toolkit.training.evaluate``. A dict
+        ``{"loss": …, "accuracy": …}`` by default; ``return_dict=False`` gives Keras' default form:
+        ``[loss, *metrics]`` in ``compile``'s order, or the loss alone when there are no metrics."""
         from .training import evaluate
 
-        return evaluate(self, x, y, batch_size=batch_size)
+        results = evaluate(self, x, y, batch_size=batch_size)
+        if return_dict:
+            return results
+        values = list(results.values())  # "loss" first, then the metrics in compile's order
+        return values[0] if len(values) == 1 else values
 

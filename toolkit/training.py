@@ -71,6 +71,9 @@ def fit(
     steps_per_epoch: int | None = None,
     prefetch: int = 2,
     drop_remainder: bool = False,
+    initial_epoch: int = 0,
+    class_weight: dict[int, float] | None = None,
+    sample_weight: Any = None,
 ) -> History:
     """Train ``model`` with mini-batch gradient descent.
 
@@ -98,6 +101,13 @@ def fit(
             while the current step runs (0: read each when it is needed).
         drop_remainder: leave out each epoch's last, shorter batch (arrays and Datasets); a
             last batch of one row is refused up front where BatchNorm needs batch statistics.
+        initial_epoch: the epoch to start from when resuming (Keras' meaning: ``epochs`` is the
+            last epoch's number, so ``initial_epoch=3, epochs=5`` runs epochs 4 and 5).
+        class_weight: ``{class label: weight}`` (1 for classes left out): each sample's loss is
+            multiplied by its class's weight, for classes of unequal size (arrays; cross-entropy losses).
+        sample_weight: one weight ≥ 0 per sample (or per position of a sequence), multiplying that
+            sample's loss: J = (1/N) Σᵢ wᵢ lᵢ, as Keras. A held-out ``validation_split`` keeps its
+            weights. Metrics count every sample once, except samples of weight 0, which they skip.
 
     Returns:
         A ``History`` with per-epoch ``loss``, metrics, and ``val_*`` entries.
@@ -105,6 +115,7 @@ def fit(
     if model.loss is None or model.optimizer is None:
         raise RuntimeError("call model.compile(loss=..., optimizer=...) before fit()")
     epochs = check_int("epochs", epochs, 0)
+    initial_epoch = check_int("initial_epoch", initial_epoch, 0)
     batch_size = check_int("batch_size", batch_size, 1)
     try:
         validation_split = check_real("validation_split", validation_split, 0.0, 1.0, high_open=True)
@@ -117,7 +128,8 @@ def fit(
     feeder = feeders.feeder_for(model, x, y, purpose="fit", batch_size=batch_size, shuffle=shuffle, seed=seed,
                                 steps_per_epoch=steps_per_epoch, prefetch=prefetch, check_finite=check_finite,
                                 drop_remainder=drop_remainder, distributed=distributed,
-                                validation_split=validation_split)
+                                validation_split=validation_split, sample_weight=sample_weight,
+                                class_weight=class_weight)
     held_out = getattr(feeder, "held_out", None)
     validation = None
     if validation_data is not None or held_out is not None:
@@ -152,7 +164,7 @@ def fit(
     guard = DivergenceGuard(model, check_finite)
     logs: dict[str, float] = {}
     try:
-        for epoch in range(epochs):
+        for epoch in range(initial_epoch, epochs):
             started = time.perf_counter()
             for callback in callbacks:
                 callback.on_epoch_begin(epoch)

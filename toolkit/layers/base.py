@@ -11,12 +11,15 @@ Shapes exclude the batch axis: a Dense layer on 64 features has input shape ``(6
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Iterable
 from typing import Any
 
 from ..backend import Backend, RandomSource
 from ..context import PassContext
 from ..errors import CheckpointError, InputError
+from ..validation import check_int
 
 Array = Any
 Params = dict[str, Array]
@@ -73,6 +76,28 @@ class Layer:
     # True for layers whose training pass depends on the whole batch (BatchNorm's statistics):
     # in data-parallel training they all-reduce inside the pass, so every rank must take part.
     synchronizes_batch = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every layer takes ``input_shape=`` (one sample's shape, batch axis excluded) as Keras
+        layers do, so any layer can open a model: ``Sequential([Flatten(input_shape=(28, 28)), …])``.
+        Layers whose constructor names ``input_shape`` itself (Dense, Conv2D…) handle it there."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None or "input_shape" in inspect.signature(init).parameters:
+            return
+
+        @functools.wraps(init)
+        def __init__(self: Layer, *args: Any, input_shape: Any = None, **kwargs: Any) -> None:
+            init(self, *args, **kwargs)
+            if input_shape is not None:
+                shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
+                self.declared_input_shape = tuple(check_int("input_shape", size, 1) for size in shape)
+
+        signature = inspect.signature(init)
+        keyword = inspect.Parameter("input_shape", inspect.Parameter.KEYWORD_ONLY, default=None)
+        parameters = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
+        __init__.__signature__ = signature.replace(parameters=[*parameters, keyword])  # type: ignore[attr-defined]
+        cls.__init__ = __init__  # type: ignore[method-assign]
 
     def __init__(self) -> None:
         # () until ``configure`` fixes them (when the model is built).
@@ -175,7 +200,11 @@ TRAINABLE_VERSION = 0
 
 def layer_record(layer: Layer) -> dict[str, Any]:
     """What a checkpoint keeps of a layer: its class, its configuration, and whether it is frozen."""
-    return {"class": type(layer).__name__, "config": layer.get_config(), **({} if layer.trainable else {"trainable": False})}
+    config = layer.get_config()
+    declared = getattr(layer, "declared_input_shape", None)
+    if declared is not None and "input_shape" not in config and config.get("input_length") is None:
+        config = {**config, "input_shape": list(declared)}  # given to the generic input_shape= (``__init_subclass__``)
+    return {"class": type(layer).__name__, "config": config, **({} if layer.trainable else {"trainable": False})}
 
 
 # The layer classes a checkpoint can name, by class name (``toolkit.layers`` registers the built-in

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import InputError
+
 Array = Any
 
 
@@ -164,7 +166,7 @@ def get_activation(name: str | None) -> ActivationFunction:
     """Look an activation up by name (``None`` and ``"linear"`` mean identity)."""
     key = _ALIASES.get(name, name)
     if key not in ACTIVATIONS:
-        raise ValueError(
+        raise InputError(
             f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)} (or None for identity)"
         )
     return ACTIVATIONS[key]
