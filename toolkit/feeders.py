@@ -319,12 +319,14 @@ def feeder_for(model: Trainer, x: Any, y: Any = None, *, purpose: str, batch_siz
         feeder = StreamFeeder(model, x, steps_per_epoch, distributed if training else None, check_finite,
                               prefetch if training else 0, training, with_targets)
     else:
+        prepared = isinstance(x, HeldOut)  # validation_split's rows: checked and converted already
         if purpose == "validation_data" and isinstance(x, (tuple, list)) and len(x) == 2:  # (x_val, y_val)
             x, y = x
-        x = model.as_input(x, allow_empty=purpose == "predict")
-        if check_finite:
-            _check_finite(x, "inputs", model.backend.xp)
-        y = model.prepare_targets(y, x.shape[0]) if with_targets else None
+        if not prepared:
+            x = model.as_input(x, allow_empty=purpose == "predict")
+            if check_finite:
+                _check_finite(x, "inputs", model.backend.xp)
+            y = model.prepare_targets(y, x.shape[0]) if with_targets else None
         if sample_weight is not None or class_weight is not None:
             y = _weighted(model, y, sample_weight, class_weight)
         held_out = None
@@ -376,8 +378,9 @@ def _weighted(model: Trainer, y: Array, sample_weight: Any, class_weight: dict[i
             if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
                 raise InputError(f"class_weight[{label}] = {weight!r}; weights must be finite numbers ≥ 0")
             table[label] = float(weight)
-        per_class = backend.asarray([table], dtype=y.dtype)  # (1, classes)
-        weights = weights * xp.take(per_class[0], xp.argmax(y, axis=-1), axis=0)
+        per_class = backend.asarray(table, dtype=y.dtype)
+        labels = xp.argmax(y, axis=-1)
+        weights = weights * xp.reshape(xp.take(per_class, xp.reshape(labels, (-1,)), axis=0), labels.shape)
     return loss.weight_targets(y, weights, xp)
 
 
@@ -409,12 +412,17 @@ def _warn_if_unseen_classes(model: Trainer, y_train: Array, y_held_out: Array, f
 CLASSIFICATION_LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentropy", "binary_crossentropy")
 
 
-def _split(x: Array, y: Array, fraction: float) -> tuple[Array, Array, tuple[Array, Array]]:
+class HeldOut(tuple):
+    """``(x, y)`` rows that ``validation_split`` held out: device arrays already checked, with prepared
+    (one-hot, weighted) targets, which ``feeder_for`` takes as they are."""
+
+
+def _split(x: Array, y: Array, fraction: float) -> tuple[Array, Array, HeldOut]:
     """(x, y) without their last ``fraction`` of rows, and those rows (Keras' validation_split)."""
     n_val = int(round(x.shape[0] * fraction))
     if n_val < 1 or n_val >= x.shape[0]:
         raise InputError(f"validation_split={fraction} leaves {n_val} of {x.shape[0]} samples for validation")
-    return x[:-n_val, ...], y[:-n_val, ...], (x[-n_val:, ...], y[-n_val:, ...])
+    return x[:-n_val, ...], y[:-n_val, ...], HeldOut((x[-n_val:, ...], y[-n_val:, ...]))
 
 
 def _check_last_batch(model: Trainer, rows: int, batch_size: int, drop_remainder: bool) -> None:
