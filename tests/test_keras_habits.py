@@ -213,3 +213,23 @@ def test_summary_fits_80_columns(numpy_backend):
     text = model.summary(print_fn=None)
     assert max(map(len, text.splitlines())) <= 80
     assert "MultiHeadAttention(4, 8, causal=True," in text and "dropout=0.1)" in text  # wrapped, whole
+
+
+def test_torch_weights_with_other_activations_load_with_a_warning(numpy_backend):
+    torch = pytest.importorskip("torch")
+    from toolkit.interop import load_torch_weights
+
+    logits = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    model = Sequential([Dense(8, activation="relu", input_shape=(4,)), Dense(3, activation="softmax")])
+    with pytest.warns(UserWarning, match=r"the activations differ: the toolkit model applies \['relu', 'softmax'\], "
+                                         r"the torch module \['relu'\]"):
+        load_torch_weights(model, logits)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_torch_weights(model, torch.nn.Sequential(*logits, torch.nn.Softmax(dim=1)))
+    with pytest.raises(toolkit.ShapeError, match=r"BatchNorm1d\(.*\) with weights, which the toolkit cannot map; "
+                                                 r"load_torch_weights maps Linear, Conv2d"):
+        load_torch_weights(model, torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8),
+                                                      torch.nn.Linear(8, 3)))

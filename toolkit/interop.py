@@ -11,6 +11,7 @@ biases are the same vectors. Images are channels-first in torch and channels-las
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,29 @@ def _weighted_modules(module: Any) -> list[Any]:
             raise ShapeError(f"the torch module has a {_describe(child)} with weights, which the toolkit cannot map; "
                              f"load_torch_weights maps {', '.join(_TORCH_KINDS)} modules")
     return found
+
+
+# torch activation modules → the toolkit's activation names
+_TORCH_ACTIVATIONS = {"ReLU": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Softmax": "softmax", "GELU": "gelu",
+                      "SiLU": "silu", "ELU": "elu", "Softplus": "softplus", "LeakyReLU": "leaky_relu",
+                      "LogSoftmax": "log_softmax"}
+
+
+def _warn_if_activations_differ(model: Network, module: Any) -> None:
+    """Weights load whatever activations surround them, so a torch model ending in logits loaded into a
+    softmax model predicts differently without any error: compare the activations in order, and warn."""
+    theirs = [_TORCH_ACTIVATIONS[type(child).__name__] for child in module.modules()
+              if type(child).__name__ in _TORCH_ACTIVATIONS]
+    if not theirs and type(module).__name__ != "Sequential":
+        return  # a custom module may apply its activations as functions in forward(), which cannot be seen
+    ours = [name for layer in every_layer(model.layers)
+            if (name := getattr(getattr(layer, "activation", None), "name", "identity")) != "identity"]
+    if ours != theirs:
+        warnings.warn(f"the weights are loaded, but the activations differ: the toolkit model applies {ours or 'none'}, "
+                      f"the torch module {theirs or 'none'} (in order), so the two will predict differently; build "
+                      "the same activations on both sides (e.g. a torch model that ends in logits with "
+                      "CrossEntropyLoss faces Dense(n, activation='softmax') and predicts softmax(logits))",
+                      UserWarning, stacklevel=3)
 
 
 def _flattened_from(model: Network, layer: Layer) -> tuple[int, int, int] | None:
@@ -234,6 +258,7 @@ def load_torch_weights(model: Network, module: Any) -> None:
     for layer, torch_layer in _pairs(model, module):
         weights.update({f"{layer.path}.{name}": value for name, value in _from_torch(model, layer, torch_layer).items()})
     model.set_weights(weights)
+    _warn_if_activations_differ(model, module)
 
 
 def _from_torch(model: Network, layer: Layer, torch_layer: Any) -> dict[str, Any]:
