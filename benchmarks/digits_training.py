@@ -20,7 +20,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "examples")]
 
-from data import load  # noqa: E402
+from _datasets import load  # noqa: E402
 from digits_mlp import build  # noqa: E402
 
 import toolkit  # noqa: E402

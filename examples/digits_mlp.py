@@ -11,7 +11,7 @@ import argparse
 import pathlib
 import time
 
-from data import load
+from _datasets import load
 
 import toolkit
 from toolkit import Adam, Dense, Sequential

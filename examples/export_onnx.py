@@ -11,7 +11,7 @@ import argparse
 import os
 
 import numpy as np
-from data import load
+from _datasets import load
 
 import toolkit
 from toolkit import Adam, Dense, Sequential

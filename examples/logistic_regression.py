@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from data import load
+from _datasets import load
 
 import toolkit
 from toolkit import SGD, Dense, Sequential

@@ -63,7 +63,8 @@ def plot_mistakes(x, y, predicted, path: pathlib.Path, count: int = 16) -> int:
     for axis, index in zip(axes.ravel(), shown, strict=False):
         axis.imshow(x[index, :, :, 0], cmap="gray_r")
         axis.set_title(f"{y[index]} → {predicted[index]}", fontsize=9)
-    figure.suptitle(f"{len(wrong)} misclassified test digits (label → prediction)")
+    shown_note = f", first {len(shown)} shown" if len(shown) < len(wrong) else ""
+    figure.suptitle(f"{len(wrong)} misclassified test digits{shown_note} (label → prediction)")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -84,7 +85,8 @@ def main() -> None:
     model = build(args.seed)
     print(f"backend: {toolkit.get_backend().name}; {x_train.shape[0]} training and {x_test.shape[0]} test images")
     started = time.perf_counter()
-    history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=64, verbose=args.verbose, seed=args.seed)
+    history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=64, verbose=args.verbose, seed=args.seed,
+                        validation_data=(x_test, y_test))  # the curves show both; nothing is tuned on it
     seconds = time.perf_counter() - started
     scores = model.evaluate(x_test, y_test)
     predicted = np.asarray(model.backend.to_host(model.predict(x_test, batch_size=500))).argmax(axis=1)

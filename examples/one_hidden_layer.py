@@ -13,7 +13,7 @@ import argparse
 import time
 
 import numpy as np
-from data import load
+from _datasets import load
 
 import toolkit
 from toolkit import SGD, Dense, Sequential

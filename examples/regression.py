@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from data import load
+from _datasets import load
 from sklearn.linear_model import LinearRegression
 from sklearn.metrics import r2_score
 

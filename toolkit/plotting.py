@@ -27,7 +27,8 @@ def plot_history(history: Any, path: str | os.PathLike, keys: tuple[str, ...] | 
         if f"val_{name}" in logs:
             axis.plot(epochs, logs[f"val_{name}"], label=f"validation {name}")
         axis.set_xlabel("epoch")
-        axis.set_title(name)
+        axis.set_ylabel(name.replace("_", " "))
+        axis.set_title(name if f"val_{name}" in logs else f"{name} (no validation data)")
         axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=100)

@@ -1,4 +1,5 @@
-"""Real data sets that scikit-learn ships (no download), split and standardised on the host."""
+"""Shared by the examples (not one itself): real data sets that scikit-learn ships (no download), split and
+standardised on the host."""
 
 from __future__ import annotations
 
