@@ -3,7 +3,7 @@
     nox                     # every session that can run here
     nox -s "tests(numba)"   # one backend
     nox -s lint
-    nox -s docs             # the API reference, build/api/index.html
+    nox -s docs             # the guides and the API reference, build/docs/index.html
 
 The CPU sessions share one environment: the one ``pip install -e ".[dev]"`` filled (the README's
 test command, and ``.ci/run``), so nothing is installed once per session. The cupy session makes
@@ -60,12 +60,13 @@ def _nvidia_driver() -> bool:
     return os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi") is not None
 
 
-@nox.session(name="tests(cupy)")
+@nox.session(name="tests(cupy)", venv_backend="none")
 def tests_cupy(session: nox.Session) -> None:
-    """The suite on a CUDA GPU; skipped, with the reason, where there is none."""
+    """The suite on a CUDA GPU; skipped, with the reason, before anything is created or installed where
+    there is none. Where there is a driver, cupy (~900 MB) goes into the current environment."""
     if not _nvidia_driver():
         session.skip("no NVIDIA driver here (no /proc/driver/nvidia, no nvidia-smi), so cupy is not even installed")
-    session.install("-e", ".[test,cupy]")
+    session.run("python", "-m", "pip", "install", "--quiet", "-e", ".[test,cupy]")
     try:
         session.run("python", "-c", CUPY_PROBE, silent=True)
     except nox.command.CommandFailed:
@@ -91,5 +92,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def docs(session: nox.Session) -> None:
-    """The API reference, generated from the docstrings into build/api (warnings are errors)."""
-    session.run("python", "-W", "error", "-m", "pdoc", "toolkit", "--docformat", "google", "-o", "build/api")
+    """The guides (docs/*.md) and the API reference (from the docstrings) as one static site in
+    build/docs, by Sphinx with MyST: warnings are errors, so a malformed docstring, a broken link
+    between pages or to a heading (MyST checks both) fails the build. Sphinx because it is what
+    the Python libraries this one sits beside document themselves with (NumPy, SciPy, JAX, PyTorch):
+    autodoc reads Google-style docstrings, and MyST keeps the guides in Markdown, readable on GitHub."""
+    session.run("python", "-m", "sphinx", "-b", "html", "-W", "--keep-going", "-q", "docs", "build/docs")

@@ -48,45 +48,91 @@ def test_the_public_api_has_docstrings_with_examples():
     assert set(missing) <= {"Layer", "Loss", "Optimizer", "History", "load", "store_torch_weights"}, missing
 
 
-def _blocks():
-    text = (ROOT / "README.md").read_text()
-    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+PAGES = ["README.md", "CONTRIBUTING.md", *sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md"))]
+CONTINUES = "# continues the previous block"
+# What a block needs beyond the test environment's core, by the text that shows it.
+OPTIONAL = {"import torch": "torch", "onnxruntime": "onnxruntime", "mpi4py": "mpi4py", '"numba"': "numba",
+            '"jax"': "jax", "import jax": "jax"}
 
 
-@pytest.mark.parametrize("index", range(len(_blocks())))
-def test_readme_python_blocks_run(numpy_backend, tmp_path, monkeypatch, index):
-    """Each block runs with the data its text assumes: the digits (x, y; x_train, y_train binary
-    for the yes/no blocks), .npy files, a loader, an endless generator."""
+def _page_blocks(page: str) -> list[tuple[int, str, str | None]]:
+    """(line, code, expected output or None) of each Python block of a page; the expected output is a
+    ``text`` block that follows it directly (only blank lines or a sentence ending in ':' between)."""
+    text = (ROOT / page).read_text()
+    fences = list(re.finditer(r"^```(\w*)\n(.*?)^```", text, flags=re.S | re.M))
+    blocks = []
+    for index, fence in enumerate(fences):
+        if fence.group(1) != "python":
+            continue
+        expected = None
+        following = fences[index + 1] if index + 1 < len(fences) else None
+        if following is not None and following.group(1) == "text":
+            between = text[fence.end():following.start()].strip()
+            if not between or (between.endswith(":") and "\n\n" not in between):
+                expected = following.group(2)
+        blocks.append((text[:fence.start()].count("\n") + 1, fence.group(2), expected))
+    return blocks
+
+
+BLOCKS = [(page, index) for page in PAGES if (ROOT / page).exists() for index in range(len(_page_blocks(page)))]
+_NAMESPACES: dict[tuple[str, int], dict] = {}
+
+
+def _needs(code: str) -> str | None:
+    import importlib.util
+
+    for marker, module in OPTIONAL.items():
+        if marker in code:
+            if module in ("numba", "jax", "torch") and unavailable_reason(module):
+                return f"needs the {module} backend: {unavailable_reason(module)}"
+            if importlib.util.find_spec(module) is None:
+                return f"needs {module}, which is not installed here"
+    return None
+
+
+def _run_block(page: str, index: int, folder: pathlib.Path) -> dict:
+    """Run block ``index`` of ``page`` (after the blocks it continues), in ``folder``; returns its namespace."""
+    import contextlib
+    import io
+
+    if (page, index) in _NAMESPACES:
+        return _NAMESPACES[(page, index)]
+    line, code, expected = _page_blocks(page)[index]
+    reason = _needs(code)
+    if reason:
+        pytest.skip(f"{page}, block at line {line}: {reason}")
+    if code.startswith(CONTINUES):
+        assert index > 0, f"{page}, block at line {line} continues nothing"
+        namespace = dict(_run_block(page, index - 1, folder))
+    else:
+        namespace = {"__name__": "__docs__"}
+    output, here = io.StringIO(), os.getcwd()
+    os.chdir(folder)
+    try:
+        with contextlib.redirect_stdout(output):
+            exec(compile(code, f"{page}, block at line {line}", "exec"), namespace)  # noqa: S102 - our own docs
+    finally:
+        os.chdir(here)
+    if expected is not None:
+        assert output.getvalue().strip() == expected.strip(), f"{page}, block at line {line} printed:\n{output.getvalue()}"
+    _NAMESPACES[(page, index)] = namespace
+    return namespace
+
+
+@pytest.mark.parametrize("page,index", BLOCKS, ids=[f"{page}:{_page_blocks(page)[i][0]}" for page, i in BLOCKS])
+def test_every_python_block_of_the_docs_runs_as_written(numpy_backend, tmp_path_factory, monkeypatch, page, index):
+    """Each block runs alone, or after the previous block of its page when it starts with
+    ``# continues the previous block``; a ``text`` block right after it is the output it must print."""
     _in_the_numpy_session()
-    block = _blocks()[index]
-    if "numba" in block and unavailable_reason("numba"):
-        pytest.skip(unavailable_reason("numba"))
-    from sklearn.datasets import load_digits
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    folder = tmp_path_factory.getbasetemp() / "docs" / page.replace("/", "_")
+    folder.mkdir(parents=True, exist_ok=True)
+    _run_block(page, index, folder)
 
-    digits = load_digits()
-    x_all, labels = (digits.data / 16.0).astype(np.float32), digits.target
-    binary = "sigmoid" in block and "softmax" not in block
-    y_all = (labels == 8).astype(np.float32).reshape(-1, 1) if binary else labels
-    x, y, x_test, y_test = x_all[:1400], y_all[:1400], x_all[1400:], y_all[1400:]
-    monkeypatch.chdir(tmp_path)
-    for name, value in (("x", x), ("y", y), ("x_test", x_test), ("y_test", y_test)):
-        np.save(tmp_path / f"{name}.npy", value)
 
-    def generator():
-        while True:
-            for start in range(0, len(x), 64):
-                yield x[start : start + 64], y[start : start + 64]
-
-    namespace = {"np": np, "toolkit": toolkit, "x": x, "y": y, "x_train": x, "y_train": y, "x_test": x_test,
-                 "y_test": y_test, "generator": generator, "loader": [(x[i : i + 64], y[i : i + 64]) for i in
-                                                                     range(0, len(x), 64)]}
-    if "torch" in block:
-        namespace["torch"] = pytest.importorskip("torch")
-        namespace.update({"Dense": toolkit.Dense, "Sequential": toolkit.Sequential})
-    if block.startswith("model.fit"):  # a continuation: the model the README built just before
-        model = toolkit.Sequential([toolkit.Dense(32, activation="relu", input_dim=64),
-                                    toolkit.Dense(10, activation="softmax")])
-        model.compile(loss="categorical_crossentropy", optimizer="adam")
-        namespace["model"] = model
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    exec(compile(block, f"README block {index + 1}", "exec"), namespace)  # noqa: S102 - our own README
+def test_the_readme_is_short_and_every_guide_is_linked():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.encode()) < 10_000, f"README.md is {len(readme.encode())} bytes; guides belong in docs/"
+    for page in PAGES:
+        if page.startswith("docs/") and page not in ("docs/index.md", "docs/api.md"):
+            assert f"({page})" in readme, f"README.md does not link {page}"
