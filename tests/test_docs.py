@@ -8,7 +8,6 @@ import pathlib
 import pkgutil
 import re
 
-import numpy as np
 import pytest
 
 import toolkit

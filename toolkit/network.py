@@ -12,8 +12,8 @@ network hands each layer its slices at every pass. State changes only by replaci
 from __future__ import annotations
 
 import math
-import textwrap
 import secrets
+import textwrap
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Sequence
@@ -132,8 +132,7 @@ class Network:
     def add(self, layer: Layer) -> None:
         """Append ``layer`` (Keras' ``Sequential().add``). A model that is already built is built
         again for the new last layer: the earlier layers keep their weights and state, the new one
-        draws its initial weights. Adding after training has started is refused (the optimizer's
-        moments would no longer match the parameters).
+        draws its initial weights.
 
         Example:
             >>> from toolkit import Dense, Sequential
@@ -145,9 +144,6 @@ class Network:
         """
         if not isinstance(layer, Layer):
             raise InputError(f"add takes a layer; got {type(layer).__name__}")
-        if getattr(self, "optimizer", None) is not None and getattr(self.optimizer, "iterations", 0):
-            raise InputError("this model has trained already; add layers before the first training step "
-                             "(or build a new Sequential and copy weights with get_weights/set_weights)")
         _claim([*self.layers, layer], self)
         self.layers.append(layer)
         if self.built:

@@ -140,6 +140,14 @@ class Trainer:
         if self.optimizer is not None:
             self.optimizer.bind(self.flat_params, self.backend, owner=self)
 
+    def add(self, layer: Layer) -> None:
+        """Append a layer (``toolkit.network.Network.add``); refused once training has started, when
+        the optimizer's moments would no longer match the parameters."""
+        if self.optimizer is not None and self.optimizer.iterations:
+            raise InputError("this model has trained already; add layers before the first training step "
+                             "(or build a new Sequential and copy weights with get_weights/set_weights)")
+        super().add(layer)  # type: ignore[misc]
+
     def compile(self, loss: str | Loss, optimizer: str | Optimizer = "sgd", metrics: Sequence[Any] | str = (),
                 gradient_accumulation_steps: int = 1) -> None:
         """Choose the loss, the optimizer and the metrics reported by ``fit``/``evaluate``.

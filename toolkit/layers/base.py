@@ -73,6 +73,8 @@ class Layer:
     """
 
     backend: Backend
+    # The input shape a first layer was given (``input_shape=``), set only when given.
+    declared_input_shape: tuple[int, ...] | None
     # True for layers whose training pass depends on the whole batch (BatchNorm's statistics):
     # in data-parallel training they all-reduce inside the pass, so every rank must take part.
     synchronizes_batch = False

@@ -161,5 +161,5 @@ class Dense(Layer):
             "kernel_initializer": self.kernel_initializer if isinstance(self.kernel_initializer, str) else None,
             "bias_initializer": self.bias_initializer,
             "input_dim": self.declared_input_dim,
-            **({"input_shape": list(self.declared_input_shape)} if hasattr(self, "declared_input_shape") else {}),
+            **({"input_shape": list(declared)} if (declared := getattr(self, "declared_input_shape", None)) else {}),
         }

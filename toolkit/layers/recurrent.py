@@ -102,8 +102,9 @@ class _Recurrent(Layer):
 
     def get_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {"units": self.units, "return_sequences": self.return_sequences}
-        if hasattr(self, "declared_input_shape"):
-            config["input_shape"] = list(self.declared_input_shape)
+        declared = getattr(self, "declared_input_shape", None)
+        if declared is not None:
+            config["input_shape"] = list(declared)
         return config
 
 
