@@ -37,15 +37,20 @@ CUPY_PROBE = "import cupy; n = cupy.cuda.runtime.getDeviceCount(); assert n > 0,
 # with the same arithmetic (no fast-math either way), so every tolerance still holds. Tests only.
 SESSION_ENV = {"jax": {"XLA_FLAGS": " ".join(filter(None, [os.environ.get("XLA_FLAGS", ""),
                                                           "--xla_backend_optimization_level=0"]))}}
-# Compiling is single-threaded, so two pytest workers (pytest-xdist) use both cores of a CI machine:
-# the same two files took 122 s with one worker and 86 s with two.
-SESSION_ARGS = {"jax": ["-n", "2"]}
+# Most tests are small and single-threaded (JAX's compiling is), so two pytest workers (pytest-xdist) use
+# both cores of a CI machine: JAX's tests/test_engine.py + test_deeper.py took 122 s with one worker and
+# 86 s with two; the numpy session 197 s and 117 s. Each worker's BLAS is then single-threaded: two
+# workers with two BLAS threads each would fight over the two cores (nothing in a test depends on it).
+PARALLEL = ["-n", "2"]
+SESSION_ARGS = {"numpy": PARALLEL, "numba": PARALLEL, "jax": PARALLEL, "array_api_strict": PARALLEL}
+ONE_BLAS_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def _pytest(session: nox.Session, backends: str, run_backend: str) -> None:
     session.run(
         "pytest", "-q", "-m", "not mpi", *SESSION_ARGS.get(run_backend, []), *session.posargs,
-        env={"TOOLKIT_TEST_BACKENDS": backends, "TOOLKIT_BACKEND": run_backend, **SESSION_ENV.get(run_backend, {})},
+        env={"TOOLKIT_TEST_BACKENDS": backends, "TOOLKIT_BACKEND": run_backend, **SESSION_ENV.get(run_backend, {}),
+             **(ONE_BLAS_THREAD if run_backend in SESSION_ARGS else {})},
     )
 
 

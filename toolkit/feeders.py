@@ -352,8 +352,8 @@ def _weighted(model: Trainer, y: Array, sample_weight: Any, class_weight: dict[i
     the loss becomes (1/N) Σᵢ wᵢ lᵢ (``toolkit.losses.Loss.weight_targets``)."""
     backend, xp = model.backend, model.backend.xp
     loss = model._compiled_loss()
-    loss.weight_targets(y, xp.ones(y.shape[:-1], dtype=y.dtype), xp)  # a loss that cannot carry weights says so first
     weights = xp.ones(y.shape[:-1], dtype=y.dtype, device=backend.device)
+    loss.weight_targets(y, weights, xp)  # a loss that cannot carry weights says so first
     if sample_weight is not None:
         given = backend.asarray(sample_weight)
         if not xp.isdtype(given.dtype, ("real floating", "integral")):
