@@ -43,7 +43,7 @@ SESSION_ENV = {"jax": {"XLA_FLAGS": " ".join(filter(None, [os.environ.get("XLA_F
 # workers with two BLAS threads each would fight over the two cores (nothing in a test depends on it).
 PARALLEL = ["-n", "2"]
 SESSION_ARGS = {"numpy": PARALLEL, "numba": PARALLEL, "jax": PARALLEL, "array_api_strict": PARALLEL}
-ONE_BLAS_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+ONE_BLAS_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOOLKIT_NUM_THREADS": "1"}
 
 
 def _pytest(session: nox.Session, backends: str, run_backend: str) -> None:

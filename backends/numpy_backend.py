@@ -14,6 +14,7 @@ import numpy as np
 from toolkit.backend import Backend
 from toolkit.errors import BackendError
 
+from . import cpu_threads
 from .host import HostRandom, UpdateScratch, host_array
 from .strided_windows import StridedWindows
 
@@ -30,6 +31,9 @@ class NumpyBackend(StridedWindows, Backend):
 
     def register_kernels(self) -> None:
         self.update_kernels = {"sgd": self._sgd, "adam": self._adam}
+
+    def thread_tuner(self) -> Any:
+        return cpu_threads.tuner()  # BLAS threads chosen by measuring (``toolkit_backends.cpu_threads``)
 
     def is_native(self, x: Any) -> bool:
         return isinstance(x, np.ndarray)

@@ -130,6 +130,13 @@ class Backend:
         exit, so a batch is complete when it is handed over. Nothing on CPU backends."""
         return nullcontext()
 
+    def thread_tuner(self) -> Any:
+        """An object that ``fit`` tells when each epoch and each step begins and ends
+        (``epoch_begin``, ``step_begin``, ``step_end``, ``close``; ``probing`` says whether a step needs
+        the calls), through which a CPU backend chooses how many threads its libraries use; None
+        (the default) where the backend has nothing to choose."""
+        return None
+
     def quiet(self) -> AbstractContextManager[Any]:
         """A context in which the library's floating-point warnings (overflow, invalid value) are
         not printed: a training step whose loss diverges raises ``TrainingDiverged``, which says

@@ -162,6 +162,10 @@ def fit(
         accumulator = GradientAccumulator(model, model.gradient_accumulation_steps)
     per_batch = batch_hooks(callbacks)
     guard = DivergenceGuard(model, check_finite)
+    # The backend may choose its thread count by timing the first steps of each epoch (the NumPy and numba
+    # backends' BLAS threads: one on a busy machine, all on a quiet one). Ranks of a data-parallel run
+    # wait for each other, so their steps time the slowest rank: they keep the threads they have.
+    tuner = backend.thread_tuner() if distributed is None else None
     logs: dict[str, float] = {}
     try:
         for epoch in range(initial_epoch, epochs):
@@ -173,9 +177,14 @@ def fit(
             seen = 0
             message = None
             progress.epoch_begin(epoch)
+            if tuner is not None:
+                tuner.epoch_begin()
             for batch, (rows, xb, yb) in enumerate(feeder.epoch(epoch)):
                 for callback in per_batch:
                     callback.on_train_batch_begin(batch)
+                timed = tuner is not None and tuner.probing
+                if timed:
+                    tuner.step_begin()  # type: ignore[union-attr]
                 if accumulator is not None:
                     loss, prediction, commit = accumulator.train_batch(xb, yb)
                 elif distributed is None:
@@ -186,6 +195,8 @@ def fit(
                 if message is None:
                     commit()
                     message = guard.after_commit(epoch, batch)
+                if timed:
+                    tuner.step_end()  # type: ignore[union-attr]
                 if message is not None:
                     _diverged(model, message, quiet_nan)
                     break
@@ -228,6 +239,8 @@ def fit(
     finally:
         feeder.close()
         progress.close()
+        if tuner is not None:
+            tuner.close()
     for callback in callbacks:
         callback.on_train_end(logs)
     return history

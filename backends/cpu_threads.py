@@ -1,0 +1,105 @@
+"""Who uses the CPU cores during ``fit`` on the NumPy and numba backends: the BLAS libraries'
+thread pools (NumPy's OpenBLAS and SciPy's, which numba's kernels call), set together by one owner.
+
+Why measure instead of fixing a number: on a quiet 2-core machine two BLAS threads make a large product
+1.9× faster, but with one other busy program on the machine the second thread waits for a core and the
+same training ran 2.5× slower than with one thread (``examples/mnist_cnn.py`` on numba: 5.0 s against
+1.9 s; OpenBLAS's threads spin while they wait, so they also slow the program they compete with). So
+each epoch ``fit`` times its first steps with one thread and with all of them, alternately, and keeps
+the faster (one thread unless all of them are faster by 10 %): on a busy machine or for a small
+network it settles on one thread, on a quiet machine with large products on all of them. The thread
+count does not change results: OpenBLAS splits a product by rows and columns of the output, never the
+sum over the inner dimension.
+
+``TOOLKIT_NUM_THREADS`` caps the threads (default: the cores this process may run on); at 1 nothing is
+measured and the libraries run on one thread.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from typing import Any
+
+from toolkit.errors import BackendError
+
+
+def thread_budget() -> int:
+    """``TOOLKIT_NUM_THREADS``, or the cores this process may run on."""
+    given = os.environ.get("TOOLKIT_NUM_THREADS", "").strip()
+    if not given:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if not given.isdigit() or int(given) < 1:
+        raise BackendError(f"TOOLKIT_NUM_THREADS={given!r}: give a whole number of threads ≥ 1, or leave it unset "
+                           "to use the cores this process may run on")
+    return int(given)
+
+
+class BlasThreadTuner:
+    """Per epoch: ``PROBE`` timed steps at one BLAS thread and ``PROBE`` at ``most``, alternately
+    (after one untimed warm-up step), then the faster count for the rest of the epoch. ``close``
+    gives every library back the thread count it had."""
+
+    PROBE = 5
+    MARGIN = 0.9  # all the threads must be 10 % faster: one thread is the choice that cannot be crowded
+
+    def __init__(self, most: int) -> None:
+        from threadpoolctl import ThreadpoolController
+
+        self.libraries = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+        self.before = [lib.num_threads for lib in self.libraries]
+        self.most = most
+        self.chosen = most
+        self.probing = False
+        self._samples: dict[int, list[float]] = {}
+        self._current, self._started, self._warm_up = -1, 0.0, True  # -1: not set by us yet
+
+    def _set(self, threads: int) -> None:
+        if threads != self._current:
+            for lib in self.libraries:
+                lib.set_num_threads(threads)
+            self._current = threads
+
+    def epoch_begin(self) -> None:
+        if self.most == 1:  # nothing to choose
+            self._set(1)
+            return
+        self._samples = {1: [], self.most: []}
+        self.probing, self._warm_up = True, True
+
+    def step_begin(self) -> None:
+        if self.probing:
+            ones, manys = self._samples[1], self._samples[self.most]
+            self._set(1 if len(ones) <= len(manys) else self.most)
+            self._started = time.perf_counter()
+
+    def step_end(self) -> None:
+        if not self.probing:
+            return
+        took = time.perf_counter() - self._started
+        if self._warm_up:  # the epoch's first step pays for compiling and first touches
+            self._warm_up = False
+            return
+        self._samples[self._current].append(took)
+        if all(len(times) >= self.PROBE for times in self._samples.values()):
+            one, many = (statistics.median(self._samples[n]) for n in (1, self.most))
+            self.chosen = self.most if many < self.MARGIN * one else 1
+            self._set(self.chosen)
+            self.probing = False
+
+    def close(self) -> None:
+        for lib, threads in zip(self.libraries, self.before, strict=True):
+            lib.set_num_threads(threads)
+        self._current = -1
+
+
+def tuner() -> Any:
+    """A ``BlasThreadTuner`` for this process, or None where there is nothing to set (no BLAS library
+    found, threadpoolctl missing)."""
+    most = thread_budget()
+    try:
+        found = BlasThreadTuner(most)
+    except ImportError:
+        return None
+    return found if found.libraries else None

@@ -1,0 +1,99 @@
+"""The NumPy and numba backends' BLAS threads during ``fit`` (``toolkit_backends.cpu_threads``): chosen by
+timing steps at one thread and at all of them, capped by ``TOOLKIT_NUM_THREADS``, given back after
+``fit``, and never changing a result."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import selected_backends
+from toolkit import BackendError, Dense, Sequential
+from toolkit_backends import cpu_threads
+
+pytest.importorskip("threadpoolctl")
+
+
+@pytest.fixture(autouse=True)
+def _numpy_session_only():
+    if "numpy" not in selected_backends():
+        pytest.skip("the CPU thread choice runs once, in the numpy session")
+
+
+class FakeLibrary:
+    user_api = "blas"
+
+    def __init__(self, threads):
+        self.num_threads, self.history = threads, []
+
+    def set_num_threads(self, threads):
+        self.num_threads = threads
+        self.history.append(threads)
+
+
+def _tuner(monkeypatch, step_seconds, most=2):
+    """A tuner over one fake library whose steps take ``step_seconds[threads]`` by a fake clock."""
+    tuner = cpu_threads.BlasThreadTuner.__new__(cpu_threads.BlasThreadTuner)
+    library = FakeLibrary(8)
+    tuner.libraries, tuner.before, tuner.most, tuner.chosen, tuner.probing = [library], [8], most, most, False
+    tuner._samples, tuner._current, tuner._started, tuner._warm_up = {}, -1, 0.0, True
+    clock = {"now": 0.0}
+    monkeypatch.setattr(cpu_threads.time, "perf_counter", lambda: clock["now"])
+
+    def step():
+        tuner.step_begin()
+        clock["now"] += step_seconds[library.num_threads]
+        tuner.step_end()
+
+    return tuner, library, step
+
+
+@pytest.mark.parametrize("times,expected", [
+    ({1: 1.0, 2: 0.6}, 2),     # a quiet machine, large products: all the threads
+    ({1: 1.0, 2: 0.95}, 1),    # less than 10 % faster: one thread, which another program cannot crowd
+    ({1: 1.0, 2: 4.0}, 1),     # a busy machine: the second thread waits for a core
+])
+def test_each_epoch_times_both_counts_then_keeps_the_faster(monkeypatch, times, expected):
+    tuner, library, step = _tuner(monkeypatch, times)
+    tuner.epoch_begin()
+    steps = 0
+    while tuner.probing:
+        step()
+        steps += 1
+    assert steps == 1 + 2 * cpu_threads.BlasThreadTuner.PROBE  # one warm-up, then alternating
+    assert tuner.chosen == expected and library.num_threads == expected
+    tuner.close()
+    assert library.num_threads == 8  # given back as it was
+
+
+def test_one_thread_budget_sets_one_thread_and_measures_nothing(monkeypatch):
+    tuner, library, _ = _tuner(monkeypatch, {1: 1.0}, most=1)
+    tuner.epoch_begin()
+    assert not tuner.probing and library.num_threads == 1
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-3"])
+def test_a_bad_thread_budget_is_a_clear_error(monkeypatch, value):
+    monkeypatch.setenv("TOOLKIT_NUM_THREADS", value)
+    with pytest.raises(BackendError, match=rf"TOOLKIT_NUM_THREADS='{value}': give a whole number of threads ≥ 1"):
+        cpu_threads.thread_budget()
+
+
+def test_the_thread_count_never_changes_what_fit_computes(numpy_backend, monkeypatch):
+    """Training with the tuner (threads switching between steps) equals training at a fixed count, bit
+    for bit: BLAS splits a product over the output, never over the sum."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(2048, 256)).astype(np.float32), rng.integers(0, 10, 2048)
+
+    def trained():
+        model = Sequential([Dense(512, activation="relu", input_shape=(256,)), Dense(10, activation="softmax")], seed=1)
+        model.compile(loss="sparse_categorical_crossentropy", optimizer="adam")
+        model.fit(x, y, epochs=2, batch_size=256, verbose=0)
+        return model.get_weights()
+
+    monkeypatch.setenv("TOOLKIT_NUM_THREADS", "2")
+    tuned = trained()
+    monkeypatch.setenv("TOOLKIT_NUM_THREADS", "1")
+    single = trained()
+    for name, value in tuned.items():
+        np.testing.assert_array_equal(value, single[name])
