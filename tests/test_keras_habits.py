@@ -169,7 +169,7 @@ def test_binary_metrics_on_several_outputs_are_refused_at_compile_or_before_the_
         model.compile(loss="sparse_categorical_crossentropy", metrics=["precision", "recall"])
     unbuilt = Sequential([Dense(3, activation="softmax")])
     unbuilt.compile(loss="sparse_categorical_crossentropy", metrics=["f1"])
-    with pytest.raises(InputError, match=r"f1 count yes/no predictions"):
+    with pytest.raises(InputError, match=r"f1 counts yes/no predictions"):
         unbuilt.fit(X, LABELS, verbose=0)
     assert unbuilt.optimizer.iterations == 0
 
