@@ -71,7 +71,7 @@ CASES = [
     ("unknown activation", lambda: Dense(3, activation="swishy"), InputError, r"unknown activation 'swishy'; choose one of"),
     ("unknown loss", lambda: classifier().compile(loss="hinge"), InputError, r"unknown loss 'hinge'; choose one of"),
     ("binary metric on several outputs", lambda: _compile_fit(classifier(), ["precision"]),
-     InputError, r"precision counts yes/no predictions, so they need a model with one output per sample "
+     InputError, r"precision counts yes/no predictions, so it needs a model with one output per sample "
                  r"\(Dense\(1, activation='sigmoid'\)\); this model's outputs have shape \(3,\)"),
     ("fit before compile", lambda: Sequential([Dense(1, input_dim=3)]).fit(X, np.ones(4), verbose=0),
      RuntimeError, r"call model.compile\(loss=..., optimizer=...\) before fit\(\)"),

@@ -53,7 +53,8 @@ def _check_binary_metrics(metrics: Sequence[Metric], output_shape: tuple[int, ..
     binary = [metric.name for metric in metrics if metric.binary_only]
     if binary and tuple(output_shape) != (1,):
         raise InputError(
-            f"{', '.join(binary)} {'counts yes/no predictions, so it needs' if len(binary) == 1 else 'count yes/no predictions, so they need'} "
+            f"{', '.join(binary)} "
+            f"{'counts yes/no predictions, so it needs' if len(binary) == 1 else 'count yes/no predictions, so they need'} "
             "a model with one output per sample "
             f"(Dense(1, activation='sigmoid')); this model's outputs have shape {tuple(output_shape)}. For several "
             "classes use metrics=['accuracy'], or compute per-class scores from predict() (e.g. scikit-learn's "
