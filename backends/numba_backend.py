@@ -166,6 +166,8 @@ class NumbaBackend(NumpyBackend):
         return out
 
     def output_delta(self, pair: str, z, a, y, out=None):
+        if y.shape[-1] != z.shape[-1]:  # targets carrying sample weights: the reference's formulas
+            return super().output_delta(pair, z, a, y, out)
         delta = np.empty_like(z) if out is None else out
         if pair == "identity_mse":
             return np.asarray(kernels.mse_delta(a, y, delta), dtype=z.dtype), delta

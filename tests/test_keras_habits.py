@@ -81,11 +81,52 @@ def test_bad_weights_are_clear_errors_and_leave_the_model_untouched(numpy_backen
     assert all(np.array_equal(before[k], v) for k, v in model.get_weights().items())
 
 
-def test_weights_on_a_loss_that_cannot_carry_them_name_the_fix(numpy_backend):
+@pytest.mark.parametrize("loss", ["binary_crossentropy", "mse"])
+def test_weights_on_losses_not_linear_in_their_targets(backend, loss):
+    """MSE and BCE carry [y, w] targets: one SGD step and the loss equal the hand computation of
+    (1/N) Σᵢ wᵢ lᵢ, metrics count each sample of weight > 0 once, and class_weight on one sigmoid output
+    weighs classes 0 and 1."""
+    yes = (LABELS == 1).astype(float)
+    activation = "sigmoid" if loss == "binary_crossentropy" else None
+    model = Sequential([Dense(1, activation=activation, input_shape=(4,))], dtype="float64", seed=4)
+    model.compile(loss=loss, optimizer=SGD(0.3), metrics=["accuracy"] if activation else ["mae"])
+    start = model.get_weights()
+    per_row = RNG.uniform(0, 2, 12)
+    per_row[0] = 0.0
+    history = model.fit(X, yes, epochs=1, batch_size=12, shuffle=False, verbose=0, sample_weight=per_row)
+    z = X @ start["0.W"][:, 0] + start["0.b"][0]
+    if activation:
+        p = 1 / (1 + np.exp(-z))
+        per_sample_loss, delta = -(yes * np.log(p) + (1 - yes) * np.log(1 - p)), per_row * (p - yes) / 12
+        counted = (p >= 0.5) == (yes >= 0.5)
+        np.testing.assert_allclose(history["accuracy"][0], counted[1:].mean())  # the weight-0 sample skipped
+    else:
+        per_sample_loss, delta = (z - yes) ** 2, 2 * per_row * (z - yes) / 12
+        np.testing.assert_allclose(history["mae"][0], np.abs(z - yes).mean())
+    np.testing.assert_allclose(model.get_weights()["0.W"][:, 0], start["0.W"][:, 0] - 0.3 * X.T @ delta, rtol=1e-10)
+    assert history["loss"][0] == pytest.approx(np.mean(per_row * per_sample_loss), rel=1e-10)
+    if activation:
+        again = Sequential([Dense(1, activation="sigmoid", input_shape=(4,))], dtype="float64", seed=4)
+        again.compile(loss=loss, optimizer=SGD(0.3))
+        again.fit(X, yes, epochs=1, batch_size=12, shuffle=False, verbose=0, class_weight={1: 3.0})
+        by_class = np.where(yes == 1, 3.0, 1.0) * (p - yes) / 12
+        np.testing.assert_allclose(again.get_weights()["0.W"][:, 0], start["0.W"][:, 0] - 0.3 * X.T @ by_class,
+                                   rtol=1e-10)
+
+
+def test_a_loss_of_your_own_without_weights_says_how_to_add_them(numpy_backend):
+    from toolkit.losses import MeanSquaredError
+
+    class Mine(MeanSquaredError):
+        name = "mine"
+
+        def weight_targets(self, y, weights, xp):
+            return toolkit.Loss.weight_targets(self, y, weights, xp)
+
     model = Sequential([Dense(1, input_shape=(4,))])
-    model.compile(loss="mse", optimizer="sgd")
-    with pytest.raises(InputError, match=r"sample_weight and class_weight work with categorical_crossentropy and "
-                                         r"sparse_categorical_crossentropy .*not yet with mse"):
+    model.compile(loss=Mine(), optimizer="sgd")
+    with pytest.raises(InputError, match=r"the loss mine cannot take sample_weight or class_weight: a loss of your "
+                                         r"own takes them by defining weight_targets"):
         model.fit(X, X[:, 0], sample_weight=np.ones(12), verbose=0)
 
 

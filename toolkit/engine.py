@@ -90,7 +90,7 @@ def backward_pass(plan: Plan, backend: Backend, params: Sequence[Params], tape: 
         assert isinstance(output_layer, Dense)  # make_plan pairs only a Dense output layer
         z, a = saved[1], saved[2]  # (positions, width): a sequence's positions are rows, and so are its targets
         if y.ndim != 2:
-            y = backend.xp.reshape(y, tuple(z.shape))
+            y = backend.xp.reshape(y, (z.shape[0], y.shape[-1]))  # weighted targets are twice as wide
         delta_buffer = scratch_buffer(scratch[last], "delta", tuple(z.shape), z.dtype)
         loss, delta = backend.output_delta(plan.pair, z, a, y, out=delta_buffer)  # δ_out = ŷ − y
         if loss_scale != 1.0:

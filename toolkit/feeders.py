@@ -367,7 +367,7 @@ def _weighted(model: Trainer, y: Array, sample_weight: Any, class_weight: dict[i
         _check_weights("sample_weight", given, xp)
         weights = weights * xp.reshape(given, (*given.shape, *(1,) * (y.ndim - 1 - given.ndim)))
     if class_weight is not None:
-        n_classes = y.shape[-1]
+        n_classes = max(y.shape[-1], 2)  # one sigmoid output: classes 0 and 1
         if not isinstance(class_weight, dict):
             raise InputError(f"class_weight must be a dict {{class label: weight}}; got {type(class_weight).__name__}")
         table = [1.0] * n_classes
@@ -379,9 +379,14 @@ def _weighted(model: Trainer, y: Array, sample_weight: Any, class_weight: dict[i
                 raise InputError(f"class_weight[{label}] = {weight!r}; weights must be finite numbers ≥ 0")
             table[label] = float(weight)
         per_class = backend.asarray(table, dtype=y.dtype)
-        labels = xp.argmax(y, axis=-1)
+        labels = _class_labels(y, xp)
         weights = weights * xp.reshape(xp.take(per_class, xp.reshape(labels, (-1,)), axis=0), labels.shape)
     return loss.weight_targets(y, weights, xp)
+
+
+def _class_labels(y: Array, xp: Any) -> Array:
+    """The class of each target: its argmax, or for one yes/no output whether it is ≥ 0.5."""
+    return xp.argmax(y, axis=-1) if y.shape[-1] > 1 else xp.astype(y[..., 0] >= 0.5, xp.int64)
 
 
 def _check_weights(what: str, weights: Array, xp: Any) -> None:
@@ -394,11 +399,10 @@ def _warn_if_unseen_classes(model: Trainer, y_train: Array, y_held_out: Array, f
     sees, and the validation accuracy is meaningless. Say so (classification losses only)."""
     if getattr(model.loss, "name", "") not in CLASSIFICATION_LOSSES or y_train.ndim < 2:
         return
-    xp = model.backend.xp
+    xp, width = model.backend.xp, model.output_shape[-1]
 
     def classes(y: Array) -> set[int]:
-        labels = xp.argmax(y, axis=-1) if y.shape[-1] > 1 else xp.astype(y[..., 0] >= 0.5, xp.int64)
-        return {int(c) for c in model.backend.to_host(labels).ravel()}
+        return {int(c) for c in model.backend.to_host(_class_labels(y[..., :width], xp)).ravel()}  # no weights
 
     unseen = sorted(classes(y_held_out) - classes(y_train))
     if unseen:

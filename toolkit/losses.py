@@ -50,12 +50,12 @@ class Loss:
 
     def weight_targets(self, y: Array, weights: Array, xp: Any) -> Array:
         """Prepared targets that carry per-sample weights ``weights`` (shape ``y.shape[:-1]``), so that
-        the loss becomes ``(1/N) Σᵢ wᵢ lᵢ`` (Keras' ``sample_weight``/``class_weight``). Only losses
-        that are linear in their targets can carry them; the others say so."""
+        the loss becomes ``(1/N) Σᵢ wᵢ lᵢ`` (Keras' ``sample_weight``/``class_weight``): scaled rows for
+        the cross-entropies, which are linear in their targets; ``[y, w]`` along the last axis for MSE
+        and BCE, whose ``value`` and ``gradient`` read both halves."""
         raise InputError(
-            f"sample_weight and class_weight work with categorical_crossentropy and sparse_categorical_crossentropy "
-            f"(a softmax output), not yet with {self.name}; for a yes/no task, use Dense(2, activation='softmax') "
-            "with loss='sparse_categorical_crossentropy' and integer labels")
+            f"the loss {self.name} cannot take sample_weight or class_weight: a loss of your own takes them by "
+            "defining weight_targets (see toolkit.losses.Loss.weight_targets)")
 
     def value(self, pred: Array, y: Array, xp: Any) -> Array:
         raise NotImplementedError
@@ -89,10 +89,17 @@ class MeanSquaredError(Loss):
     name = "mse"
     output_pair = "identity_mse"
 
+    def weight_targets(self, y: Array, weights: Array, xp: Any) -> Array:
+        return ops.with_weights(y, weights, xp)  # J = mean(w (ŷ − y)²) (``toolkit.ops.losses.weighted_mse_value``)
+
     def value(self, pred: Array, y: Array, xp: Any) -> Array:
+        if ops.is_weighted(pred, y):
+            return ops.weighted_mse_value(pred, y, xp)
         return ops.mse_value(pred, y, xp)
 
     def gradient(self, pred: Array, y: Array, xp: Any) -> Array:
+        if ops.is_weighted(pred, y):
+            return ops.weighted_mse_grad(pred, y, xp)
         return ops.mse_grad(pred, y, xp)
 
 
@@ -125,10 +132,17 @@ class BinaryCrossEntropy(Loss):
                 f"[{float(xp.min(y))}, {float(xp.max(y))}]"
             )
 
+    def weight_targets(self, y: Array, weights: Array, xp: Any) -> Array:
+        return ops.with_weights(y, weights, xp)  # J = mean(w·BCE(y)) (``toolkit.ops.losses.weighted_bce_value``)
+
     def value(self, pred: Array, y: Array, xp: Any) -> Array:
+        if ops.is_weighted(pred, y):
+            return ops.weighted_bce_logits_value(pred, y, xp) if self.from_logits else ops.weighted_bce_value(pred, y, xp)
         return ops.bce_logits_value(pred, y, xp) if self.from_logits else ops.bce_value(pred, y, xp)
 
     def gradient(self, pred: Array, y: Array, xp: Any) -> Array:
+        if ops.is_weighted(pred, y):
+            return ops.weighted_bce_logits_grad(pred, y, xp) if self.from_logits else ops.weighted_bce_grad(pred, y, xp)
         return ops.bce_logits_grad(pred, y, xp) if self.from_logits else ops.bce_grad(pred, y, xp)
 
     def get_config(self) -> dict[str, Any]:

@@ -49,12 +49,23 @@ class Metric:
     def result(self) -> float:
         raise NotImplementedError
 
-    def _binary_labels(self, pred: Array, y: Array, xp: Any) -> tuple[Array, Array]:
+    def _binary_labels(self, pred: Array, y: Array, xp: Any) -> tuple[Array, Array, Array | None]:
+        """(predicted, actual, counted): yes/no labels, and which samples count (None: all)."""
         if pred.ndim != 2 or pred.shape[1] != 1:
             raise InputError(f"{self.name} is a binary metric; the model must have one output per sample, not "
                              f"outputs of shape {tuple(pred.shape[1:])}")
         threshold = 0.0 if self.from_logits else 0.5
-        return pred >= threshold, y >= 0.5
+        y, counted = _unweighted(pred, y)
+        return pred >= threshold, y >= 0.5, counted
+
+
+def _unweighted(pred: Array, y: Array) -> tuple[Array, Array | None]:
+    """Targets without the weights that ``fit(sample_weight=…)`` gave MSE and BCE targets ([y, w], twice
+    the width), and which samples count: those of weight > 0 (None: every sample counts)."""
+    if y.shape[-1] != 2 * pred.shape[-1]:
+        return y, None
+    width = pred.shape[-1]
+    return y[..., :width], y[..., width:] > 0
 
 
 class Accuracy(Metric):
@@ -65,7 +76,11 @@ class Accuracy(Metric):
 
     def update(self, pred: Array, y: Array, xp: Any) -> None:
         if pred.shape[-1] == 1 and pred.ndim == 2:
-            predicted, actual = self._binary_labels(pred, y, xp)
+            predicted, actual, counted = self._binary_labels(pred, y, xp)
+            if counted is not None:
+                labelled = xp.astype(counted, pred.dtype)
+                self._add(xp.sum(xp.astype(predicted == actual, pred.dtype) * labelled), xp.sum(labelled))
+                return
         else:
             predicted, actual = xp.argmax(pred, axis=-1), xp.argmax(y, axis=-1)
             # A target row of zeros names no class: a sample given weight 0 (sample_weight/class_weight),
@@ -85,7 +100,9 @@ class _ConfusionMetric(Metric):
     binary_only = True  # yes/no predictions: a model with one output per sample
 
     def update(self, pred: Array, y: Array, xp: Any) -> None:
-        predicted, actual = self._binary_labels(pred, y, xp)
+        predicted, actual, counted = self._binary_labels(pred, y, xp)
+        if counted is not None:  # samples of weight 0 are neither positives nor negatives
+            predicted, actual = predicted & counted, actual & counted
         as_float = lambda mask: xp.sum(xp.astype(mask, pred.dtype))  # noqa: E731
         self._add(as_float(predicted & actual), as_float(predicted & ~actual), as_float(~predicted & actual))
 
@@ -128,6 +145,7 @@ class MeanSquaredErrorMetric(Metric):
     name = "mse"
 
     def update(self, pred: Array, y: Array, xp: Any) -> None:
+        y, _ = _unweighted(pred, y)  # every sample counts once, as in Keras' unweighted metrics
         diff = pred - y
         self._add(xp.sum(diff * diff), count(diff))
 
@@ -140,6 +158,7 @@ class MeanAbsoluteError(Metric):
     name = "mae"
 
     def update(self, pred: Array, y: Array, xp: Any) -> None:
+        y, _ = _unweighted(pred, y)
         self._add(xp.sum(xp.abs(pred - y)), count(pred))
 
     def result(self) -> float:

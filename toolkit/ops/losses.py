@@ -98,3 +98,61 @@ def categorical_ce_value(p: Array, y_one_hot: Array, xp: Any) -> Array:
 
 def categorical_ce_grad(p: Array, y_one_hot: Array, xp: Any) -> Array:
     return -y_one_hot / _clip_probabilities(p, xp) / positions(p) * _inside_clip(p, xp)
+
+
+# Weighted targets (``fit(sample_weight=…, class_weight=…)``) for the losses that are not linear in their
+# targets (MSE, BCE): [y, w] along the last axis, twice the predictions' width.
+def with_weights(y: Array, weights: Array, xp: Any) -> Array:
+    """Targets ``y`` (…, k) and one weight per sample or position ``weights`` (…) as [y, w] (…, 2k)."""
+    return xp.concat([y, xp.broadcast_to(weights[..., None], y.shape)], axis=-1)
+
+
+def is_weighted(pred: Array, y: Array) -> bool:
+    return y.shape[-1] == 2 * pred.shape[-1]
+
+
+def halves(pred: Array, y: Array) -> tuple[Array, Array]:
+    width = pred.shape[-1]
+    return y[..., :width], y[..., width:]
+
+
+# MSE, targets [y, w]: J = mean(w (ŷ − y)²), ∂J/∂ŷ = 2 w (ŷ − y) / count.
+def weighted_mse_value(pred: Array, y: Array, xp: Any) -> Array:
+    target, weight = halves(pred, y)
+    diff = pred - target
+    return xp.mean(weight * diff * diff)
+
+
+def weighted_mse_grad(pred: Array, y: Array, xp: Any) -> Array:
+    target, weight = halves(pred, y)
+    return (2.0 / count(pred)) * weight * (pred - target)
+
+
+# BCE, targets [y, w]: with p = w y and q = w (1 − y), J = −mean(p log ŷ + q log(1 − ŷ)) = mean(w·BCE(y));
+# from the logits J = mean((p + q) softplus(z) − p z), and ∂J/∂z = (σ(z)(p + q) − p) / count = w (σ(z) − y) / count.
+def _positive_negative(pred: Array, y: Array) -> tuple[Array, Array]:
+    target, weight = halves(pred, y)
+    return weight * target, weight * (1.0 - target)
+
+
+def weighted_bce_logits_value(z: Array, y: Array, xp: Any) -> Array:
+    p, q = _positive_negative(z, y)
+    softplus = xp.maximum(z, 0.0) + xp.log1p(xp.exp(-xp.abs(z)))
+    return xp.mean((p + q) * softplus - p * z)
+
+
+def weighted_bce_logits_grad(z: Array, y: Array, xp: Any) -> Array:
+    p, q = _positive_negative(z, y)
+    return (sigmoid(z, xp) * (p + q) - p) / count(z)
+
+
+def weighted_bce_value(prob: Array, y: Array, xp: Any) -> Array:
+    p, q = _positive_negative(prob, y)
+    clipped = _clip_probabilities(prob, xp)
+    return -xp.mean(p * xp.log(clipped) + q * xp.log(1.0 - clipped))
+
+
+def weighted_bce_grad(prob: Array, y: Array, xp: Any) -> Array:
+    p, q = _positive_negative(prob, y)
+    clipped = _clip_probabilities(prob, xp)
+    return (clipped * (p + q) - p) / (clipped * (1.0 - clipped)) / count(prob) * _inside_clip(prob, xp)

@@ -57,6 +57,9 @@ def output_delta(pair: str, z: Array, a: Array, y: Array, xp: Any) -> tuple[Arra
     The value is computed from the logits ``z`` (stable); ``a`` is σ(z) or softmax(z).
     """
     value = pair_loss(pair, z, a, y, xp)
+    if losses.is_weighted(z, y):  # targets that carry sample weights (see ``toolkit.losses.Loss.weight_targets``)
+        return value, (losses.weighted_bce_logits_grad(z, y, xp) if pair == "sigmoid_bce"
+                       else losses.weighted_mse_grad(a, y, xp))
     if pair == "sigmoid_bce":
         return value, (a - y) / count(z)
     if pair == "softmax_ce":
@@ -69,6 +72,8 @@ def output_delta(pair: str, z: Array, a: Array, y: Array, xp: Any) -> tuple[Arra
 def pair_loss(pair: str, z: Array, a: Array, y: Array, xp: Any) -> Array:
     """The loss of a pair, as training reports it: from the logits ``z`` for the cross-entropies
     (exact where ŷ has saturated: logits of ±1e4 give 1e4, not the clipped −log 1e-7)."""
+    if losses.is_weighted(z, y) and pair != "softmax_ce":
+        return losses.weighted_bce_logits_value(z, y, xp) if pair == "sigmoid_bce" else losses.weighted_mse_value(a, y, xp)
     if pair == "sigmoid_bce":
         return losses.bce_logits_value(z, y, xp)
     if pair == "softmax_ce":
