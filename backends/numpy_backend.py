@@ -13,6 +13,7 @@ import numpy as np
 
 from toolkit.backend import Backend
 from toolkit.errors import BackendError
+from toolkit.ops.optim import CLIP_EPSILON
 
 from . import cpu_threads
 from .host import HostRandom, UpdateScratch, host_array
@@ -27,10 +28,27 @@ class NumpyBackend(StridedWindows, Backend):
         if device not in (None, "cpu"):
             raise BackendError(f"backend {self.name!r} runs on the CPU only; got device {device!r}")
         self._update_scratch = UpdateScratch(np.empty_like)
+        self._clip_scratch = UpdateScratch(np.empty_like)  # its own: the update kernels use theirs meanwhile
         super().__init__(xp_numpy, "cpu", fused)
 
     def register_kernels(self) -> None:
         self.update_kernels = {"sgd": self._sgd, "adam": self._adam}
+
+    def clip_gradients(self, grads, clipping, segments):
+        # The reference's arithmetic without its temporaries: the scale from one dot product, written
+        # into a reused buffer, and no copy at all when nothing clips (the usual step once training settles).
+        kind, limit = clipping
+        if kind == "clipvalue":
+            return np.clip(grads, -limit, limit, out=self._clip_scratch.like(grads))
+        pieces = ((0, grads.shape[0]),) if kind == "global_clipnorm" else segments
+        scales = [min(1.0, float(limit / (np.sqrt(self.xp.vecdot(grads[o : o + n], grads[o : o + n])) + CLIP_EPSILON)))
+                  for o, n in pieces]
+        if all(scale == 1.0 for scale in scales):
+            return grads
+        out = self._clip_scratch.like(grads)
+        for (offset, size), scale in zip(pieces, scales, strict=True):
+            np.multiply(grads[offset : offset + size], grads.dtype.type(scale), out=out[offset : offset + size])
+        return out
 
     def thread_tuner(self) -> Any:
         return cpu_threads.tuner()  # BLAS threads chosen by measuring (``toolkit_backends.cpu_threads``)

@@ -276,3 +276,20 @@ def test_freezing_holds_across_a_new_compile(numpy_backend, rng):
     model.compile(loss="mse", optimizer="sgd")  # a new optimizer must learn the frozen layers too
     model.fit(x, y, verbose=0)
     np.testing.assert_array_equal(model.get_weights()["0.W"], before)
+
+
+@pytest.mark.parametrize("clipping", [("global_clipnorm", 1.0), ("global_clipnorm", 1e6), ("clipnorm", 0.5),
+                                      ("clipvalue", 0.05)])
+def test_each_backends_clipping_equals_the_reference(backend, clipping):
+    """``Backend.clip_gradients`` (a hot op: NumPy and numba reuse a buffer, and skip the copy when nothing
+    clips) against ``toolkit.ops.optim.clip_gradients``, with one segment clipped and one not."""
+    from toolkit.ops.optim import clip_gradients
+
+    active = toolkit.get_backend()
+    values = np.random.default_rng(3).normal(size=40) * np.r_[np.full(30, 1.0), np.full(10, 1e-3)]
+    grads = active.asarray(values, dtype=active.dtype("float64"))
+    segments = ((0, 30), (30, 10))
+    expected = np.asarray(active.to_host(clip_gradients(grads, clipping, segments, active.xp)))
+    got = np.asarray(active.to_host(active.clip_gradients(grads, clipping, segments)))
+    np.testing.assert_allclose(got, expected, rtol=1e-15, atol=0)
+    np.testing.assert_array_equal(np.asarray(active.to_host(grads)), values)  # the gradients themselves untouched

@@ -58,7 +58,7 @@ class Backend:
                "max_pool", "max_pool_backward", "dropout_mask", "scatter_add_rows", "attention_weights",
                "attention_weights_backward", "layer_norm", "layer_norm_backward", "lstm_cell",
                "lstm_cell_backward", "gru_cell", "gru_cell_backward", "scan", "compile_pass", "compile_step",
-               "compile_forward")
+               "compile_forward", "clip_gradients")
 
     def __init__(self, xp: Any, device: Any = None, fused: bool = True) -> None:
         self.xp = xp
@@ -268,6 +268,11 @@ class Backend:
         """A compiled inference pass ``forward(flat_params, flat_state, x) -> ŷ`` of these layers, or
         None (the default: the engine's loop runs op by op)."""
         return None
+
+    def clip_gradients(self, grads: Array, clipping: tuple[str, float], segments: tuple[tuple[int, int], ...]) -> Array:
+        """The flat gradients clipped (``toolkit.ops.optim.clip_gradients``): a new array here; a backend
+        may return a buffer it reuses (valid until its next call) or ``grads`` itself when nothing clips."""
+        return optim.clip_gradients(grads, clipping, segments, self.xp)
 
     def update(self, rule: str, param: Array, grad: Array, state: tuple[Array, ...],
                scalars: tuple[Any, ...]) -> tuple[Array, tuple[Array, ...]]:

@@ -160,7 +160,7 @@ class Optimizer:
             grads = optim.unfrozen(grads, frozen, xp)
             kept = xp.where(frozen, params, xp.zeros_like(params))
         if self.clipping is not None:
-            grads = optim.clip_gradients(grads, self.clipping, self.segments, xp)
+            grads = self.backend.clip_gradients(grads, self.clipping, self.segments)
         rule, scalars = self.prepare(self.iterations)
         params = self._update(rule, scalars, params, grads)
         if frozen is not None:  # bitwise as before (weight decay would shrink them), and no moments
