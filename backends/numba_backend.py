@@ -11,6 +11,7 @@ import numpy as np
 
 from toolkit.ops import random
 from toolkit.ops.activations import LEAKY_RELU_SLOPE, ActivationFunction
+from toolkit.ops.losses import is_weighted
 
 from . import numba_kernels as kernels
 from .numba_stack import DensePassRunner, covers
@@ -166,7 +167,7 @@ class NumbaBackend(NumpyBackend):
         return out
 
     def output_delta(self, pair: str, z, a, y, out=None):
-        if y.shape[-1] != z.shape[-1]:  # targets carrying sample weights: the reference's formulas
+        if is_weighted(z, y):  # targets carrying sample weights: the reference's formulas
             return super().output_delta(pair, z, a, y, out)
         delta = np.empty_like(z) if out is None else out
         if pair == "identity_mse":

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from toolkit.backend import Backend
 from toolkit.errors import BackendError, InputError
 from toolkit.ops.activations import LEAKY_RELU_SLOPE, ActivationFunction
+from toolkit.ops.losses import is_weighted
 
 from .host import HostRandom, UpdateScratch, host_array
 
@@ -146,7 +147,7 @@ class TorchBackend(Backend):
         return dz, torch.sum(dz, dim=0, out=db_out)
 
     def output_delta(self, pair: str, z, a, y, out=None):
-        if y.shape[-1] != z.shape[-1]:  # targets carrying sample weights: the reference's formulas
+        if is_weighted(z, y):  # targets carrying sample weights: the reference's formulas
             return super().output_delta(pair, z, a, y)
         delta = torch.empty_like(z) if out is None else out
         if pair == "sigmoid_bce":

@@ -16,7 +16,7 @@ import math
 from typing import Any
 
 from .errors import InputError
-from .ops.losses import count, positions
+from .ops.losses import count, halves, is_weighted, positions
 
 Array = Any
 
@@ -62,10 +62,10 @@ class Metric:
 def _unweighted(pred: Array, y: Array) -> tuple[Array, Array | None]:
     """Targets without the weights that ``fit(sample_weight=…)`` gave MSE and BCE targets ([y, w], twice
     the width), and which samples count: those of weight > 0 (None: every sample counts)."""
-    if y.shape[-1] != 2 * pred.shape[-1]:
+    if not is_weighted(pred, y):
         return y, None
-    width = pred.shape[-1]
-    return y[..., :width], y[..., width:] > 0
+    targets, weights = halves(pred, y)
+    return targets, weights > 0
 
 
 class Accuracy(Metric):

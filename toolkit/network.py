@@ -159,8 +159,8 @@ class Network:
                 raise
             self.set_weights({**self.get_weights(), **weights})  # the earlier layers' names are unchanged
             self.set_state({**self.get_state(), **state})
-        elif len(self.layers) == 1 and self._declared_by_first_layer() is not None:
-            self.build(self._declared_by_first_layer())
+        elif len(self.layers) == 1 and (declared := self._declared_by_first_layer()) is not None:
+            self.build(declared)
 
     def build(self, input_shape: int | tuple[int, ...]) -> None:
         """Fix the layer shapes, lay out the flat buffers and draw the initial weights.

@@ -75,6 +75,7 @@ class Layer:
     backend: Backend
     # The input shape a first layer was given (``input_shape=``), set only when given.
     declared_input_shape: tuple[int, ...] | None
+    _input_shape_keyword: bool  # set (True) only when the generic input_shape= gave it
     # True for layers whose training pass depends on the whole batch (BatchNorm's statistics):
     # in data-parallel training they all-reduce inside the pass, so every rank must take part.
     synchronizes_batch = False
@@ -94,6 +95,7 @@ class Layer:
             if input_shape is not None:
                 shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
                 self.declared_input_shape = tuple(check_int("input_shape", size, 1) for size in shape)
+                self._input_shape_keyword = True  # the layer's own get_config does not know it: layer_record adds it
 
         signature = inspect.signature(init)
         keyword = inspect.Parameter("input_shape", inspect.Parameter.KEYWORD_ONLY, default=None)
@@ -203,9 +205,8 @@ TRAINABLE_VERSION = 0
 def layer_record(layer: Layer) -> dict[str, Any]:
     """What a checkpoint keeps of a layer: its class, its configuration, and whether it is frozen."""
     config = layer.get_config()
-    declared = getattr(layer, "declared_input_shape", None)
-    if declared is not None and "input_shape" not in config and config.get("input_length") is None:
-        config = {**config, "input_shape": list(declared)}  # given to the generic input_shape= (``__init_subclass__``)
+    if layer.__dict__.get("_input_shape_keyword"):  # given through the generic input_shape= (``__init_subclass__``)
+        config = {**config, "input_shape": list(layer.declared_input_shape or ())}
     return {"class": type(layer).__name__, "config": config, **({} if layer.trainable else {"trainable": False})}
 
 
