@@ -72,11 +72,11 @@ ACTIVATION_BACKWARD = ElementwiseSpec("T da, T z, T a, int32 code, T slope", "T 
                                       "toolkit_activation_backward")
 DROPOUT = ElementwiseSpec("int64 start, int64 key, int64 threshold, T scale", "T mask", DROPOUT_MASK,
                           "toolkit_dropout_mask")
-SGD = ElementwiseSpec("T g, T lr", "T p", "p -= lr * g;", "toolkit_sgd")
+SGD = ElementwiseSpec("T g, T grad_scale, T lr", "T p", "p -= lr * (grad_scale * g);", "toolkit_sgd")
 SGD_MOMENTUM = ElementwiseSpec(
-    "T grad, T lr, T momentum, T carry, T gain, bool nesterov, T weight_decay", "T p, T velocity",
+    "T grad, T grad_scale, T lr, T momentum, T carry, T gain, bool nesterov, T weight_decay", "T p, T velocity",
     """
-    T g = grad + weight_decay * p;
+    T g = grad_scale * grad + weight_decay * p;
     T v = carry * velocity + gain * g;
     velocity = v;
     p -= lr * (nesterov ? g + momentum * v : v);
@@ -84,12 +84,12 @@ SGD_MOMENTUM = ElementwiseSpec(
     "toolkit_sgd_momentum",
 )
 ADAM = ElementwiseSpec(
-    "T grad, T step_size, float64 beta1, float64 beta2, T eps, T shrink, T l2, T sqrt_correction2", "T p, T m, T v",
+    "T grad, T grad_scale, T step_size, float64 beta1, float64 beta2, T eps, T shrink, T l2, T sqrt_correction2", "T p, T m, T v",
     # 1 − β in double, then rounded, as the reference and the numba kernel do: in float32,
     # 1 − (float)0.999 is 1.3e-5 away from (float)0.001.
     """
     T q = p * shrink;
-    T g = grad + l2 * q;
+    T g = grad_scale * grad + l2 * q;
     T mi = (T)beta1 * m + (T)(1.0 - beta1) * g;
     T vi = (T)beta2 * v + (T)(1.0 - beta2) * (g * g);
     m = mi; v = vi;
@@ -98,9 +98,9 @@ ADAM = ElementwiseSpec(
     "toolkit_adam",
 )
 RMSPROP = ElementwiseSpec(
-    "T grad, T lr, float64 alpha, T eps, T weight_decay", "T p, T s",
+    "T grad, T grad_scale, T lr, float64 alpha, T eps, T weight_decay", "T p, T s",
     """
-    T g = grad + weight_decay * p;
+    T g = grad_scale * grad + weight_decay * p;
     T si = (T)alpha * s + (T)(1.0 - alpha) * (g * g);
     s = si;
     p -= lr * g / (sqrt(si) + eps);

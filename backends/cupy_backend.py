@@ -105,21 +105,32 @@ class CupyBackend(StridedWindows, Backend):
 
     # -- fused kernels -------------------------------------------------------------------
     def register_kernels(self) -> None:
-        def sgd(param, grad, lr):
-            _sgd(grad, param.dtype.type(lr), param)
+        # ``grad_scale``: 1.0, or a global clipping norm's factor as a 0-d device array; that one is
+        # multiplied in first, since reading it on the host would wait for the device every step.
+        def host_scale(grad, grad_scale):
+            return (grad, grad_scale) if isinstance(grad_scale, float) else (grad * grad_scale, 1.0)
 
-        def sgd_momentum(param, grad, velocity, lr, momentum, carry, gain, nesterov, weight_decay):
+        def sgd(param, grad, grad_scale, lr):
+            grad, grad_scale = host_scale(grad, grad_scale)
             t = param.dtype.type
-            _sgd_momentum(grad, t(lr), t(momentum), t(carry), t(gain), bool(nesterov), t(weight_decay), param, velocity)
+            _sgd(grad, t(grad_scale), t(lr), param)
 
-        def adam(param, grad, m, v, step_size, beta1, beta2, eps, shrink, l2, sqrt_correction2):
+        def sgd_momentum(param, grad, velocity, grad_scale, lr, momentum, carry, gain, nesterov, weight_decay):
+            grad, grad_scale = host_scale(grad, grad_scale)
             t = param.dtype.type
-            _adam(grad, t(step_size), float(beta1), float(beta2), t(eps), t(shrink), t(l2), t(sqrt_correction2), param,
-                  m, v)
+            _sgd_momentum(grad, t(grad_scale), t(lr), t(momentum), t(carry), t(gain), bool(nesterov), t(weight_decay),
+                          param, velocity)
 
-        def rmsprop(param, grad, square_avg, lr, alpha, eps, weight_decay):
+        def adam(param, grad, m, v, grad_scale, step_size, beta1, beta2, eps, shrink, l2, sqrt_correction2):
+            grad, grad_scale = host_scale(grad, grad_scale)
             t = param.dtype.type
-            _rmsprop(grad, t(lr), float(alpha), t(eps), t(weight_decay), param, square_avg)
+            _adam(grad, t(grad_scale), t(step_size), float(beta1), float(beta2), t(eps), t(shrink), t(l2),
+                  t(sqrt_correction2), param, m, v)
+
+        def rmsprop(param, grad, square_avg, grad_scale, lr, alpha, eps, weight_decay):
+            grad, grad_scale = host_scale(grad, grad_scale)
+            t = param.dtype.type
+            _rmsprop(grad, t(grad_scale), t(lr), float(alpha), t(eps), t(weight_decay), param, square_avg)
 
         self.update_kernels = {"sgd": sgd, "sgd_momentum": sgd_momentum, "adam": adam, "rmsprop": rmsprop}
 

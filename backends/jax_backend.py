@@ -253,8 +253,9 @@ class JaxBackend(Backend):
                     merged = tuple(next(values) if flag is None else flag for flag in flags)
                     loss, output, flat_grads, new_layer_state = gradients(params, layer_state, x, y, key)
                     used = flat_grads if mask is None else unfrozen(flat_grads, mask, jnp)
-                    if clipping is not None:
-                        used = clip_gradients(used, clipping[:2], clipping[2], jnp)
+                    if clipping is not None:  # the first scalar is grad_scale: a global norm's factor joins it
+                        used, factor = clip_gradients(used, clipping[:2], clipping[2], jnp)
+                        merged = (merged[0] * factor, *merged[1:])
                     new_params, *new_state = RULES[rule].reference(params, used, *state, *merged, jnp)
                     if mask is not None:  # frozen: as before, bitwise, and no moments
                         new_params = jnp.where(mask, params, new_params)

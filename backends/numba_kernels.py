@@ -493,31 +493,33 @@ def mse_delta(a, y, delta):
 
 
 @jit
-def sgd(param, grad, lr):
-    lr = like(param, lr)
+def sgd(param, grad, grad_scale, lr):
+    grad_scale, lr = like(param, grad_scale), like(param, lr)
     for i in range(param.shape[0]):
-        param[i] -= lr * grad[i]
+        param[i] -= lr * (grad_scale * grad[i])
 
 
 @jit
-def sgd_momentum(param, grad, velocity, lr, momentum, carry, gain, nesterov, weight_decay):
-    lr, momentum, weight_decay = like(param, lr), like(param, momentum), like(param, weight_decay)
+def sgd_momentum(param, grad, velocity, grad_scale, lr, momentum, carry, gain, nesterov, weight_decay):
+    grad_scale, lr, momentum = like(param, grad_scale), like(param, lr), like(param, momentum)
+    weight_decay = like(param, weight_decay)
     carry, gain = like(param, carry), like(param, gain)
     for i in range(param.shape[0]):
-        g = grad[i] + weight_decay * param[i]
+        g = grad_scale * grad[i] + weight_decay * param[i]
         v = carry * velocity[i] + gain * g
         velocity[i] = v
         param[i] -= lr * (g + momentum * v if nesterov else v)
 
 
 @jit
-def adam(param, grad, m, v, step_size, beta1, beta2, eps, shrink, l2, sqrt_correction2):
+def adam(param, grad, m, v, grad_scale, step_size, beta1, beta2, eps, shrink, l2, sqrt_correction2):
     one_minus_beta1, one_minus_beta2 = like(param, 1.0 - beta1), like(param, 1.0 - beta2)
+    grad_scale = like(param, grad_scale)
     step_size, beta1, beta2, eps = like(param, step_size), like(param, beta1), like(param, beta2), like(param, eps)
     shrink, l2, sqrt_correction2 = like(param, shrink), like(param, l2), like(param, sqrt_correction2)
     for i in range(param.shape[0]):
         p = param[i] * shrink
-        g = grad[i] + l2 * p
+        g = grad_scale * grad[i] + l2 * p
         mi = beta1 * m[i] + one_minus_beta1 * g
         vi = beta2 * v[i] + one_minus_beta2 * (g * g)
         m[i] = mi
@@ -526,11 +528,11 @@ def adam(param, grad, m, v, step_size, beta1, beta2, eps, shrink, l2, sqrt_corre
 
 
 @jit
-def rmsprop(param, grad, square_avg, lr, alpha, eps, weight_decay):
-    one_minus_alpha = like(param, 1.0 - alpha)
+def rmsprop(param, grad, square_avg, grad_scale, lr, alpha, eps, weight_decay):
+    one_minus_alpha, grad_scale = like(param, 1.0 - alpha), like(param, grad_scale)
     lr, alpha, eps, weight_decay = like(param, lr), like(param, alpha), like(param, eps), like(param, weight_decay)
     for i in range(param.shape[0]):
-        g = grad[i] + weight_decay * param[i]
+        g = grad_scale * grad[i] + weight_decay * param[i]
         s = alpha * square_avg[i] + one_minus_alpha * (g * g)
         square_avg[i] = s
         param[i] -= lr * g / (math.sqrt(s) + eps)

@@ -6,6 +6,7 @@ views (``backends.strided_windows``)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import array_api_compat.numpy as xp_numpy
@@ -35,20 +36,26 @@ class NumpyBackend(StridedWindows, Backend):
         self.update_kernels = {"sgd": self._sgd, "adam": self._adam}
 
     def clip_gradients(self, grads, clipping, segments):
-        # The reference's arithmetic without its temporaries: the scale from one dot product, written
-        # into a reused buffer, and no copy at all when nothing clips (the usual step once training settles).
+        # The reference's arithmetic without its temporaries: a global norm's factor from one dot
+        # product, left to the update kernel; per-tensor factors written into a reused buffer, and no
+        # copy at all when nothing clips (the usual step once training settles).
         kind, limit = clipping
         if kind == "clipvalue":
-            return np.clip(grads, -limit, limit, out=self._clip_scratch.like(grads))
-        pieces = ((0, grads.shape[0]),) if kind == "global_clipnorm" else segments
-        scales = [min(1.0, float(limit / (np.sqrt(self.xp.vecdot(grads[o : o + n], grads[o : o + n])) + CLIP_EPSILON)))
-                  for o, n in pieces]
+            return np.clip(grads, -limit, limit, out=self._clip_scratch.like(grads)), 1.0
+        if kind == "global_clipnorm":
+            return grads, self._norm_scale(grads, limit)
+        scales = [self._norm_scale(grads[offset : offset + size], limit) for offset, size in segments]
         if all(scale == 1.0 for scale in scales):
-            return grads
+            return grads, 1.0
         out = self._clip_scratch.like(grads)
-        for (offset, size), scale in zip(pieces, scales, strict=True):
+        for (offset, size), scale in zip(segments, scales, strict=True):
             np.multiply(grads[offset : offset + size], grads.dtype.type(scale), out=out[offset : offset + size])
-        return out
+        return out, 1.0
+
+    @staticmethod
+    def _norm_scale(grads: np.ndarray, limit: float) -> float:
+        # ``toolkit.ops.optim.norm_scale`` on the host: in Python floats it costs 1 µs, not 20
+        return min(1.0, limit / (math.sqrt(float(np.vecdot(grads, grads))) + CLIP_EPSILON))
 
     def thread_tuner(self) -> Any:
         return cpu_threads.tuner()  # BLAS threads chosen by measuring (``toolkit_backends.cpu_threads``)
@@ -80,19 +87,25 @@ class NumpyBackend(StridedWindows, Backend):
     # temporaries, each as large as the whole model, cost a page-faulting allocation apiece.
     # NumPy computes here, so its floating-point warnings are silenced here (``quiet``): a diverging
     # step says so through its loss.
-    def _sgd(self, param: np.ndarray, grad: np.ndarray, lr: float) -> None:
+    def _sgd(self, param: np.ndarray, grad: np.ndarray, grad_scale: float, lr: float) -> None:
         with self.quiet():
-            step = np.multiply(grad, lr, out=self._update_scratch.like(param))
+            step = self._update_scratch.like(param)
+            if grad_scale != 1.0:
+                grad = np.multiply(grad, grad.dtype.type(grad_scale), out=step)
+            np.multiply(grad, lr, out=step)
             np.subtract(param, step, out=param)
 
-    def _adam(self, param, grad, m, v, step_size, beta1, beta2, eps, shrink, l2, sqrt_correction2) -> None:
+    def _adam(self, param, grad, m, v, grad_scale, step_size, beta1, beta2, eps, shrink, l2, sqrt_correction2) -> None:
         with self.quiet():
-            self._adam_steps(param, grad, m, v, step_size, beta1, beta2, eps, shrink, l2, sqrt_correction2)
+            self._adam_steps(param, grad, m, v, grad_scale, step_size, beta1, beta2, eps, shrink, l2, sqrt_correction2)
 
-    def _adam_steps(self, param, grad, m, v, step_size, beta1, beta2, eps, shrink, l2, sqrt_correction2) -> None:
+    def _adam_steps(self, param, grad, m, v, grad_scale, step_size, beta1, beta2, eps, shrink, l2,
+                    sqrt_correction2) -> None:
         scratch = self._update_scratch.like(param)
         if shrink != 1.0:
             np.multiply(param, shrink, out=param)
+        if grad_scale != 1.0:
+            grad = grad * grad.dtype.type(grad_scale)
         if l2:
             grad = grad + l2 * param
         np.multiply(m, beta1, out=m)  # m ← β₁m + (1−β₁)g

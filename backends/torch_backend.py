@@ -168,10 +168,17 @@ class TorchBackend(Backend):
         self.update_kernels = {"sgd": self._sgd, "sgd_momentum": self._sgd_momentum, "adam": self._adam,
                                "rmsprop": self._rmsprop}
 
-    def _sgd(self, param, grad, lr) -> None:
-        param.sub_(torch.mul(grad, lr, out=self._update_scratch.like(param)))
+    # ``grad_scale``: 1.0, or a global clipping norm's factor (a 0-d tensor: read on the host, it
+    # would wait for the device every step); the product only when it is not exactly 1.
+    @staticmethod
+    def _scaled(grad: Any, grad_scale: Any) -> Any:
+        return grad if isinstance(grad_scale, float) and grad_scale == 1.0 else grad * grad_scale
 
-    def _sgd_momentum(self, param, grad, velocity, lr, momentum, carry, gain, nesterov, weight_decay) -> None:
+    def _sgd(self, param, grad, grad_scale, lr) -> None:
+        param.sub_(torch.mul(self._scaled(grad, grad_scale), lr, out=self._update_scratch.like(param)))
+
+    def _sgd_momentum(self, param, grad, velocity, grad_scale, lr, momentum, carry, gain, nesterov, weight_decay) -> None:
+        grad = self._scaled(grad, grad_scale)
         g = torch.add(grad, param, alpha=weight_decay, out=self._update_scratch.like(param)) if weight_decay else grad
         velocity.mul_(carry).add_(g, alpha=gain)  # v ← c v + k g
         if nesterov:
@@ -179,16 +186,18 @@ class TorchBackend(Backend):
         else:
             param.sub_(velocity, alpha=lr)
 
-    def _adam(self, param, grad, m, v, step_size, beta1, beta2, eps, shrink, l2, sqrt_correction2) -> None:
+    def _adam(self, param, grad, m, v, grad_scale, step_size, beta1, beta2, eps, shrink, l2, sqrt_correction2) -> None:
         if shrink != 1.0:
             param.mul_(shrink)
+        grad = self._scaled(grad, grad_scale)
         g = grad.add(param, alpha=l2) if l2 else grad
         m.mul_(beta1).add_(g, alpha=1.0 - beta1)  # m ← β₁m + (1−β₁)g
         v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)  # v ← β₂v + (1−β₂)g²
         denominator = torch.sqrt(v, out=self._update_scratch.like(param)).div_(sqrt_correction2).add_(eps)
         param.addcdiv_(m, denominator, value=-step_size)  # θ ← θ − (η / c₁) · m / (√v / √c₂ + ε)
 
-    def _rmsprop(self, param, grad, square_avg, lr, alpha, eps, weight_decay) -> None:
+    def _rmsprop(self, param, grad, square_avg, grad_scale, lr, alpha, eps, weight_decay) -> None:
+        grad = self._scaled(grad, grad_scale)
         g = grad.add(param, alpha=weight_decay) if weight_decay else grad
         square_avg.mul_(alpha).addcmul_(g, g, value=1.0 - alpha)
         denominator = torch.sqrt(square_avg, out=self._update_scratch.like(param)).add_(eps)

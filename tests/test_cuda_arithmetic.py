@@ -107,11 +107,12 @@ def test_dropout_mask_kernel_draws_the_reference_bits(kernels, dtype, rate):
     np.testing.assert_array_equal(out["mask"], expected)
 
 
-OPTIMIZER_CASES = {
-    "toolkit_sgd": ("sgd", (0.1,)),
-    "toolkit_sgd_momentum": ("sgd_momentum", (0.1, 0.9, 0.9, 1.0, True, 0.01)),
-    "toolkit_adam": ("adam", (0.01, 0.9, 0.999, 1e-8, 0.999, 0.01, optim.adam_step_constants(0.01, 0.9, 0.999, 3)[1])),
-    "toolkit_rmsprop": ("rmsprop", (0.01, 0.99, 1e-8, 0.001)),
+OPTIMIZER_CASES = {  # the first scalar is grad_scale (a global clipping norm's factor)
+    "toolkit_sgd": ("sgd", (0.37, 0.1)),
+    "toolkit_sgd_momentum": ("sgd_momentum", (0.37, 0.1, 0.9, 0.9, 1.0, True, 0.01)),
+    "toolkit_adam": ("adam", (0.37, 0.01, 0.9, 0.999, 1e-8, 0.999, 0.01,
+                              optim.adam_step_constants(0.01, 0.9, 0.999, 3)[1])),
+    "toolkit_rmsprop": ("rmsprop", (0.37, 0.01, 0.99, 1e-8, 0.001)),
 }
 
 

@@ -165,20 +165,27 @@ def test_sum_rows_and_matmul(backend, rng, rows):
     assert relative_error(*products) < 1e-14
 
 
-def _momentum(nesterov, weight_decay):
+def _momentum(nesterov, weight_decay, grad_scale=1.0):
     def scalars(step):
         carry, gain = (0.0, 1.0) if step == 1 else (0.9, 1.0)
-        return 0.1, 0.9, carry, gain, nesterov, weight_decay
+        return grad_scale, 0.1, 0.9, carry, gain, nesterov, weight_decay
     return scalars
 
 
+# The first scalar is grad_scale: 1.0, or a global clipping norm's factor (0.37 here).
 OPTIMIZER_CALLS = {
-    "sgd": ("sgd", lambda step: (0.1,)),
+    "sgd": ("sgd", lambda step: (1.0, 0.1)),
+    "sgd-scaled": ("sgd", lambda step: (0.37, 0.1)),
     "momentum": ("sgd_momentum", _momentum(False, 0.01)),
+    "momentum-scaled": ("sgd_momentum", _momentum(False, 0.01, 0.37)),
     "nesterov": ("sgd_momentum", _momentum(True, 0.0)),
-    "adam": ("adam", lambda step: (1e-2 / (1 - 0.9**step), 0.9, 0.999, 1e-8, 1.0, 0.01, (1 - 0.999**step) ** 0.5)),
-    "adamw": ("adam", lambda step: (1e-2 / (1 - 0.9**step), 0.9, 0.999, 1e-8, 1 - 1e-3, 0.0, (1 - 0.999**step) ** 0.5)),
-    "rmsprop": ("rmsprop", lambda step: (1e-2, 0.99, 1e-8, 0.01)),
+    "adam": ("adam", lambda step: (1.0, 1e-2 / (1 - 0.9**step), 0.9, 0.999, 1e-8, 1.0, 0.01, (1 - 0.999**step) ** 0.5)),
+    "adam-scaled": ("adam", lambda step: (0.37, 1e-2 / (1 - 0.9**step), 0.9, 0.999, 1e-8, 1.0, 0.01,
+                                          (1 - 0.999**step) ** 0.5)),
+    "adamw": ("adam", lambda step: (1.0, 1e-2 / (1 - 0.9**step), 0.9, 0.999, 1e-8, 1 - 1e-3, 0.0,
+                                    (1 - 0.999**step) ** 0.5)),
+    "rmsprop": ("rmsprop", lambda step: (1.0, 1e-2, 0.99, 1e-8, 0.01)),
+    "rmsprop-scaled": ("rmsprop", lambda step: (0.37, 1e-2, 0.99, 1e-8, 0.01)),
 }
 
 

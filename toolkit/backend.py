@@ -269,9 +269,11 @@ class Backend:
         None (the default: the engine's loop runs op by op)."""
         return None
 
-    def clip_gradients(self, grads: Array, clipping: tuple[str, float], segments: tuple[tuple[int, int], ...]) -> Array:
-        """The flat gradients clipped (``toolkit.ops.optim.clip_gradients``): a new array here; a backend
-        may return a buffer it reuses (valid until its next call) or ``grads`` itself when nothing clips."""
+    def clip_gradients(self, grads: Array, clipping: tuple[str, float],
+                       segments: tuple[tuple[int, int], ...]) -> tuple[Array, Any]:
+        """The flat gradients clipped and the factor the update still applies (``grad_scale``), as
+        ``toolkit.ops.optim.clip_gradients`` returns them; a backend may return a buffer it reuses (valid
+        until its next call) or ``grads`` itself when nothing clips, and a Python float for the factor."""
         return optim.clip_gradients(grads, clipping, segments, self.xp)
 
     def update(self, rule: str, param: Array, grad: Array, state: tuple[Array, ...],

@@ -127,12 +127,12 @@ class Optimizer:
             raise InputError(f"{type(self).__name__}: the learning-rate schedule gave {value!r} at step {step}; it must "
                              "return a finite learning rate ≥ 0") from None
 
-    def prepare(self, step: int) -> tuple[str, tuple[Any, ...]]:
+    def prepare(self, step: int, grad_scale: Any = 1.0) -> tuple[str, tuple[Any, ...]]:
         """The rule and scalars of update number ``step`` (from 1), after setting ``lr`` from the
         schedule, if there is one (called with the step count before the update: 0, 1, …)."""
         if self.schedule is not None:
             self.lr = self._scheduled(step - 1)
-        return self.rule(step)
+        return self.rule(step, grad_scale)
 
     def step(self, params: Array, grads: Array) -> Array:
         """One update; returns the new parameters (``params`` itself on mutable backends)."""
@@ -159,9 +159,10 @@ class Optimizer:
         if frozen is not None:  # frozen parameters: no gradient (also out of a global norm), kept as they are
             grads = optim.unfrozen(grads, frozen, xp)
             kept = xp.where(frozen, params, xp.zeros_like(params))
-        if self.clipping is not None:
-            grads = self.backend.clip_gradients(grads, self.clipping, self.segments)
-        rule, scalars = self.prepare(self.iterations)
+        grad_scale: Any = 1.0
+        if self.clipping is not None:  # a global norm's factor is applied by the update itself
+            grads, grad_scale = self.backend.clip_gradients(grads, self.clipping, self.segments)
+        rule, scalars = self.prepare(self.iterations, grad_scale)
         params = self._update(rule, scalars, params, grads)
         if frozen is not None:  # bitwise as before (weight decay would shrink them), and no moments
             params = self.backend.assign(params, xp.where(frozen, kept, params))
@@ -169,8 +170,9 @@ class Optimizer:
                 self.state[name] = self.backend.assign(self.state[name], optim.unfrozen(self.state[name], frozen, xp))
         return params
 
-    def rule(self, step: int) -> tuple[str, tuple[Any, ...]]:
-        """The update rule (a key of ``toolkit.ops.optim.RULES``) and its scalars for ``step``."""
+    def rule(self, step: int, grad_scale: Any = 1.0) -> tuple[str, tuple[Any, ...]]:
+        """The update rule (a key of ``toolkit.ops.optim.RULES``) and its scalars for ``step``, the
+        gradients to be multiplied by ``grad_scale`` (a global clipping norm's factor)."""
         raise NotImplementedError
 
     def get_config(self) -> dict[str, Any]:
@@ -217,11 +219,11 @@ class SGD(Optimizer):
         # Weight decay without momentum runs the momentum rule with μ = 0: v = g + λθ.
         self.state_names = ("velocity",) if self.momentum or self.weight_decay else ()
 
-    def rule(self, step: int) -> tuple[str, tuple[Any, ...]]:
+    def rule(self, step: int, grad_scale: Any = 1.0) -> tuple[str, tuple[Any, ...]]:
         if not self.state_names:
-            return "sgd", (self.lr,)
+            return "sgd", (grad_scale, self.lr)
         carry, gain = (0.0, 1.0) if step == 1 else (self.momentum, 1.0 - self.dampening)
-        return "sgd_momentum", (self.lr, self.momentum, carry, gain, self.nesterov, self.weight_decay)
+        return "sgd_momentum", (grad_scale, self.lr, self.momentum, carry, gain, self.nesterov, self.weight_decay)
 
     def get_config(self) -> dict[str, Any]:
         return {"lr": self._lr_config(), "momentum": self.momentum, "nesterov": self.nesterov,
@@ -252,11 +254,11 @@ class Adam(Optimizer):
         self.eps = _check_positive("eps", eps)
         self.weight_decay = _check_positive("weight_decay", weight_decay, allow_zero=True)
 
-    def rule(self, step: int) -> tuple[str, tuple[Any, ...]]:
+    def rule(self, step: int, grad_scale: Any = 1.0) -> tuple[str, tuple[Any, ...]]:
         step_size, sqrt_correction2 = optim.adam_step_constants(self.lr, self.beta1, self.beta2, step)
         shrink = 1.0 - self.lr * self.weight_decay if self.decoupled else 1.0
         l2 = 0.0 if self.decoupled else self.weight_decay
-        return "adam", (step_size, self.beta1, self.beta2, self.eps, shrink, l2, sqrt_correction2)
+        return "adam", (grad_scale, step_size, self.beta1, self.beta2, self.eps, shrink, l2, sqrt_correction2)
 
     def get_config(self) -> dict[str, Any]:
         return {"lr": self._lr_config(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
@@ -301,8 +303,8 @@ class RMSProp(Optimizer):
         self.eps = _check_positive("eps", eps)
         self.weight_decay = _check_positive("weight_decay", weight_decay, allow_zero=True)
 
-    def rule(self, step: int) -> tuple[str, tuple[Any, ...]]:
-        return "rmsprop", (self.lr, self.alpha, self.eps, self.weight_decay)
+    def rule(self, step: int, grad_scale: Any = 1.0) -> tuple[str, tuple[Any, ...]]:
+        return "rmsprop", (grad_scale, self.lr, self.alpha, self.eps, self.weight_decay)
 
     def get_config(self) -> dict[str, Any]:
         return {"lr": self._lr_config(), "alpha": self.alpha, "eps": self.eps, "weight_decay": self.weight_decay,
