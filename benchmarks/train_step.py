@@ -1,14 +1,20 @@
 """Time one training step (forward + loss + backward + update) of the toolkit and its rivals,
-in one process, interleaved block by block in shuffled order over several rounds.
+interleaved block by block in shuffled order over several rounds, one process per array library.
 
     python benchmarks/train_step.py                  # every config, every contender
     python benchmarks/train_step.py --configs a c --rounds 5
 
 Contenders: the toolkit on numpy, numba, JAX and torch (SGD and Adam; on JAX each step is one
 jit-compiled XLA program of the toolkit's own forward, δ terms and update; on torch the toolkit's
-layer code runs on PyTorch's own kernels), PyTorch CPU eager (same threads),
-a hand-written NumPy step (the same math, no framework), the GEMM floor (only the matrix
-products a step needs, into preallocated outputs) and scikit-learn's MLPClassifier.partial_fit.
+layer code runs on PyTorch's own kernels), PyTorch CPU eager (same threads), a hand-written
+``jax.jit`` step (``jax.value_and_grad`` of the same model, the same Adam, buffers donated), a
+hand-written NumPy step (the same math, no framework), the GEMM floor (only the matrix products a
+step needs, into preallocated outputs) and scikit-learn's MLPClassifier.partial_fit.
+
+Each library is timed in a process of its own: NumPy's (numpy, numba, hand NumPy, the floor,
+scikit-learn) here, PyTorch's and JAX's in a child each (``benchmarks/own_process.py``). In one
+process, OpenBLAS's threads spin after every NumPy product and PyTorch's step ran 2× slower beside
+them (config b: toolkit on torch 13.2 vs 8.6 ms alone), which made every ratio to PyTorch false.
 Prints ms/step (median and spread), samples/s, ratio to PyTorch and to the floor; writes JSON
 to benchmarks/results/. Timings are never asserted anywhere: the machine is shared and noisy.
 """
@@ -16,6 +22,8 @@ to benchmarks/results/. Timings are never asserted anywhere: the machine is shar
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -32,6 +40,9 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import own_process  # noqa: E402
 
 import toolkit  # noqa: E402
 from toolkit import SGD, Adam, Dense, Sequential  # noqa: E402
@@ -118,6 +129,61 @@ def torch_step(config: Config, optimizer: str) -> Callable[[], None]:
         opt.zero_grad(set_to_none=True)
         loss_fn(net(xt), yt).backward()
         opt.step()
+
+    return step
+
+
+# -- hand-written jax.jit -----------------------------------------------------------------------
+def jax_step(config: Config, optimizer: str) -> Callable[[], None]:
+    """What a JAX user writes: ``jax.value_and_grad`` of the model as a pytree of (W, b), the update
+    as a tree map (PyTorch's Adam arithmetic), one jitted step with its buffers donated."""
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(0)
+    pairs = list(zip(config.widths, config.widths[1:], strict=False))
+    params = [(jnp.asarray((rng.normal(size=(a, b)) * np.sqrt(2 / a)).astype(np.float32)), jnp.zeros(b, jnp.float32))
+              for a, b in pairs]
+    hidden = jax.nn.relu if config.hidden == "relu" else jnp.tanh
+
+    def loss_fn(params, x, target):
+        a = x
+        for w, b in params[:-1]:
+            a = hidden(a @ w + b)
+        z = a @ params[-1][0] + params[-1][1]
+        if config.task == "softmax_ce":
+            return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(z), target[:, None], axis=1))
+        if config.task == "sigmoid_bce":
+            return jnp.mean(jnp.maximum(z, 0) - z * target + jnp.log1p(jnp.exp(-jnp.abs(z))))
+        return jnp.mean((z - target) ** 2)
+
+    def sgd(params, state, x, target):
+        loss, grads = jax.value_and_grad(loss_fn)(params, x, target)
+        return loss, jax.tree.map(lambda p, g: p - LR * g, params, grads), state
+
+    def adam(params, state, x, target):
+        m, v, t = state
+        loss, grads = jax.value_and_grad(loss_fn)(params, x, target)
+        t = t + 1
+        m = jax.tree.map(lambda m, g: 0.9 * m + 0.1 * g, m, grads)
+        v = jax.tree.map(lambda v, g: 0.999 * v + 0.001 * g * g, v, grads)
+        step_size, correction2 = LR / (1 - 0.9**t), jnp.sqrt(1 - 0.999**t)
+        params = jax.tree.map(lambda p, m, v: p - step_size * m / (jnp.sqrt(v) / correction2 + 1e-8), params, m, v)
+        return loss, params, (m, v, t)
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    state = (zeros, jax.tree.map(jnp.zeros_like, params), jnp.float32(0)) if optimizer == "adam" else ()
+    compiled = jax.jit(adam if optimizer == "adam" else sgd, donate_argnums=(0, 1))
+    batches = [(jnp.asarray(x), jnp.asarray(labels if config.task == "softmax_ce" else y))
+               for x, labels, y in make_batches(config)]
+    carried = [params, state]
+    cursor = [0]
+
+    def step() -> None:
+        x, target = batches[cursor[0] % N_BATCHES]
+        cursor[0] += 1
+        loss, carried[0], carried[1] = compiled(carried[0], carried[1], x, target)
+        loss.block_until_ready()
 
     return step
 
@@ -233,18 +299,14 @@ def sklearn_step(config: Config) -> Callable[[], None]:
     return step
 
 
-def contenders(config_name: str, with_torch: bool, with_numba: bool, with_jax: bool = False) -> dict[str, Callable[[], None]]:
+def contenders(config_name: str, with_numba: bool) -> dict[str, Callable[[], None]]:
+    """The contenders of NumPy's process (the toolkit on numpy and numba, hand NumPy, the floor, sklearn)."""
     config = CONFIGS[config_name]
     found: dict[str, Callable[[], None]] = {}
     for opt in ("sgd", "adam"):
         found[f"toolkit-numpy-{opt}"] = toolkit_step(config, "numpy", opt)
         if with_numba:
             found[f"toolkit-numba-{opt}"] = toolkit_step(config, "numba", opt)
-        if with_jax:
-            found[f"toolkit-jax-{opt}"] = toolkit_step(config, "jax", opt)
-        if with_torch:
-            found[f"toolkit-torch-{opt}"] = toolkit_step(config, "torch", opt)  # the toolkit's layers on torch's kernels
-            found[f"torch-{opt}"] = torch_step(config, opt)
         found[f"numpy-hand-{opt}"] = numpy_step(config, opt)
     found["gemm-floor"] = gemm_floor(config)
     if config_name in ("a", "c"):
@@ -253,6 +315,28 @@ def contenders(config_name: str, with_torch: bool, with_numba: bool, with_jax: b
         except ImportError:
             pass
     return found
+
+
+def library_contenders(library: str, config_name: str) -> dict[str, Callable[[], None]]:
+    """The contenders timed in a process of their own: PyTorch's, or JAX's."""
+    config = CONFIGS[config_name]
+    found: dict[str, Callable[[], None]] = {}
+    for opt in ("sgd", "adam"):
+        if library == "torch":
+            import torch
+
+            torch.set_num_threads(os.cpu_count() or 1)
+            found[f"toolkit-torch-{opt}"] = toolkit_step(config, "torch", opt)  # the toolkit's layers on torch's kernels
+            found[f"torch-{opt}"] = torch_step(config, opt)
+        else:
+            found[f"toolkit-jax-{opt}"] = toolkit_step(config, "jax", opt)
+            found[f"jax-hand-{opt}"] = jax_step(config, opt)
+    return found
+
+
+def library_samples(library: str, config_name: str, rounds: int, block_seconds: float) -> dict[str, list[float]]:
+    """Per-step seconds of ``library``'s contenders, timed in a fresh process (see the module's docstring)."""
+    return own_process.in_own_process(__file__, library, config=config_name, rounds=rounds, block_seconds=block_seconds)
 
 
 def interleaved_timings(steps: dict[str, Callable[[], None]], rounds: int, block_seconds: float) -> dict[str, list[float]]:
@@ -316,40 +400,31 @@ def main() -> None:
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--no-jax", action="store_true", help="leave out the toolkit on JAX (jit-compiled steps)")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "train_step.json"))
+    parser.add_argument("--part", help=argparse.SUPPRESS)  # internal: a library's contenders, in a child
+    parser.add_argument("--arguments", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.part:
+        arguments = json.loads(args.arguments)
+        steps = library_contenders(args.part, arguments["config"])
+        print(json.dumps(interleaved_timings(steps, arguments["rounds"], arguments["block_seconds"])))
+        return
 
-    with_torch = not args.no_torch
-    if with_torch:
-        try:
-            import torch
-
-            torch.set_num_threads(os.cpu_count() or 1)
-        except ImportError:
-            print("PyTorch not installed (pip install torch==2.13.0): its rows are left out", file=sys.stderr)
-            with_torch = False
-    try:
-        import numba  # noqa: F401
-
-        with_numba = True
-    except ImportError:
-        with_numba = False
-
-    with_jax = not args.no_jax
-    if with_jax:
-        try:
-            import jax  # noqa: F401
-        except ImportError:
-            print('JAX not installed (pip install -e ".[jax]"): its rows are left out', file=sys.stderr)
-            with_jax = False
+    # PyTorch and JAX are timed in children: here only whether they are installed is checked.
+    with_torch = not args.no_torch and _installed("torch", "PyTorch not installed (pip install torch==2.13.0)")
+    with_jax = not args.no_jax and _installed("jax", 'JAX not installed (pip install -e ".[jax]")')
+    with_numba = importlib.util.find_spec("numba") is not None
 
     report = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-                          "torch": sys.modules["torch"].__version__ if with_torch else None},
+                          "torch": importlib.metadata.version("torch") if with_torch else None},
               "configs": {}}
     for name in args.configs:
         config = CONFIGS[name]
-        steps = contenders(name, with_torch, with_numba, with_jax)
+        steps = contenders(name, with_numba)
         rounds = args.rounds if name != "d" else max(3, args.rounds // 2)
-        samples = interleaved_timings(steps, rounds, args.block_seconds if name != "d" else 1.0)
+        block_seconds = args.block_seconds if name != "d" else 1.0
+        samples = interleaved_timings(steps, rounds, block_seconds)
+        for library in [lib for lib, wanted in (("torch", with_torch), ("jax", with_jax)) if wanted]:
+            samples.update(library_samples(library, name, rounds, block_seconds))
         medians = {k: statistics.median(v) for k, v in samples.items()}
         rows = {}
         for contender, seconds in medians.items():
@@ -362,7 +437,7 @@ def main() -> None:
                 "vs_torch": seconds / medians[torch_key] if torch_key in medians else None,
                 "vs_floor": seconds / medians["gemm-floor"],
             }
-        for contender in [k for k in steps if k.startswith("toolkit-")]:
+        for contender in [k for k in steps if k.startswith("toolkit-")]:  # this process's only
             rows[contender]["transient_bytes_per_step"] = transient_bytes(steps[contender])
         for backend in ("numpy", "numba") if with_numba else ("numpy",):
             rows[f"toolkit-{backend}-sgd"]["first_step_s"] = first_step_seconds(name, backend)
@@ -372,6 +447,13 @@ def main() -> None:
     with open(args.out, "w") as stream:
         json.dump(report, stream, indent=1)
     print(f"\nwrote {args.out}")
+
+
+def _installed(module: str, missing: str) -> bool:
+    if importlib.util.find_spec(module) is None:
+        print(f"{missing}: its rows are left out", file=sys.stderr)
+        return False
+    return True
 
 
 def print_table(name: str, config: Config, rows: dict) -> None:

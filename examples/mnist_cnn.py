@@ -31,7 +31,8 @@ def load_mnist(seed: int = 0):
     return train_test_split(x, y.astype(np.int64), test_size=0.2, random_state=seed, stratify=y)
 
 
-def build(seed: int = 0) -> Sequential:
+def build(seed: int = 0, dtype: str = "float32") -> Sequential:
+    """The LeNet, compiled; ``dtype`` may be a mixed policy ("mixed_bfloat16", on torch and JAX)."""
     model = Sequential([
         Conv2D(6, 5, padding="same", activation="relu", input_shape=(28, 28, 1)),
         MaxPool2D(2),
@@ -41,7 +42,7 @@ def build(seed: int = 0) -> Sequential:
         Dense(120, activation="relu"),
         Dense(84, activation="relu"),
         Dense(10, activation="softmax"),
-    ], seed=seed)
+    ], seed=seed, dtype=dtype)
     model.compile(loss="categorical_crossentropy", optimizer=Adam(lr=1e-3), metrics=["accuracy"])
     return model
 

@@ -117,15 +117,17 @@ class DataParallel:
             self._global_rows = global_rows
         backend, xp = model.backend, model.backend.xp
         share = x.shape[0] / self._global_rows
-        new_state = None
+        new_state, output, buffer = None, None, model.reduction_buffer
         if x.shape[0]:
             loss, output, new_state = model._gradients(x, y, self.context(model, x.shape[0]))
             # Σ_r (n_r / B) ∇J_r = ∇ of the mean loss over the global batch; the loss rides along.
-            weighted = xp.concat([model.flat_grads * share, xp.reshape(loss * share, (1,))])
+            if buffer is not None:  # mutable: the gradients were written into the buffer's view, scaled there
+                model.flat_grads *= share
+                buffer[-1] = loss * share
+            else:
+                buffer = xp.concat([model.flat_grads * share, xp.reshape(loss * share, (1,))])
         else:
-            output = None
-            weighted = xp.zeros_like(model.reduction_buffer)
-        buffer = backend.assign(model.reduction_buffer, weighted)  # flat_grads is its view
+            buffer = backend.assign(buffer, xp.zeros_like(buffer if buffer is not None else model.flat_grads[:1]))
         started = time.perf_counter()
         self.communicator.allreduce_sum(buffer)
         self.allreduce_seconds += time.perf_counter() - started
