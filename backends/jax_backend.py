@@ -82,6 +82,19 @@ def _structure(layers: Any, device: Any, *extra: Any) -> tuple[Any, ...]:
     return (tuple(_settings(layer) for layer in layers), str(device), *extra)
 
 
+def _gathered(table: Any, per_layer: list[dict[str, Any]], like: Any) -> Any:
+    """``table.gather`` for traced arrays: each piece written into its place of one flat array.
+
+    XLA's CPU code for a concatenation of reshaped 2-D pieces tests, element by element, which
+    piece an element comes from, and does not vectorise: 2.9 ms for the 1 MB of config a's
+    gradients, more than the pass's products. Updates of a slice copy each piece as a block (0.2 ms)."""
+    flat = jnp.zeros_like(like)
+    for slot in table.slots:
+        piece = jnp.reshape(per_layer[slot.layer][slot.name], (-1,))
+        flat = jax.lax.dynamic_update_slice(flat, piece.astype(flat.dtype), (slot.offset,))
+    return flat
+
+
 def _shape_bucket(rows: int) -> int:
     """The padded row count of an inference batch: 4, 5, 6 or 7 times a power of two (at most 25 %
     more rows), so any batch size compiles one of a few programs per octave."""
@@ -114,7 +127,8 @@ def _cached(key: tuple[Any, ...], function: Callable[..., Any]) -> Callable[...,
     recompilation per ``_COMPILED_ENTRIES`` new programs), and memory stays bounded."""
     def call(*args: Any) -> Any:
         global _dropped
-        shapes = tuple((tuple(a.shape), str(a.dtype)) for a in args if hasattr(a, "shape"))
+        # Shapes are tuples and dtypes hashable: no str() of a dtype per argument (it was ~15 % of a tiny step)
+        shapes = tuple((a.shape, a.dtype) for a in args if hasattr(a, "shape"))
         entry = (key, shapes)
         compiled = _COMPILED.get(entry)
         if compiled is None:
@@ -195,7 +209,7 @@ class JaxBackend(Backend):
             context = PassContext(training=True, random_key=key, first_row=first_row)
             loss, output, grads, new_state = gradient_pass(plan, self, plan.table.views_with(plan.state_table, flat, state, jnp),
                                                            x, y, context, none, no_slots, state if has_state else None)
-            return loss, output, plan.table.gather(grads, flat, jnp), state if new_state is None else new_state
+            return loss, output, _gathered(plan.table, grads, flat), state if new_state is None else new_state
 
         return gradients
 
