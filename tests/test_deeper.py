@@ -221,11 +221,11 @@ def deep_sequence(dtype="float64", seed=3):
 
 
 def deep_recurrent(dtype="float64", seed=3):
-    """A 1-D convolution and pooling, then stacked recurrent layers (an LSTM's whole sequence into a GRU),
-    dropout between, LayerNorm after."""
+    """1-D convolutions (one dilated) and pooling, then stacked recurrent layers (an LSTM's whole sequence
+    into a GRU), dropout between, LayerNorm after."""
     model = Sequential([Conv1D(4, 3, padding="same", activation="tanh", input_shape=(6, 3)), MaxPool1D(2),
-                        LSTM(5, return_sequences=True), Dropout(0.2), GRU(4), LayerNorm(),
-                        Dense(3, activation="softmax")], dtype=dtype, seed=seed)
+                        Conv1D(4, 2, padding="same", dilation=2), LSTM(5, return_sequences=True), Dropout(0.2),
+                        GRU(4), LayerNorm(), Dense(3, activation="softmax")], dtype=dtype, seed=seed)
     model.compile(loss="categorical_crossentropy", optimizer=toolkit.Adam(lr=0.01))
     return model
 

@@ -15,6 +15,7 @@ from toolkit import (
     LSTM,
     AvgPool2D,
     BatchNorm,
+    Conv1D,
     Conv2D,
     Dense,
     Dropout,
@@ -64,7 +65,8 @@ def make_model(seed=0, kind="mlp"):
                   Residual([LayerNorm(), Dense(8, activation="gelu"), Dense(6), Dropout(0.2)]),
                   Dense(5, activation="softmax")]
     elif kind == "rnn":  # backpropagation through time per rank, gradients reduced once per step
-        layers = [LSTM(4, return_sequences=True, input_shape=(5, 2)), GRU(3), Dense(3, activation="softmax")]
+        layers = [Conv1D(3, 2, padding="same", dilation=2, input_shape=(5, 2)), LSTM(4, return_sequences=True), GRU(3),
+                  Dense(3, activation="softmax")]
     else:
         layers = [Dense(8, activation="tanh", input_dim=6), Dense(3, activation="softmax")]
     model = Sequential(layers, dtype="float64", seed=seed)

@@ -138,21 +138,41 @@ def test_nan_in_a_sequence_is_refused_before_training(numpy_backend):
 
 # -- Conv1D and 1-D pooling -------------------------------------------------------------------------
 
+@pytest.mark.parametrize("dilation", [1, 3])
 @pytest.mark.parametrize("padding", ["valid", "same", 2])
-def test_conv1d_equals_torch_both_ways(backend, rng, padding):
+def test_conv1d_equals_torch_both_ways(backend, rng, padding, dilation):
+    """Outputs and gradients against ``torch.nn.Conv1d`` (autograd), weights loaded from and stored to it."""
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
-    net = torch.nn.Conv1d(3, 4, 3, stride=2 if padding != "same" else 1, padding=padding).double()
-    model = Sequential([Conv1D(4, 3, strides=2 if padding != "same" else 1, padding=padding, input_shape=(9, 3))],
+    stride = 2 if padding != "same" else 1  # torch has no "same" with strides
+    net = torch.nn.Conv1d(3, 4, 3, stride=stride, padding=padding, dilation=dilation).double()
+    model = Sequential([Conv1D(4, 3, strides=stride, padding=padding, dilation=dilation, input_shape=(9, 3))],
                        dtype="float64")
+    model.compile(loss="mse")
     toolkit.load_torch_weights(model, net)
     x = rng.normal(size=(2, 9, 3))  # channels last here, (N, C, T) in torch
-    expected = net(torch.tensor(x.transpose(0, 2, 1))).detach().numpy().transpose(0, 2, 1)
-    np.testing.assert_allclose(to_numpy(backend, model.predict(x)), expected, rtol=1e-12, atol=1e-12)
+    out = net(torch.tensor(x.transpose(0, 2, 1)))
+    np.testing.assert_allclose(to_numpy(backend, model.predict(x)), out.detach().numpy().transpose(0, 2, 1),
+                               rtol=1e-12, atol=1e-12)
+    y = rng.normal(size=tuple(out.shape))
+    torch.nn.functional.mse_loss(out, torch.tensor(y)).backward()
+    model.compute_gradients(model.as_input(x), model.prepare_targets(y.transpose(0, 2, 1), 2))
+    grads = {name: to_numpy(backend, g) for name, g in model.named_gradients()}
+    assert relative_error(grads["0.W"], net.weight.grad.numpy().transpose(2, 1, 0)) <= 1e-12
+    assert relative_error(grads["0.b"], net.bias.grad.numpy()) <= 1e-12
     model.set_weights({name: 2.0 * value for name, value in model.get_weights().items()})
     toolkit.store_torch_weights(model, net)
     expected = net(torch.tensor(x.transpose(0, 2, 1))).detach().numpy().transpose(0, 2, 1)
     np.testing.assert_allclose(to_numpy(backend, model.predict(x)), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_a_dilated_window_reads_every_dth_step(numpy_backend):
+    """By hand: taps at t, t + 2, t + 4 of a 1-channel sequence, weights 1, 10, 100."""
+    model = Sequential([Conv1D(1, 3, dilation=2, input_shape=(7, 1))], dtype="float64")
+    model.set_weights({"0.W": np.array([1.0, 10.0, 100.0]).reshape(3, 1, 1), "0.b": np.zeros(1)})
+    x = np.arange(1.0, 8.0).reshape(1, 7, 1)
+    expected = [x[0, t, 0] + 10 * x[0, t + 2, 0] + 100 * x[0, t + 4, 0] for t in range(3)]
+    np.testing.assert_allclose(np.asarray(model.predict(x)).ravel(), expected, rtol=1e-15)
 
 
 def test_one_dimensional_pooling_values(backend):
@@ -166,8 +186,8 @@ def test_one_dimensional_pooling_values(backend):
 
 
 def test_conv1d_bad_settings():
-    with pytest.raises(InputError, match=r"only dilation=1 is supported"):
-        Conv1D(4, 3, dilation=2)
+    with pytest.raises(InputError, match=r"dilation"):
+        Conv1D(4, 3, dilation=0)
     with pytest.raises(ShapeError, match=r"takes sequences \(N, T, channels\); got samples of shape \(8,\) — add a "
                                          r"channel axis"):
         Sequential([Conv1D(2, 3)], input_shape=(8,))

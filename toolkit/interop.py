@@ -173,7 +173,7 @@ def _check_recurrent(layer: LSTM | GRU, torch_layer: Any) -> list[str]:
 
 
 def _check_convolution_1d(layer: Conv1D, torch_layer: Any) -> list[str]:
-    """A torch ``Conv1d`` computes what the ``Conv1D`` does: weights, stride, padding, no dilation or groups."""
+    """A torch ``Conv1d`` computes what the ``Conv1D`` does: weights, stride, padding, dilation, no groups."""
     differences = []
     expected = (layer.filters, layer.input_shape[1], layer.kernel_size)
     if tuple(torch_layer.weight.shape) != expected:
@@ -186,8 +186,10 @@ def _check_convolution_1d(layer: Conv1D, torch_layer: Any) -> list[str]:
     ours = layer.padding if not (isinstance(layer.padding, str) and layer.padding == "valid") else 0
     if theirs != ours and not (theirs == "valid" and ours == 0):
         differences.append(f"padding {torch_layer.padding!r} vs the layer's padding={layer.padding!r}")
-    if tuple(torch_layer.dilation) != (1,) or torch_layer.groups != 1 or torch_layer.padding_mode != "zeros":
-        differences.append("dilation, groups and padding_mode must be 1, 1 and 'zeros'")
+    if tuple(torch_layer.dilation) != (layer.dilation,):
+        differences.append(f"dilation {tuple(torch_layer.dilation)} vs the layer's dilation={layer.dilation}")
+    if torch_layer.groups != 1 or torch_layer.padding_mode != "zeros":
+        differences.append("groups and padding_mode must be 1 and 'zeros'")
     return differences
 
 

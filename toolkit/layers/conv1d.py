@@ -2,9 +2,12 @@
 sequences (N, T, C) as images one pixel wide, (N, T, 1, C), with kernels and windows (k, 1). The
 same im2col/col2im machinery and kernels serve both, so there is no second copy of the math:
 
-    Conv1D:  y[n, t, f] = σ(Σ_{j < k, c} x[n, t·s + j − p, c] W[j, c, f] + b[f])      W: (k, C, F)
+    Conv1D:  y[n, t, f] = σ(Σ_{j < k, c} x[n, t·s + j·d − p, c] W[j, c, f] + b[f])    W: (k, C, F)
 
-backward as ``Conv2D``'s (``dW = colsᵀ δ``, ``∂J/∂x = col2im(δ Wᵀ)``). ``torch.nn.Conv1d.weight`` is
+backward as ``Conv2D``'s (``dW = colsᵀ δ``, ``∂J/∂x = col2im(δ Wᵀ)``). A dilation d > 1 (gaps of d − 1
+steps between the window's taps) runs as the undilated window of (k − 1)·d + 1 taps whose weights
+between the taps are 0: W is spread into that window for the forward, and dW read back from its taps
+(the gaps' gradients are dropped, so they stay 0). It costs (k − 1)·d + 1 taps' work instead of k. ``torch.nn.Conv1d.weight`` is
 (F, C, k), the transpose of W. Padding: ``"valid"``, ``"same"`` (⌈T / s⌉ outputs) or an int p (p zeros
 at each end of the sequence, PyTorch's ``padding=p``).
 """
@@ -15,7 +18,8 @@ from typing import Any
 
 from ..backend import RandomSource
 from ..context import PassContext
-from ..errors import InputError, ShapeError
+from ..errors import ShapeError
+from ..initializers import get_initializer
 from ..validation import check_int
 from .base import Array, Layer, Params, Scratch
 from .conv import Conv2D
@@ -64,7 +68,7 @@ class Conv1D(_OverSequence):
         kernel_size: window length k.
         strides: step s between windows.
         padding: ``"valid"``, ``"same"`` or an int p (zeros at each end).
-        dilation: only 1 (no gaps in the window); other values are refused.
+        dilation: d, the step between the window's taps (``torch.nn.Conv1d``'s ``dilation``).
         activation, kernel_initializer: as for ``Conv2D``.
         input_shape: ``(T, C)`` on a first layer.
 
@@ -80,31 +84,72 @@ class Conv1D(_OverSequence):
                  dilation: int = 1, activation: str | None = None, kernel_initializer: str | None = None,
                  input_shape: tuple[int, int] | None = None) -> None:
         super().__init__()
-        if check_int("dilation", dilation, 1) != 1:
-            raise InputError(f"Conv1D(dilation={dilation}): only dilation=1 is supported (windows without gaps)")
         kernel, stride = check_int("kernel_size", kernel_size, 1), check_int("strides", strides, 1)
+        self.dilation = check_int("dilation", dilation, 1)
         image_padding: Any = padding if isinstance(padding, str) else (padding, 0)
-        self.image = Conv2D(filters, (kernel, 1), (stride, 1), image_padding, activation, kernel_initializer)
+        span = (kernel - 1) * self.dilation + 1  # the window's extent, gaps included
+        self.image = Conv2D(filters, (span, 1), (stride, 1), image_padding, activation, kernel_initializer)
         self.filters, self.kernel_size, self.strides, self.padding = self.image.filters, kernel, stride, padding
         self.activation = self.image.activation
         self.declared_input_shape = None if input_shape is None else tuple(check_int("input_shape", size, 1)
                                                                            for size in input_shape)
 
     def describe(self) -> str:
-        return (f"Conv1D({self.filters}, {self.kernel_size}, strides={self.strides}, padding={self.padding!r}, "
-                f"activation={self.activation.name!r})")
+        dilation = f", dilation={self.dilation}" if self.dilation != 1 else ""
+        return (f"Conv1D({self.filters}, {self.kernel_size}, strides={self.strides}, padding={self.padding!r}"
+                f"{dilation}, activation={self.activation.name!r})")
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"W": (self.kernel_size, self.input_shape[1], self.filters), "b": (self.filters,)}
 
     def initial_params(self, rng: RandomSource, dtype: Any) -> Params:
-        params = self.image.initial_params(rng, dtype)
-        return {"W": self.backend.xp.reshape(params["W"], self.param_shapes()["W"]), "b": params["b"]}
+        if self.dilation == 1:
+            params = self.image.initial_params(rng, dtype)
+            return {"W": self.backend.xp.reshape(params["W"], self.param_shapes()["W"]), "b": params["b"]}
+        # fans of the k taps, not of the spread window (PyTorch's: C·k in, F·k out)
+        shapes, taps = self.param_shapes(), self.kernel_size * self.input_shape[1]
+        return {"W": get_initializer(self.image.kernel_initializer)(rng, shapes["W"], taps, self.kernel_size * self.filters,
+                                                                    dtype),
+                "b": get_initializer("zeros")(rng, shapes["b"], 1, 1, dtype)}
+
+    def forward(self, params: Params, x: Array, context: PassContext, scratch: Scratch | None) -> tuple[Array, Any]:
+        return super().forward(self._spread(params), x, context, scratch)
+
+    def backward(self, params: Params, saved: Any, grad_output: Array, scratch: Scratch | None,
+                 grad_out: Params) -> tuple[Array | None, Params]:
+        if self.dilation == 1:
+            return super().backward(params, saved, grad_output, scratch, grad_out)
+        xp = self.backend.xp
+        # the spread window's dW is not the shape of the W slot: computed apart, then read at the taps
+        dx, grads = self.image.backward(self._spread(params), saved,
+                                        xp.reshape(grad_output, (-1, *self.image.output_shape)), scratch,
+                                        {name: slot for name, slot in grad_out.items() if name != "W"})
+        spread = xp.reshape(grads["W"], (-1, self.input_shape[1], self.filters))
+        grads = {"W": self._taps(spread), "b": grads["b"]}
+        return (None if dx is None else xp.reshape(dx, (-1, *self.input_shape))), grads
+
+    def _spread(self, params: Params) -> Params:
+        """W (k, C, F) → the window of (k − 1)·d + 1 taps, (K, 1, C, F), W[j] at row j·d, 0 between."""
+        if self.dilation == 1:
+            return params
+        xp, w = self.backend.xp, params["W"]
+        gaps = xp.zeros((w.shape[0], self.dilation - 1, *w.shape[1:]), dtype=w.dtype, device=self.backend.device)
+        rows = xp.reshape(xp.concat([w[:, None, ...], gaps], axis=1), (-1, *w.shape[1:]))  # k·d rows
+        return {**params, "W": xp.reshape(rows[: self.image.kernel_size[0], ...], self.image.param_shapes()["W"])}
+
+    def _taps(self, spread_grad: Array) -> Array:
+        """dW at the k taps of the spread window's gradient (K, C, F) → (k, C, F)."""
+        xp, d = self.backend.xp, self.dilation
+        rows = spread_grad.shape[0]
+        padded = xp.concat([spread_grad, xp.zeros((d - 1, *spread_grad.shape[1:]), dtype=spread_grad.dtype,
+                                                  device=self.backend.device)], axis=0)  # k·d rows
+        return xp.reshape(padded, (rows // d + 1, d, *spread_grad.shape[1:]))[:, 0, ...]
 
     def get_config(self) -> dict[str, Any]:
         image = self.image.get_config()
         return {"filters": self.filters, "kernel_size": self.kernel_size, "strides": self.strides,
-                "padding": self.padding, "activation": image["activation"], "kernel_initializer": image["kernel_initializer"],
+                "padding": self.padding, "dilation": self.dilation, "activation": image["activation"],
+                "kernel_initializer": image["kernel_initializer"],
                 "input_shape": None if self.declared_input_shape is None else list(self.declared_input_shape)}
 
 
