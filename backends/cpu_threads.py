@@ -8,8 +8,9 @@ same training ran 2.5× slower than with one thread (``examples/mnist_cnn.py`` o
 each epoch ``fit`` times its first steps with one thread and with all of them, alternately, and keeps
 the faster (one thread unless all of them are faster by 10 %): on a busy machine or for a small
 network it settles on one thread, on a quiet machine with large products on all of them. The thread
-count does not change results: OpenBLAS splits a product by rows and columns of the output, never the
-sum over the inner dimension.
+count changes the last bits of some products (OpenBLAS on two threads sums some of them in another
+order), so a run's weights may differ from another's at float32 round-off when the choice differs;
+``TOOLKIT_NUM_THREADS=1`` (or any fixed count) repeats a run bit for bit.
 
 ``TOOLKIT_NUM_THREADS`` caps the threads (default: the cores this process may run on); at 1 nothing is
 measured and the libraries run on one thread.

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import selected_backends
+from tests.helpers import relative_error
 from toolkit import BackendError, Dense, Sequential
 from toolkit_backends import cpu_threads
 
@@ -79,9 +80,11 @@ def test_a_bad_thread_budget_is_a_clear_error(monkeypatch, value):
         cpu_threads.thread_budget()
 
 
-def test_the_thread_count_never_changes_what_fit_computes(numpy_backend, monkeypatch):
-    """Training with the tuner (threads switching between steps) equals training at a fixed count, bit
-    for bit: BLAS splits a product over the output, never over the sum."""
+def test_the_thread_count_changes_only_round_off_and_one_thread_repeats_bit_for_bit(numpy_backend, monkeypatch):
+    """Training with the tuner (threads switching between steps) equals training on one thread up to
+    float32 round-off (OpenBLAS on 2 threads sums some products in another order: measured, 7,766 of
+    the 131,072 entries of a (256×256)ᵀ(256×512) product differ in their last bits); with the count
+    fixed, two runs are equal bit for bit."""
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(2048, 256)).astype(np.float32), rng.integers(0, 10, 2048)
 
@@ -94,6 +97,7 @@ def test_the_thread_count_never_changes_what_fit_computes(numpy_backend, monkeyp
     monkeypatch.setenv("TOOLKIT_NUM_THREADS", "2")
     tuned = trained()
     monkeypatch.setenv("TOOLKIT_NUM_THREADS", "1")
-    single = trained()
+    single, again = trained(), trained()
     for name, value in tuned.items():
-        np.testing.assert_array_equal(value, single[name])
+        assert relative_error(value, single[name]) <= 1e-5, name
+        np.testing.assert_array_equal(again[name], single[name])
