@@ -80,6 +80,8 @@ class Conv1D(_OverSequence):
         (1, 4)
     """
 
+    image: Conv2D
+
     def __init__(self, filters: int, kernel_size: int, strides: int = 1, padding: str | int = "valid",
                  dilation: int = 1, activation: str | None = None, kernel_initializer: str | None = None,
                  input_shape: tuple[int, int] | None = None) -> None:
