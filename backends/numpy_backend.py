@@ -16,7 +16,7 @@ from toolkit.backend import Backend
 from toolkit.errors import BackendError
 from toolkit.ops.optim import CLIP_EPSILON
 
-from . import cpu_threads
+from . import allocator, cpu_threads
 from .host import HostRandom, UpdateScratch, host_array
 from .strided_windows import StridedWindows
 
@@ -28,6 +28,7 @@ class NumpyBackend(StridedWindows, Backend):
     def __init__(self, device: Any = None, fused: bool = True) -> None:
         if device not in (None, "cpu"):
             raise BackendError(f"backend {self.name!r} runs on the CPU only; got device {device!r}")
+        allocator.keep_freed_memory()  # a step's temporaries stay in the heap (``backends.allocator``)
         self._update_scratch = UpdateScratch(np.empty_like)
         self._clip_scratch = UpdateScratch(np.empty_like)  # its own: the update kernels use theirs meanwhile
         super().__init__(xp_numpy, "cpu", fused)
