@@ -116,6 +116,45 @@ class NumbaBackend(NumpyBackend):
                                     np.ascontiguousarray(inv_std).reshape(-1), gamma, dx, d_gamma, d_beta)
         return dx.reshape(dy.shape), d_gamma, d_beta
 
+    # The recurrent cells run as numba kernels at float32 only: at float64 numba's tanh is a scalar libm
+    # call, 5× slower than NumPy's vectorised tanh in the reference (1.7 against 0.33 ms per LSTM and GRU
+    # step forward and back at 64 × 128).
+    def lstm_cell(self, a, c, units):
+        if c.dtype != np.float32:
+            return super().lstm_cell(a, c, units)
+        a, c = np.ascontiguousarray(a), np.ascontiguousarray(c)
+        h_new, c_new = np.empty_like(c), np.empty_like(c)
+        saved = np.empty((c.shape[0], 5 * units), dtype=c.dtype)
+        kernels.lstm_cell(a, c, h_new, c_new, saved)
+        return h_new, c_new, saved
+
+    def lstm_cell_backward(self, dh, dc_next, c, gates):
+        if c.dtype != np.float32:
+            return super().lstm_cell_backward(dh, dc_next, c, gates)
+        c = np.ascontiguousarray(c)
+        da, dc_prev = np.empty((c.shape[0], 4 * c.shape[1]), dtype=c.dtype), np.empty_like(c)
+        kernels.lstm_cell_backward(np.ascontiguousarray(dh), np.ascontiguousarray(dc_next), c,
+                                   np.ascontiguousarray(gates), da, dc_prev)
+        return da, dc_prev
+
+    def gru_cell(self, x_part, u, b_hn, h, units):
+        if h.dtype != np.float32:
+            return super().gru_cell(x_part, u, b_hn, h, units)
+        h = np.ascontiguousarray(h)
+        h_new, saved = np.empty_like(h), np.empty((h.shape[0], 4 * units), dtype=h.dtype)
+        kernels.gru_cell(np.ascontiguousarray(x_part), np.ascontiguousarray(u), b_hn, h, h_new, saved)
+        return h_new, saved
+
+    def gru_cell_backward(self, dh, h, saved):
+        if h.dtype != np.float32:
+            return super().gru_cell_backward(dh, h, saved)
+        h = np.ascontiguousarray(h)
+        d_input, d_recurrent = (np.empty((h.shape[0], 3 * h.shape[1]), dtype=h.dtype) for _ in range(2))
+        dh_direct = np.empty_like(h)
+        kernels.gru_cell_backward(np.ascontiguousarray(dh), h, np.ascontiguousarray(saved), d_input, d_recurrent,
+                                  dh_direct)
+        return d_input, d_recurrent, dh_direct
+
     def attention_weights(self, scores, causal, length):
         flat = np.ascontiguousarray(scores).reshape(-1, *scores.shape[-2:])
         out = np.empty_like(flat)

@@ -50,11 +50,11 @@ def test_bias_activation_and_backward(backend, rng, name, dtype, use_buffers, sh
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_recurrent_cells_and_their_backward(backend, rng, dtype):
+@pytest.mark.parametrize("n,units", [(5, 3), (4, 37)], ids=["small", "vector-width"])  # numba: remainder loops too
+def test_recurrent_cells_and_their_backward(backend, rng, dtype, n, units):
     """One LSTM and one GRU step forward and back, fused against the reference (large pre-activations
     saturate some gates)."""
     fused, reference = _pair(backend)
-    n, units = 5, 3
     a, c, dh, dc = rng.normal(size=(n, 4 * units)) * 3, rng.normal(size=(n, units)), *rng.normal(size=(2, n, units))
     x_part, u, b_hn, h = rng.normal(size=(n, 3 * units)) * 3, rng.normal(size=(n, 3 * units)), *rng.normal(size=(2, units))
 

@@ -65,12 +65,16 @@ class _Recurrent(Layer):
         bound = self.units ** -0.5
         return {name: rng.uniform(shape, -bound, bound, dtype) for name, shape in self.param_shapes().items()}
 
+    def _time_first_rows(self, x: Array) -> Array:
+        """x (N, T, F) as rows (T·N, F), time first: the narrow input is what gets reordered, not the
+        G·H-wide products made from it."""
+        xp = self.backend.xp
+        return xp.reshape(xp.permute_dims(x, (1, 0, 2)), (-1, x.shape[2]))
+
     def _time_major(self, params: Params, x: Array) -> Array:
         """X = x W + b for every step at once, time first: (T, N, G·H), so each step's slice is contiguous."""
-        xp = self.backend.xp
-        rows = xp.reshape(x, (-1, x.shape[2]))
-        inputs = xp.reshape(rows @ params["W"] + params["b"], (-1, x.shape[1], self.gates * self.units))
-        return xp.permute_dims(inputs, (1, 0, 2))
+        inputs = self._time_first_rows(x) @ params["W"] + params["b"]
+        return self.backend.xp.reshape(inputs, (x.shape[1], -1, self.gates * self.units))  # batch: symbolic in an export
 
     def _output(self, states: Array) -> Array:
         """Every h_t (N, T, H) from the stacked states (T, N, H), or the last one."""
@@ -93,12 +97,13 @@ class _Recurrent(Layer):
         width = self.gates * self.units
         grads = {"U": xp.matrix_transpose(xp.reshape(previous, (-1, self.units)))
                  @ xp.reshape(recurrent_deltas, (-1, width))}
-        delta = xp.reshape(xp.permute_dims(deltas, (1, 0, 2)), (-1, width))  # (N·T, G·H), batch first as x
-        rows = xp.reshape(x, (-1, x.shape[2]))
+        delta = xp.reshape(deltas, (-1, width))  # (T·N, G·H), time first
+        rows = self._time_first_rows(x)
         grads["W"], grads["b"] = xp.matrix_transpose(rows) @ delta, xp.sum(delta, axis=0)
         if not self.needs_input_grad:
             return None, grads
-        return xp.reshape(delta @ xp.matrix_transpose(params["W"]), x.shape), grads
+        dx = xp.reshape(delta @ xp.matrix_transpose(params["W"]), (x.shape[1], -1, x.shape[2]))
+        return xp.permute_dims(dx, (1, 0, 2)), grads
 
     def get_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {"units": self.units, "return_sequences": self.return_sequences}
