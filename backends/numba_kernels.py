@@ -718,15 +718,34 @@ def _gate(v):
     return half + half * tanh(half * v)
 
 
+@inline
+def _block(m, row, k, units):
+    """Gate block k of a row of side-by-side blocks: m[row, kH : (k+1)H]."""
+    return m[row, k * units : (k + 1) * units]
+
+
+@inline
+def _lstm_saved(saved, row, units):
+    """The LSTM's saved blocks of a row: i, f, g, o, tanh c'."""
+    return (_block(saved, row, 0, units), _block(saved, row, 1, units), _block(saved, row, 2, units),
+            _block(saved, row, 3, units), _block(saved, row, 4, units))
+
+
+@inline
+def _gru_saved(saved, row, units):
+    """The GRU's saved blocks of a row: r, z, n, h U_n + b_hn."""
+    return _block(saved, row, 0, units), _block(saved, row, 1, units), _block(saved, row, 2, units), _block(
+        saved, row, 3, units)
+
+
 @jit
 def lstm_cell(a, c, h_new, c_new, saved):
     """i, f, g, o from a = [a_i, a_f, a_g, a_o] (N, 4H); c' = f c + i g, h' = o tanh c';
     saved = [i, f, g, o, tanh c'] (N, 5H)."""
     units = c.shape[1]
     for r in range(c.shape[0]):
-        i, f, g, o, tanh_c = (saved[r, 0:units], saved[r, units : 2 * units], saved[r, 2 * units : 3 * units],
-                              saved[r, 3 * units : 4 * units], saved[r, 4 * units :])
-        a_i, a_f, a_g, a_o = a[r, 0:units], a[r, units : 2 * units], a[r, 2 * units : 3 * units], a[r, 3 * units :]
+        i, f, g, o, tanh_c = _lstm_saved(saved, r, units)
+        a_i, a_f, a_g, a_o = _block(a, r, 0, units), _block(a, r, 1, units), _block(a, r, 2, units), _block(a, r, 3, units)
         for j in range(units):
             i[j] = _gate(a_i[j])
         for j in range(units):
@@ -751,10 +770,8 @@ def lstm_cell_backward(dh, dc_next, c, saved, da, dc_prev):
     units = c.shape[1]
     one = like(c, 1.0)
     for r in range(c.shape[0]):
-        i, f, g, o, tanh_c = (saved[r, 0:units], saved[r, units : 2 * units], saved[r, 2 * units : 3 * units],
-                              saved[r, 3 * units : 4 * units], saved[r, 4 * units :])
-        d_i, d_f, d_g, d_o = (da[r, 0:units], da[r, units : 2 * units], da[r, 2 * units : 3 * units],
-                              da[r, 3 * units :])
+        i, f, g, o, tanh_c = _lstm_saved(saved, r, units)
+        d_i, d_f, d_g, d_o = _block(da, r, 0, units), _block(da, r, 1, units), _block(da, r, 2, units), _block(da, r, 3, units)
         dh_row, dc = dh[r], dc_prev[r]  # dc_prev holds dc until the last loop
         for j in range(units):
             dc[j] = dh_row[j] * o[j] * (one - tanh_c[j] * tanh_c[j]) + dc_next[r, j]
@@ -778,10 +795,9 @@ def gru_cell(x_part, u, b_hn, h, h_new, saved):
     units = h.shape[1]
     one = like(h, 1.0)
     for row in range(h.shape[0]):
-        r, z, n, hidden_n = (saved[row, 0:units], saved[row, units : 2 * units], saved[row, 2 * units : 3 * units],
-                             saved[row, 3 * units :])
-        x_r, x_z, x_n = x_part[row, 0:units], x_part[row, units : 2 * units], x_part[row, 2 * units :]
-        u_r, u_z, u_n = u[row, 0:units], u[row, units : 2 * units], u[row, 2 * units :]
+        r, z, n, hidden_n = _gru_saved(saved, row, units)
+        x_r, x_z, x_n = _block(x_part, row, 0, units), _block(x_part, row, 1, units), _block(x_part, row, 2, units)
+        u_r, u_z, u_n = _block(u, row, 0, units), _block(u, row, 1, units), _block(u, row, 2, units)
         for j in range(units):
             r[j] = _gate(x_r[j] + u_r[j])
         for j in range(units):
@@ -802,10 +818,10 @@ def gru_cell_backward(dh, h, saved, d_input, d_recurrent, dh_direct):
     units = h.shape[1]
     one = like(h, 1.0)
     for row in range(h.shape[0]):
-        r, z, n, hidden_n = (saved[row, 0:units], saved[row, units : 2 * units], saved[row, 2 * units : 3 * units],
-                             saved[row, 3 * units :])
-        d_r, d_z, d_n = d_input[row, 0:units], d_input[row, units : 2 * units], d_input[row, 2 * units :]
-        u_r, u_z, u_n = d_recurrent[row, 0:units], d_recurrent[row, units : 2 * units], d_recurrent[row, 2 * units :]
+        r, z, n, hidden_n = _gru_saved(saved, row, units)
+        d_r, d_z, d_n = _block(d_input, row, 0, units), _block(d_input, row, 1, units), _block(d_input, row, 2, units)
+        u_r, u_z, u_n = (_block(d_recurrent, row, 0, units), _block(d_recurrent, row, 1, units),
+                         _block(d_recurrent, row, 2, units))
         dh_row, h_row, direct = dh[row], h[row], dh_direct[row]
         for j in range(units):
             d_n[j] = dh_row[j] * (one - z[j]) * (one - n[j] * n[j])
