@@ -129,11 +129,24 @@ def test_available_backends_gives_the_reason_of_each_missing_one():
 
 @pytest.mark.slow
 def test_the_wheel_installs_no_top_level_name_but_its_own(tmp_path):
-    """``backends/`` installs as ``toolkit_backends``: nothing generic lands in site-packages."""
+    """``backends/`` installs as ``toolkit_backends``: nothing generic lands in site-packages.
+
+    The wheel is built from a copy of the sources: an in-tree build rewrites ``toolkit.egg-info``
+    under the project root, whose ``entry_points.txt`` is empty for a moment, and a test running
+    beside this one in another pytest worker then finds no backend or service registered.
+    """
+    import shutil
     import zipfile
 
+    source = tmp_path / "source"
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for package in ("toolkit", "backends"):
+        shutil.copytree(ROOT / package, source / package, ignore=ignore)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path), str(ROOT)], check=True, capture_output=True, timeout=300)
+                    str(tmp_path), str(source)], check=True, capture_output=True, timeout=300)
     (wheel,) = tmp_path.glob("toolkit-*.whl")
     names = {entry.split("/")[0] for entry in zipfile.ZipFile(wheel).namelist()}
     top_level = {name for name in names if not name.endswith(".dist-info")}
