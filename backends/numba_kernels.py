@@ -29,6 +29,11 @@ IDENTITY, RELU, SIGMOID, TANH, LEAKY_RELU, SOFTMAX, GELU, SILU, ELU, SOFTPLUS = 
 # more than it won (measured: a 784-256-256-10 step went from 0.9 ms to 8 ms).
 # error_model="numpy" drops Python's division-by-zero checks, which kept loops from vectorising.
 jit = numba.njit(cache=True, fastmath=False, nogil=True, error_model="numpy")
+# Kernels whose rows are sums: LLVM vectorises a reduction only when it may reorder the additions
+# ("reassoc"; "nsz" lets it start from +0, "contract" fuses a·b + c). Round-off changes within the
+# dtype's tolerance; NaN and inf keep their meaning (no "nnan"/"ninf"). Softmax over attention rows:
+# 2.4 → 0.6 ms at (128, 64, 64) float32, causal.
+reducing_jit = numba.njit(cache=True, fastmath={"reassoc", "nsz", "contract"}, nogil=True, error_model="numpy")
 # Loop bodies that other kernels share: numba copies them into each caller before compiling it.
 inline = numba.njit(inline="always", error_model="numpy")
 
@@ -84,6 +89,52 @@ def _tanh_overload(v):
         return p / q
 
     return rational_tanh
+
+
+# Cephes' float32 exp (expf.c): e^v = 2^n · e^x with n = round(v / ln 2) and |x| ≤ ln 2 / 2, e^x a
+# degree-7 polynomial, ln 2 split in two constants so that v − n ln 2 is exact. Pure arithmetic, so
+# the loops around it vectorise (numba's float32 math.exp is a scalar libm call: measured 2.9 ns an
+# element against 0.7–1.0 ns here, over 1M values on a 2-core AMD EPYC; over 4M points of [−110, 95] at
+# most 0.97 ulp from float64's exp, subnormal results within one subnormal step).
+# n is taken with np.floor, not math.floor: math.floor returns int64, whose conversion AVX2 cannot
+# vectorise. 2^n is two factors 2^(n//2) · 2^(n − n//2), each a normal float32, so results near
+# the overflow and in the subnormal range are right too.
+_EXP_POLYNOMIAL = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
+                   5.0000001201e-1)
+_EXP_HIGHEST = 88.72283905206835  # ln(largest float32): above it e^v overflows to inf
+_EXP_LOWEST = -103.97208405  # below it e^v rounds to 0 even as a subnormal
+
+
+def exp(v):  # noqa: D103 - typed by the overload below
+    raise NotImplementedError("only callable from numba-compiled code")
+
+
+@overload(exp)
+def _exp_overload(v):
+    if v != types.float32:
+        return lambda v: math.exp(v)
+    p0, p1, p2, p3, p4, p5 = (np.float32(c) for c in _EXP_POLYNOMIAL)
+    highest, lowest = np.float32(_EXP_HIGHEST), np.float32(_EXP_LOWEST)
+    log2e, ln2_high, ln2_low = np.float32(1.44269504088896341), np.float32(0.693359375), np.float32(-2.12194440e-4)
+    one, half, zero, inf = np.float32(1), np.float32(0.5), np.float32(0), np.float32(np.inf)
+    bias, mantissa_bits = np.int32(127), np.int32(23)
+
+    def cephes_exp(v):
+        x = min(max(v, lowest), highest)
+        n = np.floor(x * log2e + half)
+        x = x - n * ln2_high - n * ln2_low
+        y = (((((p0 * x + p1) * x + p2) * x + p3) * x + p4) * x + p5) * (x * x) + x + one
+        whole = np.int32(n)
+        first = whole >> np.int32(1)
+        y = y * np.int32((first + bias) << mantissa_bits).view(np.float32)
+        y = y * np.int32((whole - first + bias) << mantissa_bits).view(np.float32)
+        if v > highest:
+            return inf
+        if v < lowest:
+            return zero
+        return y if v == v else v  # NaN stays NaN
+
+    return cephes_exp
 
 
 @jit
@@ -330,49 +381,54 @@ def bias_add(z, b):
             z[i, j] += b[j]
 
 
-@jit
+@reducing_jit
 def layer_norm(x, gamma, beta, eps, y, x_hat, inv_std):
     """Per row of x (R, C): x̂ = (x − μ)/√(σ² + ε), y = γ x̂ + β; inv_std (R,) = 1/√(σ² + ε)."""
     rows, width = x.shape
+    count = like(eps, width)  # an int divisor would promote float32 sums to float64
     for r in range(rows):
-        mean = 0.0
+        row = x[r]
+        mean = like(eps, 0.0)  # sums in x's dtype, as the reference's; float64 ones did not vectorise
         for j in range(width):
-            mean += x[r, j]
-        mean /= width
-        square = 0.0
+            mean += row[j]
+        mean /= count
+        square = like(eps, 0.0)
         for j in range(width):
-            centered = x[r, j] - mean
+            centered = row[j] - mean
             square += centered * centered
-        scale = 1.0 / math.sqrt(square / width + eps)
+        scale = like(eps, 1.0) / math.sqrt(square / count + eps)
         inv_std[r] = scale
         for j in range(width):
-            normalized = (x[r, j] - mean) * scale
+            normalized = (row[j] - mean) * scale
             x_hat[r, j] = normalized
             y[r, j] = gamma[j] * normalized + beta[j]
 
 
-@jit
+@reducing_jit
 def layer_norm_backward(dy, x_hat, inv_std, gamma, dx, d_gamma, d_beta):
     """∂J/∂x = (g − mean(g) − x̂ ∘ mean(g ∘ x̂)) · inv_std per row, g = dy ∘ γ; dγ = Σ dy ∘ x̂, dβ = Σ dy."""
     rows, width = dy.shape
+    count = like(inv_std, width)
     d_gamma[:] = 0.0
     d_beta[:] = 0.0
     for r in range(rows):
-        mean_g = 0.0
-        mean_g_x_hat = 0.0
+        dy_row, x_hat_row = dy[r], x_hat[r]
+        mean_g = like(inv_std, 0.0)
+        mean_g_x_hat = like(inv_std, 0.0)
         for j in range(width):
-            g = dy[r, j] * gamma[j]
+            g = dy_row[j] * gamma[j]
             mean_g += g
-            mean_g_x_hat += g * x_hat[r, j]
-            d_gamma[j] += dy[r, j] * x_hat[r, j]
-            d_beta[j] += dy[r, j]
-        mean_g /= width
-        mean_g_x_hat /= width
+            mean_g_x_hat += g * x_hat_row[j]
         for j in range(width):
-            dx[r, j] = inv_std[r] * (dy[r, j] * gamma[j] - mean_g - x_hat[r, j] * mean_g_x_hat)
+            d_gamma[j] += dy_row[j] * x_hat_row[j]
+            d_beta[j] += dy_row[j]
+        mean_g /= count
+        mean_g_x_hat /= count
+        for j in range(width):
+            dx[r, j] = inv_std[r] * (dy_row[j] * gamma[j] - mean_g - x_hat_row[j] * mean_g_x_hat)
 
 
-@jit
+@reducing_jit
 def attention_softmax(scores, causal, out):
     """Each row of scores (R, T, T) → its softmax; with ``causal``, row i over columns j ≤ i only
     (the rest 0), as ``toolkit.ops.attention.masked_softmax`` with the causal mask."""
@@ -380,32 +436,34 @@ def attention_softmax(scores, causal, out):
     for r in range(rows):
         for i in range(length):
             end = i + 1 if causal else length
-            largest = scores[r, i, 0]
+            row, weights = scores[r, i], out[r, i]
+            largest = row[0]
             for j in range(1, end):
-                largest = max(largest, scores[r, i, j])
-            total = 0.0
+                largest = max(largest, row[j])
+            total = like(largest, 0.0)  # in the scores' dtype: a float64 sum made every float32 exp a double one
             for j in range(end):
-                e = math.exp(scores[r, i, j] - largest)
-                out[r, i, j] = e
+                e = exp(row[j] - largest)
+                weights[j] = e
                 total += e
-            scale = 1.0 / total
+            scale = like(total, 1.0) / total
             for j in range(end):
-                out[r, i, j] *= scale
+                weights[j] *= scale
             for j in range(end, length):
-                out[r, i, j] = 0.0
+                weights[j] = 0
 
 
-@jit
+@reducing_jit
 def attention_softmax_backward(dp, p, out):
     """dS = P ∘ (dP − Σ_j dP ∘ P), row by row, for (R, T, T) arrays."""
-    rows, length, width = dp.shape
+    rows, length = dp.shape[0], dp.shape[1]
     for r in range(rows):
         for i in range(length):
-            total = 0.0
-            for j in range(width):
-                total += dp[r, i, j] * p[r, i, j]
-            for j in range(width):
-                out[r, i, j] = p[r, i, j] * (dp[r, i, j] - total)
+            dp_row, p_row, ds_row = dp[r, i], p[r, i], out[r, i]
+            total = like(dp_row, 0.0)
+            for j in range(dp_row.shape[0]):
+                total += dp_row[j] * p_row[j]
+            for j in range(dp_row.shape[0]):
+                ds_row[j] = p_row[j] * (dp_row[j] - total)
 
 
 @jit

@@ -248,6 +248,40 @@ def test_float32_tanh_of_the_kernels_is_within_7_ulp():
     np.testing.assert_array_equal(mirrored, -got)  # odd, bit for bit
 
 
+def test_float32_exp_of_the_kernels_is_within_1_ulp_and_keeps_the_edges():
+    """numba's vectorisable float32 exp (Cephes' polynomial) against float64 exp: over the whole
+    range, in the subnormal results, and at overflow, ±inf and NaN."""
+    reason = unavailable_reason("numba")
+    if reason:
+        pytest.skip(reason)
+    import numba
+
+    from toolkit_backends.numba_kernels import exp
+
+    @numba.njit
+    def apply(z, out):
+        for i in range(z.shape[0]):
+            out[i] = exp(z[i])
+
+    rng = np.random.default_rng(0)
+    z = np.concatenate([np.linspace(-110, 95, 1_000_001), rng.uniform(-1, 1, 100_000)]).astype(np.float32)
+    got = np.empty_like(z)
+    apply(z, got)
+    exact = np.exp(z.astype(np.float64))
+    normal = (exact >= np.finfo(np.float32).tiny) & (exact <= np.finfo(np.float32).max)
+    ulp = np.spacing(exact[normal].astype(np.float32)).astype(np.float64)
+    assert np.max(np.abs(got[normal] - exact[normal]) / ulp) <= 1
+    subnormal = (exact < np.finfo(np.float32).tiny) & ~normal
+    smallest = np.float32(2.0**-149)
+    assert np.max(np.abs(got[subnormal] - exact[subnormal])) <= smallest
+    assert np.all(np.isinf(got[exact > np.finfo(np.float32).max]))
+    edges = np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, 88.72283, 88.7229, -104.0], np.float32)
+    got_edges = np.empty_like(edges)
+    apply(edges, got_edges)
+    np.testing.assert_array_equal(got_edges[:5], [np.inf, 0.0, np.nan, 1.0, 1.0])
+    assert np.isfinite(got_edges[5]) and np.isinf(got_edges[6]) and got_edges[7] == 0.0
+
+
 def test_float32_tanh_is_the_same_in_the_runner_and_the_layers(rng):
     """Both numba paths use one tanh, so a batch-size switch between them changes no activation."""
     reason = unavailable_reason("numba")
