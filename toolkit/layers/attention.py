@@ -3,16 +3,20 @@
 Convention: a sequence batch x (N, T, d); h heads of width k (``num_heads``, ``key_dim``); every
 product acts on the last axis of every position, and per head h:
 
-    Q = x W_q + b_q,   K = x W_k,   V = x W_v + b_v              W_q, W_k, W_v: (d, h·k), split into heads
-    S = Q Kᵀ / √k  (+ mask),   P = softmax(S) row by row,   O = P̃ V     P̃ = P with dropout (training)
+    [Q K V] = x [W_q W_k W_v] + [b_q 0 b_v]                          W_q, W_k, W_v: (d, h·k), split into heads
+    S = Q̃ Kᵀ (+ mask),  Q̃ = Q / √k,   P = softmax(S) row by row,   O = P̃ V     P̃ = P with dropout (training)
     y = concat_h(O) W_o + b_o                                        W_o: (h·k, d)
 
 backward, from dy = ∂J/∂y:
 
     dW_o = concat(O)ᵀ dy,  db_o = Σ dy,  dO = dy W_oᵀ (split into heads)
     dP̃ = dO Vᵀ,  dV = P̃ᵀ dO,  dP = dP̃ ∘ dropout mask,  dS = P ∘ (dP − Σ_j dP ∘ P)
-    dQ = dS K / √k,  dK = dSᵀ Q / √k
-    dW_* = xᵀ d*,  db_* = Σ d*,  ∂J/∂x = dQ W_qᵀ + dK W_kᵀ + dV W_vᵀ
+    dQ = dS K / √k,  dK = dSᵀ Q̃
+    [dW_q dW_k dW_v] = xᵀ [dQ dK dV],  db_* = Σ d*,  ∂J/∂x = [dQ dK dV] [W_q W_k W_v]ᵀ
+
+The three projections run as one product with the weights side by side (as PyTorch's packed
+``in_proj_weight``): one matrix product instead of three each way, and no sum of three ∂J/∂x parts.
+Q is scaled before the scores, on (T, k) per head rather than on the (T, T) scores.
 
 Keys have no bias: a key bias b_k adds q_i·b_k to every score of row i, which the softmax cancels,
 so its gradient is exactly 0 and its value never matters. Keras and PyTorch carry one anyway;
@@ -119,11 +123,11 @@ class MultiHeadAttention(Layer):
         return params
 
     # -- forward ----------------------------------------------------------------------------
-    @staticmethod
-    def _project(params: Params, rows: Array, name: str) -> Array:
-        """x W_q + b_q, x W_k (no bias: the softmax would cancel it), x W_v + b_v."""
-        product = rows @ params[f"W{name}"]
-        return product if name == "k" else product + params[f"b{name}"]
+    def _packed(self, params: Params) -> tuple[Array, Array]:
+        """[W_q W_k W_v] (d, 3·h·k) and [b_q 0 b_v] (3·h·k,): keys have no bias."""
+        xp = self.backend.xp
+        weights = xp.concat([params[f"W{name}"] for name in PROJECTIONS], axis=1)
+        return weights, xp.concat([params["bq"], xp.zeros_like(params["bq"]), params["bv"]])
 
     def _heads(self, rows: Array, length: int) -> Array:
         """(N·T, h·k) → (N, h, T, k). The batch is -1 throughout: an exported graph's is symbolic."""
@@ -139,9 +143,12 @@ class MultiHeadAttention(Layer):
         xp, backend = self.backend.xp, self.backend
         _, length, d = x.shape
         rows = xp.reshape(x, (-1, d))
-        q, k, v = (self._heads(self._project(params, rows, name), length) for name in PROJECTIONS)
-        scale = 1.0 / math.sqrt(self.key_dim)
-        scores = (q @ xp.matrix_transpose(k)) * scale  # S = Q Kᵀ / √k, (N, h, T, T)
+        weights, biases = self._packed(params)
+        packed = rows @ weights + biases  # [Q K V], (N·T, 3·h·k)
+        # (N·T, 3·h·k) → (3, N, h, T, k): Q, K and V split into heads, as views
+        qkv = xp.permute_dims(xp.reshape(packed, (-1, length, 3, self.num_heads, self.key_dim)), (2, 0, 3, 1, 4))
+        q, k, v = qkv[0, ...] * (1.0 / math.sqrt(self.key_dim)), qkv[1, ...], qkv[2, ...]  # Q̃ = Q / √k
+        scores = q @ xp.matrix_transpose(k)  # S = Q̃ Kᵀ, (N, h, T, T)
         p = backend.attention_weights(scores, self.causal, length)  # P = softmax(S + mask), row by row
         mask = None
         if context.training and self.dropout > 0.0:
@@ -150,15 +157,15 @@ class MultiHeadAttention(Layer):
         p_used = p if mask is None else p * mask  # P̃
         heads_out = self._rows(p_used @ v)  # concat_h(O), O = P̃ V
         y = heads_out @ params["Wo"] + params["bo"]
-        saved = (rows, q, k, v, p, mask, heads_out) if context.training else None
+        saved = (rows, weights, q, k, v, p, mask, heads_out) if context.training else None
         return xp.reshape(y, (-1, length, d)), saved
 
     # -- backward ---------------------------------------------------------------------------
     def backward(self, params: Params, saved: Any, grad_output: Array, scratch: Scratch | None,
                  grad_out: Params) -> tuple[Array | None, Params]:
         xp = self.backend.xp
-        rows, q, k, v, p, mask, heads_out = saved
-        length = q.shape[2]
+        rows, weights, q, k, v, p, mask, heads_out = saved
+        length, width = q.shape[2], self.width
         dy = xp.reshape(grad_output, (-1, grad_output.shape[-1]))
         grads = {"Wo": xp.matrix_transpose(heads_out) @ dy, "bo": xp.sum(dy, axis=0)}  # dW_o = concat(O)ᵀ dy
         d_out = self._heads(dy @ xp.matrix_transpose(params["Wo"]), length)  # dO = dy W_oᵀ
@@ -167,20 +174,22 @@ class MultiHeadAttention(Layer):
         d_p = d_out @ xp.matrix_transpose(v)  # dP̃ = dO Vᵀ
         if mask is not None:
             d_p = d_p * mask  # dP = dP̃ ∘ mask
-        scale = 1.0 / math.sqrt(self.key_dim)
         d_scores = self.backend.attention_weights_backward(d_p, p)  # dS = P ∘ (dP − Σ_j dP ∘ P)
-        d_q = (d_scores @ k) * scale  # dQ = dS K / √k (scaled here: (T, k) is smaller than (T, T))
-        d_k = (xp.matrix_transpose(d_scores) @ q) * scale  # dK = dSᵀ Q / √k
-        dx = None
-        for name, d_heads in zip(PROJECTIONS, (d_q, d_k, d_v), strict=True):
-            d_rows = self._rows(d_heads)
-            grads[f"W{name}"] = xp.matrix_transpose(rows) @ d_rows  # dW = xᵀ d
+        d_q = (d_scores @ k) * (1.0 / math.sqrt(self.key_dim))  # dQ = dS K / √k
+        d_k = xp.matrix_transpose(d_scores) @ q  # dK = dSᵀ Q̃
+        # [dQ dK dV] as rows (N·T, 3·h·k), each head's block where the forward's product put it
+        d_packed = xp.reshape(xp.stack([xp.permute_dims(d, (0, 2, 1, 3)) for d in (d_q, d_k, d_v)], axis=2),
+                              (-1, 3 * width))
+        d_weights = xp.matrix_transpose(rows) @ d_packed  # [dW_q dW_k dW_v] = xᵀ [dQ dK dV]
+        d_biases = xp.sum(d_packed, axis=0)
+        for index, name in enumerate(PROJECTIONS):
+            grads[f"W{name}"] = d_weights[:, index * width : (index + 1) * width]
             if name != "k":
-                grads[f"b{name}"] = xp.sum(d_rows, axis=0)  # db = Σ d
-            if self.needs_input_grad:
-                part = d_rows @ xp.matrix_transpose(params[f"W{name}"])  # ∂J/∂x += d Wᵀ
-                dx = part if dx is None else dx + part
-        return (None if dx is None else xp.reshape(dx, grad_output.shape)), grads
+                grads[f"b{name}"] = d_biases[index * width : (index + 1) * width]  # db = Σ d
+        if not self.needs_input_grad:
+            return None, grads
+        dx = d_packed @ xp.matrix_transpose(weights)  # ∂J/∂x = [dQ dK dV] [W_q W_k W_v]ᵀ
+        return xp.reshape(dx, grad_output.shape), grads
 
     def get_config(self) -> dict[str, Any]:
         return {"num_heads": self.num_heads, "key_dim": self.key_dim, "causal": self.causal, "dropout": self.dropout,
