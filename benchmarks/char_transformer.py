@@ -9,9 +9,10 @@ report validation bits per character and wall time. PyTorch runs in a process of
 process with NumPy, OpenBLAS's spinning threads slow it down to 2×), with the same thread count.
 
 Speed: one training step at the example's size, timed in rounds that alternate the toolkit on each
-backend with PyTorch (own process), and the matrix-product floor of that step: every product of
-the forward and backward pass (projections, scores, weighted values, feed-forward, head) as NumPy
-matmuls on arrays prepared outside the timed region. Nothing is asserted: the machine is shared.
+backend with PyTorch (own process; the toolkit on torch and on JAX in processes of their own too),
+and the matrix-product floor of that step: every product of the forward and backward pass
+(projections, scores, weighted values, feed-forward, head) as NumPy matmuls on arrays prepared
+outside the timed region. Nothing is asserted: the machine is shared.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ import char_transformer as example  # noqa: E402
 import own_process  # noqa: E402
 
 import toolkit  # noqa: E402
+
+
+OWN_PROCESS_BACKENDS = ("torch", "jax")
 
 
 def torch_model(vocab: int):
@@ -201,7 +205,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.part:  # a PyTorch measurement in this process of its own
         arguments = json.loads(args.arguments)
-        result = (torch_run(**arguments) if args.part == "train" else {"step": torch_step_seconds(**arguments)})
+        if args.part == "train":
+            result = torch_run(**arguments)
+        elif args.part == "toolkit-step":
+            result = {"step": timed(toolkit_step(arguments["backend"]), arguments["seconds"])}
+        else:
+            result = {"step": torch_step_seconds(**arguments)}
         print(json.dumps(result))
         return
 
@@ -222,12 +231,17 @@ def main() -> None:
               f"(difference {statistics.mean(ours) - statistics.mean(theirs):+.4f})")
 
     vocab = len(example.load_text()[3])
-    steps = {name: toolkit_step(name) for name in args.backends}
+    # The toolkit on torch and on JAX runs in a process of its own, as PyTorch does: their thread
+    # pools and NumPy's OpenBLAS threads slowed each other (numba 0.80× PyTorch alone, 0.96× with them).
+    apart = [name for name in args.backends if name in OWN_PROCESS_BACKENDS]
+    steps = {name: toolkit_step(name) for name in args.backends if name not in apart}
     steps["GEMM floor"] = gemm_floor(vocab)
-    samples: dict[str, list[float]] = {name: [] for name in [*steps, "PyTorch eager"]}
+    samples: dict[str, list[float]] = {name: [] for name in [*args.backends, "GEMM floor", "PyTorch eager"]}
     for _ in range(args.rounds):
         for name, step in steps.items():
             samples[name].append(timed(step, args.block_seconds))
+        for name in apart:
+            samples[name].append(in_own_process("toolkit-step", backend=name, seconds=args.block_seconds)["step"])
         samples["PyTorch eager"].append(in_own_process("step", threads=args.threads, seconds=args.block_seconds)["step"])
     medians = {name: statistics.median(values) for name, values in samples.items()}
     print(f"\n{'step (median of rounds)':<24} {'ms':>8} {'÷ PyTorch':>10} {'÷ floor':>8}")
