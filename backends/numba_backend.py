@@ -119,23 +119,39 @@ class NumbaBackend(NumpyBackend):
     # The recurrent cells run as numba kernels at float32 only: at float64 numba's tanh is a scalar libm
     # call, 5× slower than NumPy's vectorised tanh in the reference (1.7 against 0.33 ms per LSTM and GRU
     # step forward and back at 64 × 128).
-    def lstm_cell(self, a, c, units):
-        if c.dtype != np.float32:
-            return super().lstm_cell(a, c, units)
-        a, c = np.ascontiguousarray(a), np.ascontiguousarray(c)
-        h_new, c_new = np.empty_like(c), np.empty_like(c)
-        saved = np.empty((c.shape[0], 5 * units), dtype=c.dtype)
-        kernels.lstm_cell(a, c, h_new, c_new, saved)
-        return h_new, c_new, saved
+    # The LSTM's loop over time runs here, not in ``scan``: every step's results go straight into the
+    # stacks (h and c as one (T + 1, N, H) array each, h_{t−1} and c_{t−1} views of them), X_t + h U
+    # is added inside the cell kernel, and h U and δ Uᵀ are written into one buffer each: no step
+    # allocates, copies or stacks anything.
+    def lstm_sequence(self, inputs, u, units):
+        if inputs.dtype != np.float32:
+            return super().lstm_sequence(inputs, u, units)
+        length, n = inputs.shape[0], inputs.shape[1]
+        inputs = np.ascontiguousarray(inputs)
+        hidden = np.empty((length + 1, n, units), dtype=inputs.dtype)  # h_0 … h_T
+        cell = np.empty_like(hidden)  # c_0 … c_T
+        hidden[0], cell[0] = 0, 0
+        gates = np.empty((length, n, 5 * units), dtype=inputs.dtype)
+        recurrent = np.empty((n, 4 * units), dtype=inputs.dtype)
+        for t in range(length):
+            np.matmul(hidden[t], u, out=recurrent)  # h_{t−1} U
+            kernels.lstm_cell(inputs[t], recurrent, cell[t], hidden[t + 1], cell[t + 1], gates[t])
+        return hidden[1:], hidden[:-1], cell[:-1], gates
 
-    def lstm_cell_backward(self, dh, dc_next, c, gates):
-        if c.dtype != np.float32:
-            return super().lstm_cell_backward(dh, dc_next, c, gates)
-        c = np.ascontiguousarray(c)
-        da, dc_prev = np.empty((c.shape[0], 4 * c.shape[1]), dtype=c.dtype), np.empty_like(c)
-        kernels.lstm_cell_backward(np.ascontiguousarray(dh), np.ascontiguousarray(dc_next), c,
-                                   np.ascontiguousarray(gates), da, dc_prev)
-        return da, dc_prev
+    def lstm_sequence_backward(self, from_output, cells, gates, u):
+        if gates.dtype != np.float32:
+            return super().lstm_sequence_backward(from_output, cells, gates, u)
+        length, n, units = cells.shape
+        from_output, cells, gates = (np.ascontiguousarray(a) for a in (from_output, cells, gates))
+        deltas = np.empty((length, n, 4 * units), dtype=gates.dtype)
+        dh = np.zeros((n, units), dtype=gates.dtype)  # δ_{t+1} Uᵀ: 0 after the last step
+        dc, dc_prev = np.zeros_like(dh), np.empty_like(dh)
+        u_t = np.matrix_transpose(u)
+        for t in range(length - 1, -1, -1):
+            kernels.lstm_cell_backward(dh, from_output[t], dc, cells[t], gates[t], deltas[t], dc_prev)
+            np.matmul(deltas[t], u_t, out=dh)  # ∂J/∂h_{t−1} = δ_t Uᵀ
+            dc, dc_prev = dc_prev, dc
+        return deltas
 
     def gru_cell(self, x_part, u, b_hn, h, units):
         if h.dtype != np.float32:

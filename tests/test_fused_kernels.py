@@ -72,6 +72,31 @@ def test_recurrent_cells_and_their_backward(backend, rng, dtype, n, units):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("n,units", [(5, 3), (4, 37)], ids=["small", "vector-width"])
+def test_lstm_sequence_and_its_backward(backend, rng, dtype, n, units):
+    """The whole LSTM recurrence over 6 steps forward and back (numba: its own loop, in place), fused
+    against the reference's scan of single cells; the output's gradient reaches some steps only."""
+    fused, reference = _pair(backend)
+    length = 6
+    inputs, u = rng.normal(size=(length, n, 4 * units)) * 2, rng.normal(size=(units, 4 * units)) / np.sqrt(units)
+    from_output = rng.normal(size=(length, n, units))
+    from_output[1:3] = 0.0
+
+    def run(side):
+        t = side.dtype(dtype)
+        states, previous, cells, gates = side.lstm_sequence(side.asarray(inputs, t), side.asarray(u, t), units)
+        deltas = side.lstm_sequence_backward(side.asarray(from_output, t), cells, gates, side.asarray(u, t))
+        return [to_numpy(side, v) for v in (states, previous, cells, gates, deltas)]
+
+    got, want = run(fused), run(reference)
+    for a, b in zip(got, want, strict=True):
+        assert a.shape == b.shape and relative_error(a, b) <= TOLERANCE[dtype]
+    states, previous, cells = got[:3]
+    np.testing.assert_array_equal(previous[1:], states[:-1])  # h_{t−1} is the step before's h_t
+    assert np.all(previous[0] == 0) and np.all(cells[0] == 0)  # h₀ = c₀ = 0
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("width", [6, 37])  # numba: shorter than a vector; vectors and a remainder
 def test_layer_norm_and_backward(backend, rng, dtype, width):
     fused, reference = _pair(backend)

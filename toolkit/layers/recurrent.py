@@ -127,32 +127,17 @@ class LSTM(_Recurrent):
     gates = 4
 
     def forward(self, params: Params, x: Array, context: PassContext, scratch: Scratch | None) -> tuple[Array, Any]:
-        xp, backend, u = self.backend.xp, self.backend, params["U"]
         inputs = self._time_major(params, x)  # X = x W + b, (T, N, 4H)
-        zeros = xp.zeros_like(inputs[0, :, : self.units])  # h₀ = c₀ = 0
-
-        def step(carry: Any, current: tuple[Array, ...]) -> tuple[Any, tuple[Array, ...]]:
-            h, c = carry
-            h_new, c_new, gates = backend.lstm_cell(current[0] + h @ u, c, self.units)  # a_t = X_t + h_{t−1} U
-            return (h_new, c_new), (h_new, h, c, gates)
-
-        _, (states, previous, cells, gates) = backend.scan(step, (zeros, zeros), (inputs,))
+        # a_t = X_t + h_{t−1} U and the cell, step by step (a hot op: numba runs the loop in place)
+        states, previous, cells, gates = self.backend.lstm_sequence(inputs, params["U"], self.units)
         return self._output(states), ((x, previous, cells, gates) if context.training else None)
 
     def backward(self, params: Params, saved: Any, grad_output: Array, scratch: Scratch | None,
                  grad_out: Params) -> tuple[Array | None, Params]:
-        xp, backend, u_t = self.backend.xp, self.backend, self.backend.xp.matrix_transpose(params["U"])
         x, previous, cells, gates = saved
-        zeros = xp.zeros_like(previous[0, ...])
-
-        def step(carry: Any, current: tuple[Array, ...]) -> tuple[Any, tuple[Array, ...]]:
-            dh_next, dc_next = carry
-            from_output, c_prev, saved_gates = current
-            delta, dc_prev = backend.lstm_cell_backward(dh_next + from_output, dc_next, c_prev, saved_gates)
-            return (delta @ u_t, dc_prev), (delta,)  # ∂J/∂h_{t−1} = δ_t Uᵀ
-
-        _, (deltas,) = backend.scan(step, (zeros, zeros), (self._output_gradients(grad_output, x.shape[1]), cells,
-                                                            gates), reverse=True)
+        # per step, last first: ∂J/∂h_t = (from the output) + δ_{t+1} Uᵀ, then the cell's backward
+        deltas = self.backend.lstm_sequence_backward(self._output_gradients(grad_output, x.shape[1]), cells, gates,
+                                                     params["U"])
         return self._weight_gradients(params, x, previous, deltas, deltas)
 
 
