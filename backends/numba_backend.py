@@ -146,7 +146,7 @@ class NumbaBackend(NumpyBackend):
         deltas = np.empty((length, n, 4 * units), dtype=gates.dtype)
         dh = np.zeros((n, units), dtype=gates.dtype)  # δ_{t+1} Uᵀ: 0 after the last step
         dc, dc_prev = np.zeros_like(dh), np.empty_like(dh)
-        u_t = np.matrix_transpose(u)
+        u_t = np.ascontiguousarray(np.matrix_transpose(u))  # δ Uᵀ with a transposed view took 108 µs, 73 µs so
         for t in range(length - 1, -1, -1):
             kernels.lstm_cell_backward(dh, from_output[t], dc, cells[t], gates[t], deltas[t], dc_prev)
             np.matmul(deltas[t], u_t, out=dh)  # ∂J/∂h_{t−1} = δ_t Uᵀ
