@@ -36,7 +36,6 @@ import own_process  # noqa: E402
 
 import toolkit  # noqa: E402
 
-
 OWN_PROCESS_BACKENDS = ("torch", "jax")
 
 

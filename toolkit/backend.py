@@ -57,8 +57,8 @@ class Backend:
     HOT_OPS = ("matmul", "bias_activation", "activation_backward", "output_delta", "sum_rows", "im2col", "col2im",
                "max_pool", "max_pool_backward", "dropout_mask", "scatter_add_rows", "attention_weights",
                "attention_weights_backward", "layer_norm", "layer_norm_backward", "lstm_cell",
-               "lstm_cell_backward", "lstm_sequence", "lstm_sequence_backward", "gru_cell", "gru_cell_backward", "scan", "compile_pass", "compile_step",
-               "compile_forward", "clip_gradients")
+               "lstm_cell_backward", "lstm_sequence", "lstm_sequence_backward", "gru_cell", "gru_cell_backward",
+               "scan", "compile_pass", "compile_step", "compile_forward", "clip_gradients")
 
     def __init__(self, xp: Any, device: Any = None, fused: bool = True) -> None:
         self.xp = xp
