@@ -72,8 +72,15 @@ class _Recurrent(Layer):
         return xp.reshape(xp.permute_dims(x, (1, 0, 2)), (-1, x.shape[2]))
 
     def _time_major(self, params: Params, x: Array) -> Array:
-        """X = x W + b for every step at once, time first: (T, N, G·H), so each step's slice is contiguous."""
-        inputs = self._time_first_rows(x) @ params["W"] + params["b"]
+        """X = x W + b for every step at once, time first: (T, N, G·H), so each step's slice is contiguous.
+
+        Computed as [x 1] [W; b], the bias a row of the product: an add of its own over the wide
+        result cost more than the product itself (NumPy, (1792 × 28)·(28 × 512) float32: 1.45 ms with
+        the add, 0.57 ms so)."""
+        xp = self.backend.xp
+        rows = self._time_first_rows(x)
+        rows_and_one = xp.concat([rows, xp.ones_like(rows[:, :1])], axis=1)  # ones_like: the batch may be symbolic
+        inputs = rows_and_one @ xp.concat([params["W"], params["b"][None, :]], axis=0)
         return self.backend.xp.reshape(inputs, (x.shape[1], -1, self.gates * self.units))  # batch: symbolic in an export
 
     def _output(self, states: Array) -> Array:
