@@ -220,53 +220,52 @@ def test_memory_stays_flat_over_many_models():
     assert grown < 500_000, f"{grown / 1e6:.1f} MB left behind by 300 models"
 
 
-def test_float32_tanh_of_the_kernels_is_within_7_ulp():
-    """numba's vectorisable float32 tanh (a rational approximation) against float64 tanh."""
+def _compiled_kernel_function(name):
+    """``z ↦ f(z)`` element by element over a float32 array, f the numba kernels' compiled-only
+    function ``name`` (callable from numba code alone); skips where numba is not installed."""
     reason = unavailable_reason("numba")
     if reason:
         pytest.skip(reason)
     import numba
 
-    from toolkit_backends.numba_kernels import tanh
+    from toolkit_backends import numba_kernels
+
+    function = getattr(numba_kernels, name)
 
     @numba.njit
     def apply(z, out):
         for i in range(z.shape[0]):
-            out[i] = tanh(z[i])
+            out[i] = function(z[i])
 
+    def run(z):
+        out = np.empty_like(z)
+        apply(z, out)
+        return out
+
+    return run
+
+
+def test_float32_tanh_of_the_kernels_is_within_7_ulp():
+    """numba's vectorisable float32 tanh (a rational approximation) against float64 tanh."""
+    apply = _compiled_kernel_function("tanh")
     rng = np.random.default_rng(0)
     z = np.concatenate([np.linspace(-12, 12, 400_001), rng.uniform(-1, 1, 200_000), rng.uniform(-1e-3, 1e-3, 50_000),
                         [0.0, -0.0, 1e-30, 3.4e38, -3.4e38]]).astype(np.float32)
-    got = np.empty_like(z)
-    apply(z, got)
+    got = apply(z)
     exact = np.tanh(z.astype(np.float64))
     ulp = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
     assert np.max(np.abs(got - exact) / ulp) <= 7
     np.testing.assert_array_equal(got[z > 9.1], 1.0)  # float32 tanh is 1 from 13 ln 2 ≈ 9.01 on
-    mirrored = np.empty_like(z)
-    apply(-z, mirrored)
-    np.testing.assert_array_equal(mirrored, -got)  # odd, bit for bit
+    np.testing.assert_array_equal(apply(-z), -got)  # odd, bit for bit
 
 
 def test_float32_exp_of_the_kernels_is_within_1_ulp_and_keeps_the_edges():
     """numba's vectorisable float32 exp (Cephes' polynomial) against float64 exp: over the whole
     range, in the subnormal results, and at overflow, ±inf and NaN."""
-    reason = unavailable_reason("numba")
-    if reason:
-        pytest.skip(reason)
-    import numba
-
-    from toolkit_backends.numba_kernels import exp
-
-    @numba.njit
-    def apply(z, out):
-        for i in range(z.shape[0]):
-            out[i] = exp(z[i])
-
+    apply = _compiled_kernel_function("exp")
     rng = np.random.default_rng(0)
     z = np.concatenate([np.linspace(-110, 95, 1_000_001), rng.uniform(-1, 1, 100_000)]).astype(np.float32)
-    got = np.empty_like(z)
-    apply(z, got)
+    got = apply(z)
     exact = np.exp(z.astype(np.float64))
     normal = (exact >= np.finfo(np.float32).tiny) & (exact <= np.finfo(np.float32).max)
     ulp = np.spacing(exact[normal].astype(np.float32)).astype(np.float64)
@@ -276,8 +275,7 @@ def test_float32_exp_of_the_kernels_is_within_1_ulp_and_keeps_the_edges():
     assert np.max(np.abs(got[subnormal] - exact[subnormal])) <= smallest
     assert np.all(np.isinf(got[exact > np.finfo(np.float32).max]))
     edges = np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, 88.72283, 88.7229, -104.0], np.float32)
-    got_edges = np.empty_like(edges)
-    apply(edges, got_edges)
+    got_edges = apply(edges)
     np.testing.assert_array_equal(got_edges[:5], [np.inf, 0.0, np.nan, 1.0, 1.0])
     assert np.isfinite(got_edges[5]) and np.isinf(got_edges[6]) and got_edges[7] == 0.0
 
