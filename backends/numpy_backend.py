@@ -53,20 +53,6 @@ class NumpyBackend(StridedWindows, Backend):
             np.multiply(grads[offset : offset + size], grads.dtype.type(scale), out=out[offset : offset + size])
         return out, 1.0
 
-    def scan(self, step, carry, inputs, reverse=False):
-        # The reference's loop, each step's outputs copied into stacks allocated at the first step
-        # while they are still in cache, instead of kept in a list and stacked at the end: the
-        # forward pass of a 28-step LSTM at batch 64 held 112 arrays, and stacking them cost 20 % more.
-        length = inputs[0].shape[0]
-        stacked: tuple[np.ndarray, ...] = ()
-        for t in (range(length - 1, -1, -1) if reverse else range(length)):
-            carry, outputs = step(carry, tuple(array[t] for array in inputs))
-            if not stacked:
-                stacked = tuple(np.empty((length, *np.shape(out)), dtype=np.result_type(out)) for out in outputs)
-            for target, out in zip(stacked, outputs, strict=True):
-                target[t] = out
-        return carry, stacked
-
     @staticmethod
     def _norm_scale(grads: np.ndarray, limit: float) -> float:
         # ``toolkit.ops.optim.norm_scale`` on the host: in Python floats it costs 1 µs, not 20
