@@ -202,7 +202,7 @@ def main() -> None:
     parser.add_argument("--part", help=argparse.SUPPRESS)
     parser.add_argument("--arguments", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.part:  # a PyTorch measurement in this process of its own
+    if args.part:  # a measurement (PyTorch, or the toolkit on torch or JAX) in this process of its own
         arguments = json.loads(args.arguments)
         if args.part == "train":
             result = torch_run(**arguments)

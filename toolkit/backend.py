@@ -56,9 +56,9 @@ class Backend:
     low_precision: tuple[str, ...] = ()
     HOT_OPS = ("matmul", "bias_activation", "activation_backward", "output_delta", "sum_rows", "im2col", "col2im",
                "max_pool", "max_pool_backward", "dropout_mask", "scatter_add_rows", "attention_weights",
-               "attention_weights_backward", "layer_norm", "layer_norm_backward", "lstm_cell",
-               "lstm_cell_backward", "lstm_sequence", "lstm_sequence_backward", "gru_cell", "gru_cell_backward",
-               "scan", "compile_pass", "compile_step", "compile_forward", "clip_gradients")
+               "attention_weights_backward", "layer_norm", "layer_norm_backward", "lstm_sequence",
+               "lstm_sequence_backward", "gru_cell", "gru_cell_backward", "scan", "compile_pass", "compile_step",
+               "compile_forward", "clip_gradients")
 
     def __init__(self, xp: Any, device: Any = None, fused: bool = True) -> None:
         self.xp = xp
@@ -212,40 +212,35 @@ class Backend:
             carry, outputs[t] = step(carry, tuple(array[t, ...] for array in inputs))
         return carry, tuple(self.xp.stack([out[k] for out in outputs]) for k in range(len(outputs[0])))
 
-    def lstm_cell(self, a: Array, c: Array, units: int) -> tuple[Array, Array, Any]:
-        """(h', c', saved gates) of one LSTM step from its pre-activation ``a`` (``toolkit.ops.recurrent``)."""
-        return recurrent.lstm_cell(a, c, units, self.xp)
-
-    def lstm_cell_backward(self, dh: Array, dc_next: Array, c: Array, gates: Any) -> tuple[Array, Array]:
-        """(∂J/∂a, ∂J/∂c of the previous step) of one LSTM step."""
-        return recurrent.lstm_cell_backward(dh, dc_next, c, gates, self.xp)
-
     def lstm_sequence(self, inputs: Array, u: Array, units: int) -> tuple[Array, Array, Array, Any]:
-        """The LSTM recurrence from h₀ = c₀ = 0 over ``inputs`` X = x W + b (T, N, 4H), time first: per step
-        a_t = X_t + h_{t−1} U and ``lstm_cell``. Returns the stacks (T, N, ·) of h_t, h_{t−1}, c_{t−1} and
-        the saved gates, which ``lstm_sequence_backward`` and the weight gradients read."""
+        """The LSTM recurrence from h₀ = c₀ = 0 over ``inputs`` X = x W + b (T, N, 4H), time first: per
+        step a_t = X_t + h_{t−1} U and one cell (``toolkit.ops.recurrent.lstm_cell``). Returns the stacks
+        (T, N, ·) of h_t, h_{t−1}, c_{t−1} and the saved gates, which ``lstm_sequence_backward`` and the
+        weight gradients read."""
+        xp = self.xp
 
         def step(carry: Any, current: tuple[Array, ...]) -> tuple[Any, tuple[Array, ...]]:
             h, c = carry
-            h_new, c_new, gates = self.lstm_cell(current[0] + h @ u, c, units)  # a_t = X_t + h_{t−1} U
+            h_new, c_new, gates = recurrent.lstm_cell(current[0] + h @ u, c, units, xp)  # a_t = X_t + h_{t−1} U
             return (h_new, c_new), (h_new, h, c, gates)
 
-        zeros = self.xp.zeros_like(inputs[0, :, :units])
+        zeros = xp.zeros_like(inputs[0, :, :units])
         _, stacks = self.scan(step, (zeros, zeros), (inputs,))
         return stacks
 
     def lstm_sequence_backward(self, from_output: Array, cells: Array, gates: Any, u: Array) -> Array:
         """δ_t = ∂J/∂a_t (T, N, 4H) of every step, the last first: ∂J/∂h_t is what arrives from the
         layer's output (``from_output``, T, N, H) plus δ_{t+1} Uᵀ, and ∂J/∂c_t flows back through the cell."""
-        u_t = self.xp.matrix_transpose(u)
+        xp = self.xp
+        u_t = xp.matrix_transpose(u)
 
         def step(carry: Any, current: tuple[Array, ...]) -> tuple[Any, tuple[Array, ...]]:
             dh_next, dc_next = carry
             output_part, c_prev, saved = current
-            delta, dc_prev = self.lstm_cell_backward(dh_next + output_part, dc_next, c_prev, saved)
+            delta, dc_prev = recurrent.lstm_cell_backward(dh_next + output_part, dc_next, c_prev, saved, xp)
             return (delta @ u_t, dc_prev), (delta,)  # ∂J/∂h_{t−1} = δ_t Uᵀ
 
-        zeros = self.xp.zeros_like(from_output[0, ...])
+        zeros = xp.zeros_like(from_output[0, ...])
         _, (deltas,) = self.scan(step, (zeros, zeros), (from_output, cells, gates), reverse=True)
         return deltas
 

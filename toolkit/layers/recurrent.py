@@ -81,7 +81,7 @@ class _Recurrent(Layer):
         rows = self._time_first_rows(x)
         rows_and_one = xp.concat([rows, xp.ones_like(rows[:, :1])], axis=1)  # ones_like: the batch may be symbolic
         inputs = rows_and_one @ xp.concat([params["W"], params["b"][None, :]], axis=0)
-        return self.backend.xp.reshape(inputs, (x.shape[1], -1, self.gates * self.units))  # batch: symbolic in an export
+        return xp.reshape(inputs, (x.shape[1], -1, self.gates * self.units))  # batch: symbolic in an export
 
     def _output(self, states: Array) -> Array:
         """Every h_t (N, T, H) from the stacked states (T, N, H), or the last one."""

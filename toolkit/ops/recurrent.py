@@ -1,7 +1,7 @@
 """One time step of an LSTM and of a GRU cell, forward and backward, on any Array API namespace:
-the element-wise gate math between the per-step matrix products (the references of the named hot
-ops ``lstm_cell``/``gru_cell``; a backend may fuse each into one kernel). σ is ``_gate``. Gate order and formulas
-are PyTorch's. ``a`` is the step's pre-activation: the input part ``x W + b`` plus ``h U``.
+the element-wise gate math between the per-step matrix products (the references inside the hot ops
+``lstm_sequence``, the LSTM's loop over time, and ``gru_cell``; a backend may fuse them). σ is
+``_gate``. Gate order and formulas are PyTorch's. ``a`` is the step's pre-activation: the input part ``x W + b`` plus ``h U``.
 
 LSTM, a = [a_i, a_f, a_g, a_o] (N, 4H):
     i = σ(a_i), f = σ(a_f), g = tanh(a_g), o = σ(a_o),   c' = f ∘ c + i ∘ g,   h' = o ∘ tanh(c')
