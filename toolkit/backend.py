@@ -282,10 +282,15 @@ class Backend:
         """A compiled whole training step for ``plan`` (gradient pass and optimizer update in one
         call), or None (the default: the model runs the pass, then ``update``).
 
-        Called as ``step(params, optimizer_state, layer_state, x, y, random_key, rule, scalars, clipping)``
-        (``clipping``: None, or (kind, limit, parameter segments) for ``toolkit.ops.optim.clip_gradients``);
-        returns ``(loss, output, grads, new_params, new_optimizer_state, new_layer_state)`` without
-        changing its arguments, so the model can refuse a step whose loss is not finite."""
+        The step keeps parameters and optimizer state in a layout of its own (JAX: one array per
+        tensor): ``step.split(flat)`` turns a flat buffer into it and ``step.join(layout)`` back.
+        Called as ``step(params, optimizer_state, layer_state, x, y, random_key, rule, scalars, clipping,
+        frozen)`` with ``params`` and each optimizer state in that layout (``clipping``: None, or (kind,
+        limit, parameter segments) for ``toolkit.ops.optim.clip_gradients``; ``frozen``: None or the flat
+        mask); returns ``(loss, output, grads, new_params, new_optimizer_state, new_layer_state)``, grads
+        and the new values in that layout too, without changing its arguments, so the model can refuse a
+        step whose loss is not finite. The model takes the results back at the next step, and joins them
+        into its flat buffers only when those are read (``toolkit.deferred``)."""
         return None
 
     def compile_forward(self, layers: Any, table: Any, state_table: Any) -> Callable[..., Any] | None:

@@ -87,6 +87,7 @@ class Optimizer:
         self.segments: tuple[tuple[int, int], ...] = ()  # (offset, size) of each parameter tensor, from bind
         self.frozen: Array | None = None  # a boolean mask of the frozen parameters, set by the model, or None
         self.iterations = 0
+        # name → flat array like the parameters; after a compiled step (JAX) made when first read (``toolkit.deferred``)
         self.state: dict[str, Array] = {}
         self.backend: Backend | None = None
         self._owner: Any = None

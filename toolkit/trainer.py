@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .backend import Backend
 from .context import PassContext
+from .deferred import defer, is_deferred, stored
 from .engine import Engine, Plan, backward_pass, evaluation_pass, forward_pass, gradient_pass, next_state
 from .errors import InputError, ToolkitError
 from .layers import Layer
@@ -98,6 +99,7 @@ class Trainer:
     table: ParameterTable
     state_table: ParameterTable
     output_shape: tuple[int, ...]
+    # After a compiled step (JAX) these two are deferred: made from its per-tensor results when read (``_StepCarry``).
     flat_params: Array
     flat_grads: Array
     flat_state: Array
@@ -126,6 +128,7 @@ class Trainer:
         self.epochs_completed = 0  # whole epochs fit has run: each epoch's shuffle order depends on it
         self.history: History | None = None  # the last fit's, as Keras keeps it
         self._engine: Engine | None = None
+        self._carry: _StepCarry | None = None  # a compiled step's own layout of the newest values
         self._step_lock = threading.Lock()
         self._frozen_for: tuple[int, Any, Any] = (-1, None, None)  # (layers' trainable version, table, mask)
         self._good_steps = 0  # float16 steps since the loss scale last changed
@@ -337,20 +340,32 @@ class Trainer:
         rule, scalars = optimizer.prepare(optimizer.iterations + 1)
         names = RULES[rule].state
         with self._exclusive("train_step"):
+            params, state = self._step_inputs(step, optimizer, names)
             loss, output, grads, params, state, layer_state = step(
-                self.flat_params, tuple(optimizer.state[n] for n in names), self.flat_state, x, y,
-                self.training_context().random_key, rule, scalars,
+                params, state, self.flat_state, x, y, self.training_context().random_key, rule, scalars,
                 None if optimizer.clipping is None else (*optimizer.clipping, optimizer.segments), frozen)
 
         def commit() -> None:
             optimizer.iterations += 1
-            optimizer.state.update(zip(names, state, strict=True))
-            self.flat_grads, self.flat_params = grads, params
+            self._carry = _StepCarry(self, optimizer, step, names, params, state, grads)
             self._advance(layer_state if self.state_table.size else None)
 
         return loss, output, commit
 
-    # float16 loss scaling, PyTorch's GradScaler defaults: start at 2¹⁶, halve on a step whose gradients
+    def _step_inputs(self, step: Any, optimizer: Optimizer, names: tuple[str, ...]) -> tuple[Any, tuple[Any, ...]]:
+        """The parameters and optimizer state in the compiled step's layout: the last step's own
+        results while nothing has replaced them, else split from the flat buffers (the first
+        step, and after ``set_weights``, a checkpoint load, a hand-written update…)."""
+        carry = self._carry
+        if carry is not None and carry.step is step and carry.names == names:
+            params = carry.params if carry.params_current(self) else step.split(self.flat_params)
+            if carry.state_current(optimizer):
+                return params, carry.state
+        else:
+            params = step.split(self.flat_params)
+        return params, tuple(step.split(optimizer.state[name]) for name in names)
+
+        # float16 loss scaling, PyTorch's GradScaler defaults: start at 2¹⁶, halve on a step whose gradients
     # overflow (that step is skipped), double after 2000 steps in a row without overflow.
     LOSS_SCALE_START, LOSS_SCALE_GROWTH_INTERVAL = 2.0**16, 2000
 
@@ -426,3 +441,35 @@ class Trainer:
         values = list(results.values())  # "loss" first, then the metrics in compile's order
         return values[0] if len(values) == 1 else values
 
+
+class _StepCarry:
+    """What a compiled step returned, in its own layout (``Backend.compile_step``), held by the model
+    until the next step takes it back, and deferred into the model's flat buffers (``flat_params``,
+    ``flat_grads``, the optimizer's ``state``), which are made from it only when read.
+
+    The next step may take the parameters back while ``flat_params`` is still deferred or is the
+    array made from them (a read leaves the values as they are; JAX arrays are immutable); it may take
+    the optimizer state back only while ``state`` has not been read, since whoever reads that dict
+    may write into it."""
+
+    def __init__(self, model: Trainer, optimizer: Optimizer, step: Any, names: tuple[str, ...], params: Any,
+                 state: tuple[Any, ...], grads: Any) -> None:
+        self.step, self.names, self.params, self.state = step, names, params, state
+        self.made_params: Any = None
+        join = step.join
+
+        def make_params() -> Any:
+            self.made_params = join(params)
+            return self.made_params
+
+        defer(model, "flat_params", make_params)
+        defer(model, "flat_grads", lambda: join(grads))
+        current = stored(optimizer, "state", {})  # its other entries, without making them
+        defer(optimizer, "state", lambda: {**current, **{n: join(s) for n, s in zip(names, state, strict=True)}})
+
+    def params_current(self, model: Trainer) -> bool:
+        return is_deferred(model, "flat_params") or (self.made_params is not None
+                                                     and stored(model, "flat_params") is self.made_params)
+
+    def state_current(self, optimizer: Optimizer) -> bool:
+        return is_deferred(optimizer, "state")

@@ -1,0 +1,99 @@
+"""Training steps leave on the model what the NumPy backend's step-by-step path leaves, and what is
+written between steps is what the next step uses.
+
+JAX compiles forward, backward and update into one program and keeps parameters, optimizer moments
+and gradients per tensor between steps, making the model's flat buffers only when they are read
+(``toolkit.deferred``): these tests read and write those buffers between steps, on every backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import toolkit
+from tests.conftest import to_numpy
+from toolkit import Adam, Dense, Sequential
+
+RNG = np.random.default_rng(11)
+X = RNG.normal(size=(8, 4))
+LABELS = RNG.integers(0, 3, size=8)
+
+
+def _model() -> Sequential:
+    model = Sequential([Dense(5, activation="tanh", input_dim=4), Dense(3, activation="softmax")], dtype="float64", seed=3)
+    model.compile(loss="categorical_crossentropy", optimizer=Adam(lr=0.05))
+    return model
+
+
+def _host(model: Sequential) -> dict[str, np.ndarray]:
+    """Everything a step changes, read back in float64."""
+    assert model.optimizer is not None
+    return {"params": to_numpy(model.backend, model.flat_params), "grads": to_numpy(model.backend, model.flat_grads),
+            **{name: to_numpy(model.backend, value) for name, value in model.optimizer.state.items()},
+            "iterations": np.asarray(model.optimizer.iterations)}
+
+
+def _run(spec: str, between=None) -> dict[str, np.ndarray]:
+    """Three Adam steps on ``spec``; ``between(model)`` runs after the first."""
+    with toolkit.use_backend(spec):
+        model = _model()
+    for step in range(3):
+        model.train_step(X, LABELS)
+        if step == 0 and between is not None:
+            between(model)
+    return _host(model)
+
+
+def _assert_same(found: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> None:
+    assert found.keys() == expected.keys()
+    for name, value in expected.items():
+        np.testing.assert_allclose(found[name], value, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def _spec(backend) -> str:
+    return backend.name if backend.name != "array_api_strict" else f"array_api_strict:{str(backend.device).split(chr(39))[1]}"
+
+
+def _new_weights(model: Sequential) -> None:
+    model.set_weights({name: value * 0.5 + 0.1 for name, value in model.get_weights().items()})
+
+
+def _zeroed_moments(model: Sequential) -> None:
+    state = model.optimizer.state
+    state["m"] = model.backend.assign(state["m"], model.backend.zeros(tuple(state["m"].shape), state["m"].dtype))
+
+
+def _read_everything(model: Sequential) -> None:
+    model.get_weights()
+    model.named_gradients()
+    model.optimizer.state_dict()
+    model.predict(X)
+
+
+@pytest.mark.parametrize("between", [None, _new_weights, _zeroed_moments, _read_everything],
+                         ids=["plain", "set_weights", "moments-written", "everything-read"])
+def test_what_is_written_between_steps_is_what_the_next_step_uses(backend, between):
+    found, expected = _run(_spec(backend), between), _run("numpy", between)
+    _assert_same(found, expected)
+    if between in (_new_weights, _zeroed_moments):  # the write changed the run: the test can tell
+        assert not np.allclose(expected["params"], _run("numpy")["params"])
+
+
+def test_the_compiled_step_takes_its_own_results_back(backend):
+    with toolkit.use_backend(_spec(backend)):
+        model = _model()
+    step = model._engine_for_training().step
+    if step is None:
+        pytest.skip(f"{backend.name} runs the pass and the update as separate calls (no compiled step)")
+    splits = []
+    split = step.split
+    step.split = lambda flat: splits.append(flat.shape) or split(flat)
+    model.train_step(X, LABELS)
+    assert len(splits) == 3  # the first step: the parameters and the two moments from the flat buffers
+    model.train_step(X, LABELS)
+    model.get_weights()  # reading the parameters leaves them as they are: taken back as they were
+    model.train_step(X, LABELS)
+    assert len(splits) == 3
+    model.optimizer.state_dict()  # whoever reads the moments may write them: split again
+    model.train_step(X, LABELS)
+    assert len(splits) == 5

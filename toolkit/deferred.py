@@ -1,0 +1,79 @@
+"""Attributes whose newest value may wait, in a form cheaper to keep, until something reads them.
+
+A backend that compiles whole training steps (JAX) keeps parameters, optimizer moments and
+gradients per tensor between steps: joining them into the model's flat buffers after every step,
+and slicing them out again, cost a quarter of a small MLP's step (config a, Adam: 2.6 → 2.0 ms
+without). So after such a step the trainer *defers* ``flat_params``, ``flat_grads`` and the
+optimizer's ``state``: each is a function that makes the flat value, run on the first read (a
+checkpoint, ``predict``, ``get_weights``, a hand-written loop) and then stored as a plain attribute.
+
+A deferred attribute is simply absent from the object until read; the object's class is swapped, on
+its first ``defer``, for a subclass of it whose ``__getattr__`` (which Python calls only for an
+attribute it did not find) makes the value. Only objects that defer pay for that hook: a class with a
+``__getattr__`` makes every attribute read slower (10 → 32 ns here), which would cost the numba
+backend's tiny training step about 1 µs, since it never defers.
+
+    >>> class Box:
+    ...     pass
+    >>> box = Box()
+    >>> box.value = 1
+    >>> defer(box, "value", lambda: 2)
+    >>> is_deferred(box, "value"), box.value, is_deferred(box, "value"), isinstance(box, Box)
+    (True, 2, False, True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+_PENDING = "_deferred_makers"
+
+
+def defer(obj: Any, name: str, make: Callable[[], Any]) -> None:
+    """From now on ``obj.<name>`` is ``make()``, made when first read."""
+    cls = type(obj)
+    if not issubclass(cls, _MakesDeferred):
+        obj.__class__ = _making(cls)
+    stored = obj.__dict__
+    stored.pop(name, None)
+    stored.setdefault(_PENDING, {})[name] = make
+
+
+def is_deferred(obj: Any, name: str) -> bool:
+    """Whether ``obj.<name>`` is still waiting to be made (not read, and not set, since deferred)."""
+    stored = obj.__dict__
+    return name not in stored and name in stored.get(_PENDING, ())
+
+
+def stored(obj: Any, name: str, default: Any = None) -> Any:
+    """``obj.<name>`` as it is stored now, without making a deferred one (``default`` then)."""
+    return obj.__dict__.get(name, default)
+
+
+class _MakesDeferred:
+    """The hook of the swapped classes: an attribute not found is made if it is deferred."""
+
+    def __getattr__(self, name: str) -> Any:
+        make = self.__dict__.get(_PENDING, {}).pop(name, None)
+        if make is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        value = make()
+        self.__dict__[name] = value
+        return value
+
+
+def _making(cls: type) -> type:
+    """``cls`` with the hook, under the same name (an instance is still an instance of ``cls``)."""
+    made = _SWAPPED.get(cls)
+    if made is None:
+        made = _SWAPPED[cls] = _swapped(cls)
+    return made
+
+
+_SWAPPED: dict[type, type] = {}
+
+
+def _swapped(cls: type) -> type:
+    return type(cls.__name__, (cls, _MakesDeferred), {"__module__": cls.__module__, "__qualname__": cls.__qualname__,
+                                                      "__doc__": cls.__doc__})
