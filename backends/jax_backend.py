@@ -30,7 +30,7 @@ from toolkit.engine import Plan, forward_pass, gradient_pass
 from toolkit.errors import BackendError
 from toolkit.layers import Layer
 from toolkit.ops.activations import ActivationFunction
-from toolkit.ops.optim import RULES, clip_gradients, unfrozen
+from toolkit.ops.optim import RULES, SETTINGS, ZERO, clip_gradients, unfrozen
 
 from . import allocator
 from .host import HostRandom, host_array
@@ -284,6 +284,7 @@ class _CompiledStep:
         self.gradients = backend._gradient_function(plan)
         self.table, self.key = plan.table, backend._plan_key(plan, "step")
         self.compiled: dict[tuple[Any, ...], Callable[..., Any]] = {}
+        self.settings: dict[str, tuple[bool, ...]] = {}  # per rule: which scalars are settings
         table, dtype = plan.table, plan.dtype
         self._split = _cached((*self.key, "split"), lambda flat: _tensors(table, flat))
         self._join = _cached((*self.key, "join"), lambda tensors: _joined(table, tensors, dtype))
@@ -297,13 +298,13 @@ class _CompiledStep:
         """``split`` undone: a new flat buffer."""
         return self._join(tensors) if self.table.slots else self._empty
 
-    def _variant(self, rule: str, flags: tuple[Any, ...], clipping: tuple[Any, ...] | None,
+    def _variant(self, rule: str, constants: tuple[Any, ...], clipping: tuple[Any, ...] | None,
                  variant: tuple[Any, ...]) -> Callable[..., Any]:
         gradients, table = self.gradients, self.table
 
         def whole_step(params, state, layer_state, x, y, operands, mask):
             floats, key = _unpacked(operands)
-            merged = tuple(next(floats) if flag is None else flag for flag in flags)
+            merged = tuple(next(floats) if value is None else value for value in constants)
             loss, output, grads, new_layer_state = gradients(params, layer_state, x, y, key)
             used, masks = grads, None if mask is None else _tensors(table, mask)
             if masks is not None:
@@ -326,16 +327,21 @@ class _CompiledStep:
     def __call__(self, params: tuple[Any, ...], state: tuple[tuple[Any, ...], ...], layer_state: Any, x: Any, y: Any,
                  key: int, rule: str, scalars: tuple[Any, ...], clipping: tuple[Any, ...] | None = None,
                  frozen: Any = None) -> tuple[Any, ...]:
-        # Booleans (Nesterov) choose code paths: they are part of what is compiled. Floats
-        # (learning rate, bias corrections) are traced, so a schedule never recompiles.
-        # Clipping (kind, limit, parameter segments) is compiled in, and frozen parameters (a
-        # mask, traced) one more variant: with or without a mask.
-        floats = [s for s in scalars if s.__class__ is not bool]
-        variant = (rule, clipping, frozen is None, *[s for s in scalars if s.__class__ is bool])
+        # The optimizer's settings (β, ε, weight decay, Nesterov: ``optim.SETTINGS``) are built into the
+        # program, a zero one as ``ZERO`` so its term is never computed; the per-step scalars (learning
+        # rate, bias corrections) are traced, so a schedule never recompiles. Clipping (kind, limit,
+        # parameter segments) is compiled in, and frozen parameters (a mask, traced) one more variant:
+        # with or without a mask.
+        setting = self.settings.get(rule)
+        if setting is None:
+            setting = self.settings[rule] = tuple(name in SETTINGS for name in RULES[rule].scalars)
+        constants = tuple((ZERO if value == 0 and value.__class__ is not bool else value) if fixed else None
+                          for value, fixed in zip(scalars, setting, strict=True))
+        variant = (rule, clipping, frozen is None, *constants)
         function = self.compiled.get(variant)
         if function is None:
-            flags = tuple(s if isinstance(s, bool) else None for s in scalars)
-            function = self.compiled[variant] = self._variant(rule, flags, clipping, variant)
+            function = self.compiled[variant] = self._variant(rule, constants, clipping, variant)
+        floats = [value for value, fixed in zip(scalars, setting, strict=True) if not fixed]
         return function(params, state, layer_state, x, y, _packed(floats, key), frozen)
 
 

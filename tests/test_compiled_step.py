@@ -12,16 +12,16 @@ import pytest
 
 import toolkit
 from tests.conftest import to_numpy
-from toolkit import Adam, Dense, Sequential
+from toolkit import SGD, Adam, AdamW, Dense, RMSProp, Sequential
 
 RNG = np.random.default_rng(11)
 X = RNG.normal(size=(8, 4))
 LABELS = RNG.integers(0, 3, size=8)
 
 
-def _model() -> Sequential:
+def _model(optimizer=lambda: Adam(lr=0.05)) -> Sequential:
     model = Sequential([Dense(5, activation="tanh", input_dim=4), Dense(3, activation="softmax")], dtype="float64", seed=3)
-    model.compile(loss="categorical_crossentropy", optimizer=Adam(lr=0.05))
+    model.compile(loss="categorical_crossentropy", optimizer=optimizer())
     return model
 
 
@@ -33,10 +33,10 @@ def _host(model: Sequential) -> dict[str, np.ndarray]:
             "iterations": np.asarray(model.optimizer.iterations)}
 
 
-def _run(spec: str, between=None) -> dict[str, np.ndarray]:
-    """Three Adam steps on ``spec``; ``between(model)`` runs after the first."""
+def _run(spec: str, between=None, optimizer=lambda: Adam(lr=0.05)) -> dict[str, np.ndarray]:
+    """Three steps on ``spec``; ``between(model)`` runs after the first."""
     with toolkit.use_backend(spec):
-        model = _model()
+        model = _model(optimizer)
     for step in range(3):
         model.train_step(X, LABELS)
         if step == 0 and between is not None:
@@ -77,6 +77,24 @@ def test_what_is_written_between_steps_is_what_the_next_step_uses(backend, betwe
     _assert_same(found, expected)
     if between in (_new_weights, _zeroed_moments):  # the write changed the run: the test can tell
         assert not np.allclose(expected["params"], _run("numpy")["params"])
+
+
+# Settings that are zero, not zero, and booleans both ways: a compiled step builds settings into its
+# program (a zero one drops its term), so each kind is checked against the NumPy backend.
+OPTIMIZERS = {
+    "sgd": lambda: SGD(lr=0.1),
+    "momentum": lambda: SGD(lr=0.1, momentum=0.9, dampening=0.1),
+    "nesterov-decay": lambda: SGD(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+    "adam-l2": lambda: Adam(lr=0.05, weight_decay=0.02),
+    "adamw": lambda: AdamW(lr=0.05, beta1=0.8, weight_decay=0.1),
+    "rmsprop": lambda: RMSProp(lr=0.01, alpha=0.9),
+    "rmsprop-decay": lambda: RMSProp(lr=0.01, alpha=0.9, weight_decay=0.01),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_every_rule_and_setting_steps_as_numpy_does(backend, name):
+    _assert_same(_run(_spec(backend), optimizer=OPTIMIZERS[name]), _run("numpy", optimizer=OPTIMIZERS[name]))
 
 
 def test_the_compiled_step_takes_its_own_results_back(backend):
