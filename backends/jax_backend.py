@@ -284,7 +284,8 @@ class _CompiledStep:
         self.gradients = backend._gradient_function(plan)
         self.table, self.key = plan.table, backend._plan_key(plan, "step")
         self.compiled: dict[tuple[Any, ...], Callable[..., Any]] = {}
-        self.settings: dict[str, tuple[bool, ...]] = {}  # per rule: which scalars are settings
+        # Per rule: the positions of its settings (built in) and of its per-step scalars (traced).
+        self.layouts: dict[str, tuple[list[int], list[int]]] = {}
         table, dtype = plan.table, plan.dtype
         self._split = _cached((*self.key, "split"), lambda flat: _tensors(table, flat))
         self._join = _cached((*self.key, "join"), lambda tensors: _joined(table, tensors, dtype))
@@ -332,17 +333,21 @@ class _CompiledStep:
         # rate, bias corrections) are traced, so a schedule never recompiles. Clipping (kind, limit,
         # parameter segments) is compiled in, and frozen parameters (a mask, traced) one more variant:
         # with or without a mask.
-        setting = self.settings.get(rule)
-        if setting is None:
-            setting = self.settings[rule] = tuple(name in SETTINGS for name in RULES[rule].scalars)
-        constants = tuple((ZERO if value == 0 and value.__class__ is not bool else value) if fixed else None
-                          for value, fixed in zip(scalars, setting, strict=True))
-        variant = (rule, clipping, frozen is None, *constants)
+        layout = self.layouts.get(rule)
+        if layout is None:
+            names = RULES[rule].scalars
+            layout = self.layouts[rule] = ([i for i, name in enumerate(names) if name in SETTINGS],
+                                           [i for i, name in enumerate(names) if name not in SETTINGS])
+        settings, traced = layout
+        variant = (rule, clipping, frozen is None, *[scalars[i] for i in settings])
         function = self.compiled.get(variant)
         if function is None:
-            function = self.compiled[variant] = self._variant(rule, constants, clipping, variant)
-        floats = [value for value, fixed in zip(scalars, setting, strict=True) if not fixed]
-        return function(params, state, layer_state, x, y, _packed(floats, key), frozen)
+            constants: list[Any] = [None] * len(scalars)
+            for i in settings:
+                value = scalars[i]
+                constants[i] = ZERO if value == 0 and value.__class__ is not bool else value
+            function = self.compiled[variant] = self._variant(rule, tuple(constants), clipping, variant)
+        return function(params, state, layer_state, x, y, _packed([scalars[i] for i in traced], key), frozen)
 
 
 def _packed(floats: list[Any], key: int) -> np.ndarray:
