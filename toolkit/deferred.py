@@ -24,20 +24,29 @@ backend's tiny training step about 1 µs, since it never defers.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
 _PENDING = "_deferred_makers"
 
 
+# One lock for every deferral and every first read: ``predict`` in one thread may read the parameters
+# while ``fit`` in another defers them (the model's promise: it then sees the weights of some step).
+# Without it a reader could find neither the value nor its maker, or store an older step's value
+# over a newer deferral.
+_LOCK = threading.RLock()
+
+
 def defer(obj: Any, name: str, make: Callable[[], Any]) -> None:
     """From now on ``obj.<name>`` is ``make()``, made when first read."""
-    cls = type(obj)
-    if not issubclass(cls, _MakesDeferred):
-        obj.__class__ = _making(cls)
-    stored = obj.__dict__
-    stored.pop(name, None)
-    stored.setdefault(_PENDING, {})[name] = make
+    with _LOCK:
+        cls = type(obj)
+        if not issubclass(cls, _MakesDeferred):
+            obj.__class__ = _making(cls)
+        stored = obj.__dict__
+        stored.setdefault(_PENDING, {})[name] = make
+        stored.pop(name, None)
 
 
 def is_deferred(obj: Any, name: str) -> bool:
@@ -55,12 +64,17 @@ class _MakesDeferred:
     """The hook of the swapped classes: an attribute not found is made if it is deferred."""
 
     def __getattr__(self, name: str) -> Any:
-        make = self.__dict__.get(_PENDING, {}).pop(name, None)
-        if make is None:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        value = make()
-        self.__dict__[name] = value
-        return value
+        with _LOCK:
+            stored = self.__dict__
+            if name in stored:  # made (or set) by another thread since this one looked
+                return stored[name]
+            pending = stored.get(_PENDING, {})
+            make = pending.get(name)
+            if make is None:
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            value = stored[name] = make()
+            del pending[name]  # only once made: a maker that fails is tried again on the next read
+            return value
 
 
 def _making(cls: type) -> type:
