@@ -77,17 +77,13 @@ class _MakesDeferred:
             return value
 
 
-def _making(cls: type) -> type:
-    """``cls`` with the hook, under the same name (an instance is still an instance of ``cls``)."""
-    made = _SWAPPED.get(cls)
-    if made is None:
-        made = _SWAPPED[cls] = _swapped(cls)
-    return made
-
-
 _SWAPPED: dict[type, type] = {}
 
 
-def _swapped(cls: type) -> type:
-    return type(cls.__name__, (cls, _MakesDeferred), {"__module__": cls.__module__, "__qualname__": cls.__qualname__,
-                                                      "__doc__": cls.__doc__})
+def _making(cls: type) -> type:
+    """``cls`` with the hook, under the same name (an instance is still an instance of ``cls``); one per class."""
+    made = _SWAPPED.get(cls)
+    if made is None:
+        namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__, "__doc__": cls.__doc__}
+        made = _SWAPPED[cls] = type(cls.__name__, (cls, _MakesDeferred), namespace)
+    return made

@@ -49,17 +49,30 @@ class ParameterTable:
         self.n_layers = len(shapes_per_layer)
         self.by_key = {slot.key: slot for slot in self.slots}
 
+    def tensors(self, flat: Array, xp: Any) -> tuple[Array, ...]:
+        """One array per slot, in table order and in its shape, cut from ``flat``."""
+        return tuple(xp.reshape(flat[slot.offset : slot.offset + slot.size], slot.shape) for slot in self.slots)
+
+    def per_layer(self, tensors: tuple[Array, ...]) -> list[dict[str, Array]]:
+        """Per layer, ``{name: array}`` from one array per slot (``tensors``' order)."""
+        per_layer: list[dict[str, Array]] = [{} for _ in range(self.n_layers)]
+        for slot, tensor in zip(self.slots, tensors, strict=True):
+            per_layer[slot.layer][slot.name] = tensor
+        return per_layer
+
     def views(self, flat: Array, xp: Any) -> list[dict[str, Array]]:
         """Per layer, ``{name: array of its shape}`` cut from ``flat``."""
-        per_layer: list[dict[str, Array]] = [{} for _ in range(self.n_layers)]
-        for slot in self.slots:
-            per_layer[slot.layer][slot.name] = xp.reshape(flat[slot.offset : slot.offset + slot.size], slot.shape)
-        return per_layer
+        return self.per_layer(self.tensors(flat, xp))
 
     def views_with(self, state_table: ParameterTable, flat: Array, state: Array, xp: Any) -> list[dict[str, Array]]:
         """Per layer, its parameters (cut from ``flat`` by this table) and its state (cut from
         ``state`` by ``state_table``) in one dict: what a layer's forward receives."""
-        return [{**params, **values} for params, values in zip(self.views(flat, xp), state_table.views(state, xp),
+        return self.tensor_views_with(state_table, self.tensors(flat, xp), state, xp)
+
+    def tensor_views_with(self, state_table: ParameterTable, tensors: tuple[Array, ...], state: Array,
+                          xp: Any) -> list[dict[str, Array]]:
+        """``views_with`` for parameters already one array per slot (a compiled step keeps them so)."""
+        return [{**params, **values} for params, values in zip(self.per_layer(tensors), state_table.views(state, xp),
                                                                strict=True)]
 
     def flatten(self, arrays: dict[str, Array], xp: Any) -> Array:

@@ -365,7 +365,7 @@ class Trainer:
             params = step.split(self.flat_params)
         return params, tuple(step.split(optimizer.state[name]) for name in names)
 
-        # float16 loss scaling, PyTorch's GradScaler defaults: start at 2¹⁶, halve on a step whose gradients
+    # float16 loss scaling, PyTorch's GradScaler defaults: start at 2¹⁶, halve on a step whose gradients
     # overflow (that step is skipped), double after 2000 steps in a row without overflow.
     LOSS_SCALE_START, LOSS_SCALE_GROWTH_INTERVAL = 2.0**16, 2000
 
