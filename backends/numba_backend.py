@@ -4,18 +4,23 @@ buffers the model keeps, so a steady-state step allocates no new arrays."""
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
 import numpy as np
 
+from toolkit.layers import Conv2D
 from toolkit.ops import random
 from toolkit.ops.activations import LEAKY_RELU_SLOPE, ActivationFunction
 from toolkit.ops.losses import is_weighted
 
 from . import numba_kernels as kernels
+from .numba_conv_stack import ConvPassRunner, why_not_covered
 from .numba_stack import DensePassRunner, covers
 from .numpy_backend import NumpyBackend
+
+_log = logging.getLogger("toolkit.numba")
 
 # One kernel per pair of toolkit.ops.reference.OUTPUT_PAIRS (identity_mse has its own signature).
 _DELTA_KERNELS = {"softmax_ce": kernels.softmax_ce_delta, "sigmoid_bce": kernels.sigmoid_bce_delta}
@@ -47,8 +52,17 @@ class NumbaBackend(NumpyBackend):
     def empty(self, shape: tuple[int, ...] | int, dtype: Any) -> np.ndarray:
         return np.empty(shape, dtype=dtype)
 
-    def compile_pass(self, plan: Any) -> DensePassRunner | None:
-        return DensePassRunner(plan) if covers(plan) else None
+    def compile_pass(self, plan: Any) -> DensePassRunner | ConvPassRunner | None:
+        if covers(plan):
+            return DensePassRunner(plan)
+        if not any(type(layer) is Conv2D for layer in plan.layers):
+            return None
+        reason = why_not_covered(plan)
+        if reason is None:
+            return ConvPassRunner(plan)
+        _log.info("numba: the per-layer pass runs this model's convolutions, one layer at a time over the whole "
+                  "batch: the blocked pass does not cover it (%s)", reason)
+        return None
 
     def dropout_mask(self, key, stream, shape, first_row, rate, dtype):
         mask = np.empty(shape, dtype=dtype)

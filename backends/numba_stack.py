@@ -51,8 +51,9 @@ def _output_delta(z, a, y, delta, pair):
 
 
 @jit
-def dense_pass(x, y, params, grads, layout, codes, slope, pair, scratch, places):
+def dense_pass(x, y, params, grads, layout, codes, slope, pair, scratch, places, input_grad):
     """Forward, loss, δ_out and backward of the whole stack; fills ``grads``, returns the loss.
+    ``input_grad``: where ∂J/∂x = δ[0] W[0]ᵀ goes, or an empty array when nobody needs it.
 
     ``layout[l] = (fan_in, fan_out, W offset, b offset)`` into the flat ``params``/``grads``;
     ``codes[l]`` is layer l's activation (the last one's pairs with the loss as ``pair``);
@@ -80,6 +81,8 @@ def dense_pass(x, y, params, grads, layout, codes, slope, pair, scratch, places)
         a_below = x if layer == 0 else _matrix(scratch, places[layer - 1, 1], n, fan_in)
         np.dot(a_below.T, d, _matrix(grads, w_at, fan_in, fan_out))  # dW = aᵀ δ
         if layer == 0:
+            if input_grad.shape[0]:
+                np.dot(d, _matrix(params, w_at, fan_in, fan_out).T, input_grad)  # ∂J/∂x = δ Wᵀ
             break
         da_below = _matrix(scratch, spare_at, n, fan_in)
         np.dot(d, _matrix(params, w_at, fan_in, fan_out).T, da_below)  # ∂J/∂A[l-1] = δ Wᵀ
@@ -92,10 +95,12 @@ def dense_pass(x, y, params, grads, layout, codes, slope, pair, scratch, places)
     return loss
 
 
-def covers(plan: Plan) -> bool:
-    """Plain Dense stacks whose output pairs with the loss, with no softmax before the last layer."""
-    return (plan.pair is not None and all(type(layer) is Dense for layer in plan.layers)
-            and all(layer.activation.name != "softmax" for layer in plan.layers[:-1]))
+def covers(plan: Plan, first: int = 0) -> bool:
+    """Plain Dense stacks (the plan's layers from ``first`` on) whose output pairs with the loss,
+    with no softmax before the last layer."""
+    layers = plan.layers[first:]
+    return (plan.pair is not None and len(layers) > 0 and all(type(layer) is Dense for layer in layers)
+            and all(layer.activation.name != "softmax" for layer in layers[:-1]))
 
 
 class DensePassRunner:
@@ -118,17 +123,20 @@ class DensePassRunner:
     # in numba: process CPU time = wall time up to 4·65536 multiply-adds, twice the wall time at 8·65536.
     SINGLE_THREAD_PRODUCT = 4 * 65536
 
-    def __init__(self, plan: Plan) -> None:
-        table = plan.table
-        self.widths = [plan.layers[0].input_dim, *(layer.units for layer in plan.layers)]
-        self.layout = np.array([(n_in, n_out, table.by_key[f"{i}.W"].offset, table.by_key[f"{i}.b"].offset)
+    def __init__(self, plan: Plan, first: int = 0) -> None:
+        """The Dense layers of ``plan`` from position ``first`` on (a convolution pass runs the ones
+        before them)."""
+        table, layers = plan.table, plan.layers[first:]
+        self.widths = [layers[0].input_dim, *(layer.units for layer in layers)]
+        self.layout = np.array([(n_in, n_out, table.by_key[f"{first + i}.W"].offset, table.by_key[f"{first + i}.b"].offset)
                                 for i, (n_in, n_out) in enumerate(zip(self.widths[:-1], self.widths[1:], strict=True))],
                                dtype=np.int64)
-        self.codes = np.array([CODES[layer.activation.name] for layer in plan.layers], dtype=np.int64)
+        self.codes = np.array([CODES[layer.activation.name] for layer in layers], dtype=np.int64)
         self.pair = OUTPUT_PAIRS[plan.pair].code
         self.dtype = np.dtype(plan.dtype)
         self.slope = self.dtype.type(LEAKY_RELU_SLOPE)
         self._scratch: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._no_input_grad = np.empty((0, self.widths[0]), dtype=self.dtype)
         self.max_rows = self.SINGLE_THREAD_PRODUCT // int(np.max(self.layout[:, 0] * self.layout[:, 1]))
 
     def _scratch_layout(self, n: int) -> tuple[np.ndarray, int]:
@@ -159,7 +167,16 @@ class DensePassRunner:
         n = x.shape[0]
         if n > self.max_rows or y.shape[-1] != self.widths[-1]:  # too large, or targets that carry weights
             return None
-        x, y = np.ascontiguousarray(x), np.ascontiguousarray(y)
-        scratch, places, output = self._scratch_for(n)
-        loss = dense_pass(x, y, params, grads, self.layout, self.codes, self.slope, self.pair, scratch, places)
+        loss, output = self.run(np.ascontiguousarray(x), np.ascontiguousarray(y), params, grads)
         return np.asarray(loss, dtype=self.dtype), output, grads, None  # a Dense stack has no state
+
+    def run(self, x: np.ndarray, y: np.ndarray, params: np.ndarray, grads: np.ndarray,
+            input_grad: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+        """(loss, ŷ) of contiguous ``x`` and ``y``, the gradients written into ``grads``, and ∂J/∂x
+        into ``input_grad`` when one is given."""
+        scratch, places, output = self._scratch_for(x.shape[0])
+        if input_grad is None:
+            input_grad = self._no_input_grad
+        loss = dense_pass(x, y, params, grads, self.layout, self.codes, self.slope, self.pair, scratch, places,
+                          input_grad)
+        return loss, output
