@@ -10,6 +10,13 @@ from typing import Any
 
 import numpy as np
 
+# numba's np.dot calls SciPy's BLAS (an OpenBLAS of its own, with its own threads), which SciPy loads on
+# first import. Loaded here, with the backend, so that whoever sets the process's BLAS threads
+# (cpu_threads.BlasThreadTuner, the convolution pass) finds it: a model made before anything imported it
+# listed only NumPy's OpenBLAS, left SciPy's on every core, and its blocks, each calling a product that
+# then spawned threads of its own, ran no faster on two cores than on one (LeNet step 25 against 15 ms).
+import scipy.linalg.cython_blas  # noqa: F401
+
 from toolkit.layers import Conv2D
 from toolkit.ops import random
 from toolkit.ops.activations import LEAKY_RELU_SLOPE, ActivationFunction

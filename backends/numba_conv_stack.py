@@ -117,24 +117,35 @@ def why_not_covered(plan: Plan) -> str | None:
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _pad_into(x, top, left, out):
-    """out = x with zeros around it (out is the padded shape)."""
-    out[:] = 0
+def _padded(x, top, left, scratch):
+    """x with zeros around it, in ``scratch`` (the padded shape); x itself when there is no padding."""
+    if scratch.shape[1] == x.shape[1] and scratch.shape[2] == x.shape[2]:
+        return x
+    scratch[:] = 0
     h, w = x.shape[1], x.shape[2]
     for b in range(x.shape[0]):
         for y in range(h):
-            out[b, top + y, left : left + w, :] = x[b, y]
+            scratch[b, top + y, left : left + w, :] = x[b, y]
+    return scratch
 
 
 @numba.njit(inline="always", error_model="numpy")
 def _at_winners(z, winners, kh, kw, sh, sw, out):
-    """out[n, y, x, c] = z at the winner of window (y, x), channel c."""
+    """out[n, y, x, c] = z at the winner of window (y, x), channel c (``winners``: offsets i·kw + j)."""
+    channels, h, w = out.shape[3], z.shape[1], z.shape[2]
+    jump = np.empty(kh * kw, dtype=np.int64)  # offset → flat distance from the window's corner (no division)
+    for i in range(kh):
+        for j in range(kw):
+            jump[i * kw + j] = (i * w + j) * channels
+    source, target, where = z.reshape(-1), out.reshape(-1), winners.reshape(-1)
+    at = 0
     for b in range(out.shape[0]):
         for y in range(out.shape[1]):
             for x in range(out.shape[2]):
-                for c in range(out.shape[3]):
-                    i, j = divmod(winners[b, y, x, c], kw)
-                    out[b, y, x, c] = z[b, y * sh + i, x * sw + j, c]
+                corner = ((b * h + y * sh) * w + x * sw) * channels
+                for c in range(channels):
+                    target[at] = source[corner + jump[where[at]] + c]
+                    at += 1
 
 
 class Workers:
@@ -185,8 +196,8 @@ def unit_kernels(code: int, kh: int, kw: int, channels: int) -> tuple[Any, Any]:
             start = chunk * block
             m = min(block, n - start)
             rows = m * ho * wo
-            _pad_into(x[start : start + m], pads[0], pads[1], padded[t, :m])
-            kernels._im2col(padded[t, :m], kh, kw, strides[0], strides[1], cols[t, :m], channels)
+            source = _padded(x[start : start + m], pads[0], pads[1], padded[t, :m])
+            kernels._im2col(source, kh, kw, strides[0], strides[1], cols[t, :m], channels)
             if pooled:
                 zb, ab = z[t, : rows * f], a[t, : rows * f]
             else:
@@ -226,8 +237,8 @@ def unit_kernels(code: int, kh: int, kw: int, channels: int) -> tuple[Any, Any]:
                 kernels._activation_backward_flat(grad_output[start : start + m].reshape(-1),
                                                   out_z[start : start + m].reshape(-1),
                                                   out_a[start : start + m].reshape(-1), d, partial, code, slope)
-            _pad_into(x[start : start + m], pads[0], pads[1], padded[t, :m])
-            kernels._im2col(padded[t, :m], kh, kw, strides[0], strides[1], cols[t, :m], channels)
+            source = _padded(x[start : start + m], pads[0], pads[1], padded[t, :m])
+            kernels._im2col(source, kh, kw, strides[0], strides[1], cols[t, :m], channels)
             c2, d2 = cols[t, :m].reshape((rows, k)), d.reshape((rows, f))
             np.dot(c2.T, d2, dw_blocks[chunk])  # dW_block = colsᵀ δ
             if dx.shape[0] == 0:

@@ -155,3 +155,27 @@ def test_stacks_it_does_not_cover_say_so_and_run_layer_by_layer(rng, caplog, lay
         assert model._engine_for_training().runner is None
     assert reason in caplog.text and "per-layer pass" in caplog.text
     assert np.isfinite(float(model.train_step(rng.normal(size=(4, 6, 6, 1)), rng.integers(0, 3, size=4))))
+
+
+def test_every_blas_numba_calls_is_visible_once_the_backend_is_loaded():
+    """numba's np.dot calls SciPy's OpenBLAS; listed only after its first product, it stayed on every core
+    (the thread tuner and the blocked pass set the libraries they saw), and two blocks' products then
+    fought over both cores. Loading the backend must load it."""
+    _numba_only()
+    script = """
+import numba, numpy as np
+import toolkit
+from threadpoolctl import ThreadpoolController
+toolkit.config.load_backend("numba")
+def blas():
+    return sorted(lib.filepath for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas")
+before = blas()
+product = numba.njit(lambda a: np.dot(a, a))
+product(np.ones((2, 2)))
+assert blas() == before, (before, blas())
+"""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -29,7 +29,7 @@ SERVICE_GROUP = "toolkit.services"
 # What to install when a built-in backend's library is missing (plugins name their own package).
 INSTALL_HINTS = {
     "numpy": "pip install numpy array-api-compat",
-    "numba": "pip install numba",
+    "numba": "pip install numba scipy",
     "cupy": 'pip install -e ".[cupy]"  (cupy-cuda12x)',
     "jax": 'pip install -e ".[jax]"  (jax[cpu])',
     "torch": 'pip install -e ".[torch]"  (torch==2.13.0, a CPU build)',
