@@ -650,11 +650,11 @@ def im2col_for(kh: int, kw: int, channels: int) -> Any:
     return im2col_window
 
 
-@jit
-def col2im(cols, kh, kw, sh, sw, out):
+@inline
+def _col2im(cols, kh, kw, sh, sw, out, channels):
     """The adjoint of im2col: out[n, y·sh + i, x·sw + j, c] += cols[n, y, x, i·kw + j, c], one
     run of kw·C adjacent values per kernel row (as in ``im2col``)."""
-    n, ho, wo, channels = cols.shape[0], cols.shape[1], cols.shape[2], cols.shape[4]
+    n, ho, wo = cols.shape[0], cols.shape[1], cols.shape[2]
     hp, wp = out.shape[1], out.shape[2]
     run = _U(kw * channels)
     source, target = cols.reshape(-1), out.reshape(-1)
@@ -671,14 +671,19 @@ def col2im(cols, kh, kw, sh, sw, out):
 
 
 @jit
-def max_pool(x, kh, kw, sh, sw, out, winners):
+def col2im(cols, kh, kw, sh, sw, out):
+    _col2im(cols, kh, kw, sh, sw, out, cols.shape[4])
+
+
+@inline
+def _max_pool(x, kh, kw, sh, sw, out, winners, channels):
     """Largest value of each window and its offset i·kw + j (the first one on ties).
 
     In two passes per output row: first the window's kh rows are compared along whole input rows
     (Wp·C adjacent values, a loop long enough to vectorise), then the kw columns of that row
     maximum. One pass per pixel ran along its C channels (6 in the LeNet): too short to vectorise,
     and 2× slower."""
-    n, ho, wo, channels = out.shape
+    n, ho, wo = out.shape[0], out.shape[1], out.shape[2]
     hp, wp = x.shape[1], x.shape[2]
     size, width, step = _U(wp * channels), _U(wo * channels), _U(sw * channels)
     rows_max = np.empty(wp * channels, dtype=x.dtype)
@@ -716,6 +721,11 @@ def max_pool(x, kh, kw, sh, sw, out, winners):
                         take = (v > top) | ((v != v) & (top == top)) | (tied & (offset < held))
                         top_row[z * channels + c] = v if take else top
                         won_row[z * channels + c] = offset if take else held
+
+
+@jit
+def max_pool(x, kh, kw, sh, sw, out, winners):
+    _max_pool(x, kh, kw, sh, sw, out, winners, out.shape[3])
 
 
 @jit
