@@ -37,6 +37,24 @@ def thread_budget() -> int:
     return int(given)
 
 
+_tuned: int | None = None  # the count a running fit's tuner has set (None outside fit)
+
+
+def step_threads() -> int:
+    """Threads a training step may use now: the count ``fit``'s tuner has chosen (or is trying), else
+    the budget. The numba backend's blocked convolution pass spreads its blocks over this many, so the
+    tuner's choice (one thread on a busy machine) holds for its threads as for BLAS's."""
+    return _tuned if _tuned is not None else thread_budget()
+
+
+def blas_controllers() -> list[Any]:
+    """threadpoolctl's controllers of the BLAS libraries loaded in this process (raises ImportError
+    without threadpoolctl)."""
+    from threadpoolctl import ThreadpoolController
+
+    return [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+
+
 class BlasThreadTuner:
     """Per epoch: ``PROBE`` timed steps at one BLAS thread and ``PROBE`` at ``most``, alternately
     (after one untimed warm-up step), then the faster count for the rest of the epoch. ``close``
@@ -46,9 +64,7 @@ class BlasThreadTuner:
     MARGIN = 0.9  # all the threads must be 10 % faster: one thread is the choice that cannot be crowded
 
     def __init__(self, most: int) -> None:
-        from threadpoolctl import ThreadpoolController
-
-        self.libraries = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+        self.libraries = blas_controllers()
         self.before = [lib.num_threads for lib in self.libraries]
         self.most = most
         self.chosen = most
@@ -57,10 +73,12 @@ class BlasThreadTuner:
         self._current, self._started, self._warm_up = -1, 0.0, True  # -1: not set by us yet
 
     def _set(self, threads: int) -> None:
+        global _tuned
         if threads != self._current:
             for lib in self.libraries:
                 lib.set_num_threads(threads)
             self._current = threads
+        _tuned = threads
 
     def epoch_begin(self) -> None:
         if self.most == 1:  # nothing to choose
@@ -90,9 +108,11 @@ class BlasThreadTuner:
             self.probing = False
 
     def close(self) -> None:
+        global _tuned
         for lib, threads in zip(self.libraries, self.before, strict=True):
             lib.set_num_threads(threads)
         self._current = -1
+        _tuned = None
 
 
 def tuner() -> Any:

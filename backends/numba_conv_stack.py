@@ -5,8 +5,9 @@ The layer-by-layer pass stores every convolution's columns, Z and A for the whol
 columns for the LeNet at batch 256), runs each window kernel over all of it on one thread, and
 leaves the products to OpenBLAS's threads, which run the long, narrow products of a convolution
 badly (conv1's dW = colsᵀ δ, 25 × 200,704 × 6: 3.9 GMAC/s on two threads, slower than on one).
-Here each convolution runs per block of images, the blocks spread over numba's threads, each
-block's products on single-threaded BLAS while its columns are still in cache:
+Here each convolution runs per block of images, the blocks spread over the step's threads (as many as
+``fit``'s thread tuner allows, ``cpu_threads.step_threads``), each block's products on single-threaded
+BLAS while its columns are still in cache:
 
     forward, per block:   cols = im2col(pad(a)),  Z = cols W + b,  A = σ(Z)
                           with a pool: P = max over windows of A; kept: P, the winners, Z at them
@@ -38,7 +39,7 @@ from toolkit.layers import Conv2D, Dense, Flatten, MaxPool2D
 from toolkit.ops.activations import LEAKY_RELU_SLOPE
 
 from . import numba_kernels as kernels
-from .cpu_threads import thread_budget
+from .cpu_threads import blas_controllers, step_threads
 from .numba_stack import DensePassRunner
 from .numba_stack import covers as dense_covers
 
@@ -265,6 +266,7 @@ class _Buffers:
     """Everything one batch size needs, allocated once (a fresh 20 MB array page-faults every step)."""
 
     def __init__(self, units: list[ConvUnit], n: int, threads: int, dtype: np.dtype) -> None:
+        self.threads = threads
         self.per_unit = []
         for number, unit in enumerate(units):
             block = unit_block(unit, dtype)
@@ -315,23 +317,20 @@ class ConvPassRunner:
         self.dtype = np.dtype(plan.dtype)
         self.slope = self.dtype.type(LEAKY_RELU_SLOPE)
         self.dense = DensePassRunner(plan, first=flatten_at + 1)
-        self.workers = workers(thread_budget())
         self._buffers: dict[int, _Buffers] = {}
         self._blas: list[Any] | None = None
 
-    def _buffers_for(self, n: int) -> _Buffers:
+    def _buffers_for(self, n: int, threads: int) -> _Buffers:
         found = self._buffers.get(n)
-        if found is None:
-            if len(self._buffers) >= self.MAX_BATCH_SIZES:
+        if found is None or found.threads < threads:
+            if found is None and len(self._buffers) >= self.MAX_BATCH_SIZES:
                 self._buffers.pop(next(iter(self._buffers)))
-            found = self._buffers[n] = _Buffers(self.units, n, self.workers.threads, self.dtype)
+            found = self._buffers[n] = _Buffers(self.units, n, threads, self.dtype)
         return found
 
     def _blas_libraries(self) -> list[Any]:
         if self._blas is None:
-            from threadpoolctl import ThreadpoolController
-
-            self._blas = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+            self._blas = blas_controllers()
         return self._blas
 
     def _slots(self, flat: np.ndarray, unit: ConvUnit) -> tuple[np.ndarray, np.ndarray]:
@@ -343,26 +342,26 @@ class ConvPassRunner:
                  context: object):
         if y.shape[-1] != self.dense.widths[-1]:  # targets that carry weights: the per-layer path
             return None
-        n = x.shape[0]
-        buffers = self._buffers_for(n)
+        n, pool = x.shape[0], workers(step_threads())
+        buffers = self._buffers_for(n, pool.threads)
         blas = self._blas_libraries()
         before = [lib.num_threads for lib in blas]
         for lib in blas:
             lib.set_num_threads(1)
         try:
-            loss, output = self._pass(params, grads, np.ascontiguousarray(x), np.ascontiguousarray(y), buffers)
+            loss, output = self._pass(params, grads, np.ascontiguousarray(x), np.ascontiguousarray(y), buffers, pool)
         finally:
             for lib, count in zip(blas, before, strict=True):
                 lib.set_num_threads(count)
         return np.asarray(loss, dtype=self.dtype), output, grads, None  # no layer here has state
 
-    def _pass(self, params: np.ndarray, grads: np.ndarray, x: np.ndarray, y: np.ndarray,
-              buffers: _Buffers) -> tuple[float, np.ndarray]:
+    def _pass(self, params: np.ndarray, grads: np.ndarray, x: np.ndarray, y: np.ndarray, buffers: _Buffers,
+              pool: Workers) -> tuple[float, np.ndarray]:
         inputs = [x]  # each unit's input: x, then the unit below's output
         for unit, b in zip(self.units, buffers.per_unit, strict=True):
             w, bias = self._slots(params, unit)
             tile = np.tile(bias, b["db_blocks"].shape[1] // unit.filters)
-            self.workers.run(unit.kernels[0], b["blocks"], inputs[-1], w, tile, self.slope, *unit.geometry, b["block"],
+            pool.run(unit.kernels[0], b["blocks"], inputs[-1], w, tile, self.slope, *unit.geometry, b["block"],
                              b["padded"], b["cols"], b["z"], b["a"], b["out_z"], b["out_a"], b["winners"])
             inputs.append(b["out_a"])
         n = x.shape[0]
@@ -373,7 +372,7 @@ class ConvPassRunner:
             dw, db = self._slots(grads, unit)
             # Wᵀ as its own C-ordered array: OpenBLAS multiplying by a transposed view ran 3× slower when
             # two threads did it at once (contended; the plain product did not).
-            self.workers.run(unit.kernels[1], b["blocks"], below, np.ascontiguousarray(w.T), self.slope, *unit.geometry,
+            pool.run(unit.kernels[1], b["blocks"], below, np.ascontiguousarray(w.T), self.slope, *unit.geometry,
                              b["block"], b["grad_output"], b["out_z"], b["out_a"], b["winners"], b["padded"], b["cols"],
                              b["delta_pooled"], b["delta"], b["dcols"], b["dpadded"], b["dw_blocks"], b["db_blocks"],
                              b["dx"])

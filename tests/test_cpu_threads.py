@@ -67,6 +67,22 @@ def test_each_epoch_times_both_counts_then_keeps_the_faster(monkeypatch, times, 
     assert library.num_threads == 8  # given back as it was
 
 
+def test_the_steps_threads_follow_the_tuner_while_it_runs(monkeypatch):
+    """The numba backend's blocked pass spreads its blocks over ``step_threads()``: the count the tuner
+    is trying or has chosen during fit, the budget outside it."""
+    monkeypatch.setenv("TOOLKIT_NUM_THREADS", "8")
+    tuner, _, step = _tuner(monkeypatch, {1: 1.0, 8: 2.0}, most=8)
+    assert cpu_threads.step_threads() == 8
+    tuner.epoch_begin()
+    seen = set()
+    while tuner.probing:
+        step()
+        seen.add(cpu_threads.step_threads())
+    assert seen == {1, 8} and cpu_threads.step_threads() == 1  # one thread was faster
+    tuner.close()
+    assert cpu_threads.step_threads() == 8
+
+
 def test_one_thread_budget_sets_one_thread_and_measures_nothing(monkeypatch):
     tuner, library, _ = _tuner(monkeypatch, {1: 1.0}, most=1)
     tuner.epoch_begin()
