@@ -5,9 +5,13 @@ Why measure instead of fixing a number: on a quiet 2-core machine two BLAS threa
 1.9× faster, but with one other busy program on the machine the second thread waits for a core and the
 same training ran 2.5× slower than with one thread (``examples/mnist_cnn.py`` on numba: 5.0 s against
 1.9 s; OpenBLAS's threads spin while they wait, so they also slow the program they compete with). So
-each epoch ``fit`` times its first steps with one thread and with all of them, alternately, and keeps
-the faster (one thread unless all of them are faster by 10 %): on a busy machine or for a small
-network it settles on one thread, on a quiet machine with large products on all of them. The thread
+``fit`` times its first steps with one thread and with all of them, alternately, and keeps the faster
+(one thread unless all of them are faster by 10 %): on a busy machine or for a small network it
+settles on one thread, on a quiet machine with large products on all of them. It measures again at
+the start of a later epoch once ``REPROBE`` times as long as the measuring took has passed (a machine
+gets busy or quiet), so measuring costs at most about 1/``REPROBE`` of the run: measured at every
+epoch, the digits MLP's 23-step epochs spent half their steps measuring, and on a busy machine the
+steps on two threads waited for a core (30 epochs: 0.19–0.29 s quiet, 0.38–0.85 s busy). The thread
 count changes the last bits of some products (OpenBLAS on two threads sums some of them in another
 order), so a run's weights may differ from another's at float32 round-off when the choice differs;
 ``TOOLKIT_NUM_THREADS=1`` (or any fixed count) repeats a run bit for bit.
@@ -62,6 +66,8 @@ class BlasThreadTuner:
 
     PROBE = 5
     MARGIN = 0.9  # all the threads must be 10 % faster: one thread is the choice that cannot be crowded
+    REPROBE = 20
+    CROWDED = 2.0  # every step on all the threads this much slower than every step on one: decided
 
     def __init__(self, most: int) -> None:
         self.libraries = blas_controllers()
@@ -70,7 +76,8 @@ class BlasThreadTuner:
         self.chosen = most
         self.probing = False
         self._samples: dict[int, list[float]] = {}
-        self._current, self._started, self._warm_up = -1, 0.0, True  # -1: not set by us yet
+        self._current, self._started, self._warm_up = -1, 0.0, 0  # -1: not set by us yet
+        self._probe_started, self._probe_ended, self._probe_took = 0.0, None, 0.0  # None: never measured
 
     def _set(self, threads: int) -> None:
         global _tuned
@@ -84,28 +91,41 @@ class BlasThreadTuner:
         if self.most == 1:  # nothing to choose
             self._set(1)
             return
+        now = time.perf_counter()
+        if self._probe_ended is not None and now - self._probe_ended < self.REPROBE * self._probe_took:
+            self._set(self.chosen)  # measured recently enough
+            return
         self._samples = {1: [], self.most: []}
-        self.probing, self._warm_up = True, True
+        self.probing, self._warm_up, self._probe_started = True, 2, now
 
     def step_begin(self) -> None:
         if self.probing:
             ones, manys = self._samples[1], self._samples[self.most]
-            self._set(1 if len(ones) <= len(manys) else self.most)
+            first = self._warm_up == 2 or (not self._warm_up and len(ones) <= len(manys))
+            self._set(1 if first else self.most)
             self._started = time.perf_counter()
 
     def step_end(self) -> None:
         if not self.probing:
             return
         took = time.perf_counter() - self._started
-        if self._warm_up:  # the epoch's first step pays for compiling and first touches
-            self._warm_up = False
+        if self._warm_up:
+            # Untimed: one step on one thread (the first pays for compiling and first touches), then one on
+            # all of them (it wakes or starts OpenBLAS's threads: 15–24 ms for the digits MLP's 0.4 ms step).
+            self._warm_up -= 1
             return
         self._samples[self._current].append(took)
-        if all(len(times) >= self.PROBE for times in self._samples.values()):
-            one, many = (statistics.median(self._samples[n]) for n in (1, self.most))
+        ones, manys = self._samples[1], self._samples[self.most]
+        # A crowded second thread shows at once: stop there, since every step on it also wakes OpenBLAS's
+        # threads, which then spin for a while beside the program that crowds them.
+        crowded = len(ones) == len(manys) and min(manys) > self.CROWDED * max(ones)
+        if crowded or all(len(times) >= self.PROBE for times in self._samples.values()):
+            one, many = statistics.median(ones), statistics.median(manys)
             self.chosen = self.most if many < self.MARGIN * one else 1
             self._set(self.chosen)
             self.probing = False
+            self._probe_ended = time.perf_counter()
+            self._probe_took = self._probe_ended - self._probe_started
 
     def close(self) -> None:
         global _tuned
