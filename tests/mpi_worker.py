@@ -39,6 +39,10 @@ def main() -> None:
     # Different seeds per rank: the broadcast from rank 0 must make the start identical anyway.
     model = make_model(seed=MPI.COMM_WORLD.Get_rank() + 100 if mode == "train" else 0, kind=kind)
     callbacks = [FailOnRankOne()] if mode == "raise" else []
+    if mode == "raise":
+        # Each rank's stderr also in a file of its own: mpiexec forwards a rank's last output on a best-effort
+        # basis when the job is aborted (once in CI it forwarded none), and the test reads what the rank wrote.
+        sys.stderr = open(f"{out}.rank{MPI.COMM_WORLD.Get_rank()}.err", "w")  # noqa: SIM115 - closed by the abort
     parallel = DataParallel()
     source = CountingDataset(x, y) if kind == "dataset" else None
     if kind == "stream":  # a plain list of batches: rank r takes batches r, r + 2, ...
