@@ -43,6 +43,8 @@ def make_problem(kind="mlp"):
         return rng.integers(0, 5, size=(37, 4)), rng.integers(0, 5, size=(37, 4))
     if kind == "rnn":  # sequences of 5 steps of 2 features
         return rng.normal(size=(37, 5, 2)), rng.integers(0, 3, size=37)
+    if kind == "lenet":
+        return rng.normal(size=(37, 12, 12, 1)), rng.integers(0, 3, size=37)
     x = rng.normal(size=(37, 6, 5, 2)) if kind == "cnn" else rng.normal(size=(37, 6))
     return x, rng.integers(0, 3, size=37)
 
@@ -53,6 +55,9 @@ def make_model(seed=0, kind="mlp"):
         layers = [Conv2D(3, 3, padding="same", activation="relu", input_shape=(6, 5, 2)), AvgPool2D((2, 1)),
                   MaxPool2D((1, 2)), Flatten(), Reshape((3, 2, 3)), GlobalAveragePooling2D(),
                   Dense(3, activation="softmax")]
+    elif kind == "lenet":  # numba runs it as one blocked pass; the units of test_conv_pass's (its kernels cached)
+        layers = [Conv2D(3, 5, padding="same", activation="relu", input_shape=(12, 12, 1)), MaxPool2D(2),
+                  Conv2D(4, 3, activation="relu"), MaxPool2D(2), Flatten(), Dense(3, activation="softmax")]
     elif kind == "deep":
         # BatchNorm statistics over the global batch, dropout masks by global row, a residual block.
         layers = [Dense(8, activation="relu", input_dim=6), BatchNorm(), Dropout(0.3),
@@ -96,7 +101,8 @@ def launch(mode, out, backend, timeout=120, kind="mlp"):
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
 
 
-@pytest.mark.parametrize("backend,kind", [("numpy", "mlp"), ("numba", "mlp"), ("numpy", "cnn"), ("numpy", "deep"),
+@pytest.mark.parametrize("backend,kind", [("numpy", "mlp"), ("numba", "mlp"), ("numpy", "cnn"), ("numba", "lenet"),
+                                          ("numpy", "deep"),
                                           ("numba", "deep"), ("numpy", "dataset"), ("numpy", "seq"),
                                           ("numpy", "rnn")])
 def test_two_ranks_equal_one_process(tmp_path, backend, kind):
