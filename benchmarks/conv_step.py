@@ -9,9 +9,10 @@ im2col step (the same math, no framework), and the GEMM floor: the forward, dW a
 every layer (no dX for the first) on im2col matrices prepared outside the timed region, as matmuls
 into preallocated outputs. Timings are never asserted anywhere: the machine is shared and noisy.
 
-PyTorch is also timed alone, in a process of its own ("torch alone"): in one process with NumPy,
-OpenBLAS's threads spin after every product and PyTorch's step runs up to 2× slower (the toolkit's
-own steps do not change when PyTorch is beside them), so both ratios are printed.
+PyTorch and the toolkit on numba are also timed alone, each in a process of its own ("torch alone",
+"numba alone"): in one process, OpenBLAS's threads spin after every NumPy product and PyTorch's step
+runs up to 2× slower, and PyTorch's and NumPy's spinning threads slow numba's blocked pass (which
+spreads its blocks over both cores) by up to 1.5×. Both ratios are printed.
 """
 
 from __future__ import annotations
@@ -195,9 +196,10 @@ def gemm_floor(n: int) -> Callable[[], None]:
     return step
 
 
-def torch_alone(n: int, rounds: int, block_seconds: float) -> float:
-    """Median ms per PyTorch step, timed in a fresh process with nothing else loaded."""
-    command = [sys.executable, os.path.abspath(__file__), "--torch-alone-worker", "--batches", str(n),
+def alone(contender: str, n: int, rounds: int, block_seconds: float) -> float:
+    """Median ms per step of ``contender`` ("torch" or "toolkit-numba"), timed in a fresh process with
+    nothing else loaded."""
+    command = [sys.executable, os.path.abspath(__file__), "--alone-worker", contender, "--batches", str(n),
                "--rounds", str(rounds), "--block-seconds", str(block_seconds)]
     done = subprocess.run(command, check=True, capture_output=True, text=True)
     return float(done.stdout.strip().splitlines()[-1])
@@ -210,8 +212,8 @@ def main() -> None:
     parser.add_argument("--block-seconds", type=float, default=0.3, help="time per block (default: %(default)s)")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "conv_step.json"),
                         help="where the JSON report goes (default: %(default)s)")
-    parser.add_argument("--torch-alone-worker", action="store_true",
-                        help="internal: time only PyTorch's step at the first batch size, print ms (default: off)")
+    parser.add_argument("--alone-worker", choices=["torch", "toolkit-numba"],
+                        help="internal: time only this contender's step at the first batch size, print ms")
     args = parser.parse_args()
     try:
         import torch
@@ -219,9 +221,11 @@ def main() -> None:
         torch.set_num_threads(os.cpu_count() or 1)
     except ImportError:
         torch = None
-    if args.torch_alone_worker:
-        samples = interleaved_timings({"torch": torch_step(args.batches[0])}, args.rounds, args.block_seconds)
-        print(statistics.median(samples["torch"]) * 1e3)
+    if args.alone_worker:
+        n = args.batches[0]
+        step = torch_step(n) if args.alone_worker == "torch" else toolkit_step("numba", n)
+        samples = interleaved_timings({args.alone_worker: step}, args.rounds, args.block_seconds)
+        print(statistics.median(samples[args.alone_worker]) * 1e3)
         return
     report = {}
     for n in args.batches:
@@ -235,7 +239,9 @@ def main() -> None:
         samples = interleaved_timings(steps, args.rounds, args.block_seconds)
         medians = {name: statistics.median(values) * 1e3 for name, values in samples.items()}
         if torch is not None:
-            medians["torch alone"] = torch_alone(n, args.rounds, args.block_seconds)
+            medians["torch alone"] = alone("torch", n, args.rounds, args.block_seconds)
+        if "toolkit-numba" in medians:
+            medians["numba alone"] = alone("toolkit-numba", n, args.rounds, args.block_seconds)
         report[n] = medians
         print(f"\nLeNet step, batch {n} (float32): ms/step, ÷torch, ÷floor")
         for name, ms in medians.items():
@@ -243,8 +249,8 @@ def main() -> None:
             print(f"  {name:16s} {ms:8.2f}  {vs_torch:>6s}  {ms / medians['gemm-floor']:6.2f}")
         if "toolkit-numpy" in medians:
             print(f"  numpy backend ÷ hand NumPy: {medians['toolkit-numpy'] / medians['numpy-hand']:.2f}")
-        if "torch alone" in medians and "toolkit-numba" in medians:
-            print(f"  numba backend ÷ torch alone: {medians['toolkit-numba'] / medians['torch alone']:.2f}")
+        if "torch alone" in medians and "numba alone" in medians:
+            print(f"  numba alone ÷ torch alone: {medians['numba alone'] / medians['torch alone']:.2f}")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as stream:
         json.dump({"ms_per_step": report}, stream, indent=1)
