@@ -191,10 +191,9 @@ def unit_kernels(code: int, kh: int, kw: int, channels: int, filters: int, pool_
     (pkh, pkw), (psh, psw) = pool_window, pool_strides
 
     @kernels.jit
-    def forward(first, last, t, x, w, tile, slope, pads, strides, block, padded,
-                cols, z, a, out_z, out_a, winners):
-        """Per block: im2col, Z = cols W + b, A = σ(Z); with a pool (``pkh > 0``) the
-        pooled A into ``out_a``, its winners and Z at them into ``out_z``, else Z and A themselves."""
+    def forward(first, last, t, x, w, tile, slope, pads, strides, block, padded, cols, z, a, out_z, out_a, winners):
+        """Blocks ``first … last − 1`` on thread scratch ``t``: im2col, Z = cols W + b, A = σ(Z); with a pool
+        the pooled A into ``out_a``, its winners and Z at them into ``out_z``, else Z and A themselves."""
         n, k = x.shape[0], w.shape[0]
         ho, wo, f = cols.shape[2], cols.shape[3], w.shape[1]
         pooled = pkh > 0
@@ -216,10 +215,11 @@ def unit_kernels(code: int, kh: int, kw: int, channels: int, filters: int, pool_
                 _at_winners(z4, winners[start : start + m], pkh, pkw, psh, psw, out_z[start : start + m])
 
     @kernels.jit
-    def backward(first, last, t, x, w_t, slope, pads, strides, block, grad_output,
-                 out_z, out_a, winners, padded, cols, delta_pooled, delta, dcols, dpadded, dw_blocks, db_blocks, dx):
-        """Per block: δ from ∂J/∂(output), dW and db of the block (``dw_blocks``, ``db_blocks``: one
-        tile of column sums per block), and ∂J/∂x into ``dx`` unless it is empty (the first layer)."""
+    def backward(first, last, t, x, w_t, slope, pads, strides, block, grad_output, out_z, out_a, winners, padded, cols,
+                 delta_pooled, delta, dcols, dpadded, dw_blocks, db_blocks, dx):
+        """Blocks ``first … last − 1`` on thread scratch ``t``: δ from ∂J/∂(output), dW and db of each block
+        (``dw_blocks``, ``db_blocks``: one tile of column sums per block), and ∂J/∂x into ``dx`` unless it
+        is empty (the first layer)."""
         n, k = x.shape[0], w_t.shape[1]
         ho, wo, f = cols.shape[2], cols.shape[3], w_t.shape[0]
         pooled = pkh > 0
@@ -362,7 +362,7 @@ class ConvPassRunner:
             w, bias = self._slots(params, unit)
             tile = np.tile(bias, b["db_blocks"].shape[1] // unit.filters)
             pool.run(unit.kernels[0], b["blocks"], inputs[-1], w, tile, self.slope, *unit.geometry, b["block"],
-                             b["padded"], b["cols"], b["z"], b["a"], b["out_z"], b["out_a"], b["winners"])
+                     b["padded"], b["cols"], b["z"], b["a"], b["out_z"], b["out_a"], b["winners"])
             inputs.append(b["out_a"])
         n = x.shape[0]
         loss, output = self.dense.run(inputs[-1].reshape(n, -1), y, params, grads,
@@ -373,9 +373,8 @@ class ConvPassRunner:
             # Wᵀ as its own C-ordered array: OpenBLAS multiplying by a transposed view ran 3× slower when
             # two threads did it at once (contended; the plain product did not).
             pool.run(unit.kernels[1], b["blocks"], below, np.ascontiguousarray(w.T), self.slope, *unit.geometry,
-                             b["block"], b["grad_output"], b["out_z"], b["out_a"], b["winners"], b["padded"], b["cols"],
-                             b["delta_pooled"], b["delta"], b["dcols"], b["dpadded"], b["dw_blocks"], b["db_blocks"],
-                             b["dx"])
+                     b["block"], b["grad_output"], b["out_z"], b["out_a"], b["winners"], b["padded"], b["cols"],
+                     b["delta_pooled"], b["delta"], b["dcols"], b["dpadded"], b["dw_blocks"], b["db_blocks"], b["dx"])
             np.sum(b["dw_blocks"], axis=0, out=dw)  # dW = Σ_blocks colsᵀ δ, in block order
             np.sum(b["db_blocks"].reshape(-1, unit.filters), axis=0, out=db)
         return loss, output
