@@ -60,9 +60,10 @@ def blas_controllers() -> list[Any]:
 
 
 class BlasThreadTuner:
-    """Per epoch: ``PROBE`` timed steps at one BLAS thread and ``PROBE`` at ``most``, alternately
-    (after one untimed warm-up step), then the faster count for the rest of the epoch. ``close``
-    gives every library back the thread count it had."""
+    """At the first epoch, and at a later epoch's start once ``REPROBE`` times the last measuring's
+    duration has passed: one untimed warm-up step on each count, then ``PROBE`` timed steps at one BLAS
+    thread and ``PROBE`` at ``most``, alternately (fewer when all threads are ``CROWDED``), then the
+    faster count until the next measuring. ``close`` gives every library back the thread count it had."""
 
     PROBE = 5
     MARGIN = 0.9  # all the threads must be 10 % faster: one thread is the choice that cannot be crowded

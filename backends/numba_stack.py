@@ -80,12 +80,12 @@ def dense_pass(x, y, params, grads, layout, codes, slope, pair, scratch, places,
             sum_rows(d, grads[b_at : b_at + fan_out])  # db = Σ_rows δ (the layers below fuse it)
         a_below = x if layer == 0 else _matrix(scratch, places[layer - 1, 1], n, fan_in)
         np.dot(a_below.T, d, _matrix(grads, w_at, fan_in, fan_out))  # dW = aᵀ δ
+        if layer == 0 and input_grad.shape[0] == 0:
+            break  # nobody needs ∂J/∂x
+        da_below = input_grad if layer == 0 else _matrix(scratch, spare_at, n, fan_in)
+        np.dot(d, _matrix(params, w_at, fan_in, fan_out).T, da_below)  # ∂J/∂A[l-1] = δ Wᵀ (∂J/∂x below layer 0)
         if layer == 0:
-            if input_grad.shape[0]:
-                np.dot(d, _matrix(params, w_at, fan_in, fan_out).T, input_grad)  # ∂J/∂x = δ Wᵀ
             break
-        da_below = _matrix(scratch, spare_at, n, fan_in)
-        np.dot(d, _matrix(params, w_at, fan_in, fan_out).T, da_below)  # ∂J/∂A[l-1] = δ Wᵀ
         below_b = layout[layer - 1, 3]
         z_below = _matrix(scratch, places[layer - 1, 0], n, fan_in)
         # δ[l-1] = ∂J/∂A[l-1] ∘ σ'(Z[l-1]) with db[l-1] = Σ_rows δ[l-1], into δ's buffer (free now):
