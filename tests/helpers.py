@@ -52,3 +52,18 @@ def gradients_on(spec: str, widths, activations, loss, x, y, dtype="float64", se
         grads = {name: np.array(backend.to_host(g)) for name, g in model.named_gradients()}
         grads["loss"] = np.array(float(loss_value))
         return grads
+
+
+def assert_fit_follows_reference(make_model: Callable[[bool], toolkit.Sequential], loss: str, x, y, epochs: int) -> None:
+    """``fit`` (Adam, batch 16, seed 1) of ``make_model(fused=True)`` (a backend's compiled runner) and of
+    ``make_model(fused=False)`` (the engine's loop) ends with the same accuracies and weights (≤ 1e-10)."""
+    trained = []
+    for fused in (True, False):
+        model = make_model(fused)
+        model.compile(loss=loss, optimizer="adam", metrics=["accuracy"])
+        history = model.fit(x, y, epochs=epochs, batch_size=16, verbose=0, seed=1)
+        trained.append((model.get_weights(), history.history["accuracy"]))
+    (fast, fast_accuracy), (reference, reference_accuracy) = trained
+    assert fast_accuracy == reference_accuracy
+    for name in reference:
+        assert relative_error(fast[name], reference[name]) <= 1e-10

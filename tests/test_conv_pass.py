@@ -10,7 +10,7 @@ import pytest
 
 import toolkit
 from tests.conftest import selected_backends, unavailable_reason
-from tests.helpers import TOLERANCE, relative_error
+from tests.helpers import TOLERANCE, assert_fit_follows_reference, relative_error
 from toolkit import BatchNorm, Conv2D, Dense, Flatten, MaxPool2D, Sequential
 
 # name: (input (H, W, C), layers, loss)
@@ -51,10 +51,6 @@ def _pass(model, x, y):
     xb = model.as_input(x)
     loss, output, _ = model._gradients(xb, model.prepare_targets(y, xb.shape[0]))
     return float(loss), np.array(model.flat_grads, copy=True), np.array(output, copy=True)
-
-
-def _spec(backend):
-    return backend.name
 
 
 @pytest.mark.parametrize("rows", [1, 5, 70])
@@ -116,16 +112,8 @@ def test_training_through_the_blocked_pass_follows_the_reference(rng):
     """Two epochs of fit with Adam and a short last batch: the same weights and accuracy either way."""
     _numba_only()
     x, y = _data(rng, "lenet", 45)
-    trained = []
-    for fused in (True, False):
-        model = _model("numba", "lenet", "float64", fused)
-        model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
-        history = model.fit(x, y, epochs=2, batch_size=16, verbose=0, seed=1)
-        trained.append((model.get_weights(), history.history["accuracy"]))
-    (fast, fast_accuracy), (reference, reference_accuracy) = trained
-    assert fast_accuracy == reference_accuracy
-    for name in reference:
-        assert relative_error(fast[name], reference[name]) <= 1e-10
+    assert_fit_follows_reference(lambda fused: _model("numba", "lenet", "float64", fused), "categorical_crossentropy",
+                                 x, y, epochs=2)
 
 
 def test_weighted_targets_take_the_per_layer_path(rng):

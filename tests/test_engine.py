@@ -10,7 +10,7 @@ import pytest
 
 import toolkit
 from tests.conftest import to_numpy, unavailable_reason
-from tests.helpers import TOLERANCE, relative_error
+from tests.helpers import TOLERANCE, assert_fit_follows_reference, relative_error
 from toolkit import Activation, Dense, Sequential
 from toolkit.context import INFERENCE
 from toolkit.losses import BinaryCrossEntropy
@@ -85,16 +85,8 @@ def test_training_through_the_runner_follows_the_reference(backend, rng):
     """Three epochs of fit (shuffled, a short last batch, Adam): same weights either way."""
     widths, activations, loss = ARCHITECTURES["relu-tanh-softmax"]
     x, y = rng.normal(size=(45, 6)), rng.integers(0, 4, size=45)
-    weights = []
-    for fused in (True, False):
-        model = _model(_spec(backend), widths, activations, loss, "float64", fused)
-        model.compile(loss=loss, optimizer="adam", metrics=["accuracy"])
-        history = model.fit(x, y, epochs=3, batch_size=16, verbose=0, seed=1)
-        weights.append((model.get_weights(), history.history["accuracy"]))
-    (fast, fast_accuracy), (reference, reference_accuracy) = weights
-    assert fast_accuracy == reference_accuracy
-    for name in reference:
-        assert relative_error(fast[name], reference[name]) <= 1e-10
+    assert_fit_follows_reference(lambda fused: _model(_spec(backend), widths, activations, loss, "float64", fused), loss,
+                                 x, y, epochs=3)
 
 
 def test_batches_too_large_for_one_thread_run_layer_by_layer(rng):
