@@ -32,9 +32,28 @@ class CountingDataset(Dataset):
         return x, y
 
 
+def shared_reduction(out: str) -> None:
+    """Each rank's 7 values whose sum depends on the order of the ranks: rank r's result after the
+    shared-memory all-reduce, and whether a buffer made twice is one window."""
+    from toolkit_backends.mpi import Communicator
+
+    communicator = Communicator(toolkit.get_backend())
+    rank = communicator.rank
+    values = np.array([[1e16, -1e16, 1.0][rank % 3] * (i + 1) for i in range(7)])
+    buffer = communicator.reduction_buffer(values)
+    assert communicator.reduction_buffer(buffer) is buffer
+    communicator.allreduce_sum(buffer)
+    gathered = communicator.comm.gather(np.array(buffer), root=0)
+    if rank == 0:
+        np.savez(out, results=np.array(gathered), windows=len(communicator._shared), inputs_kept=values[0])
+
+
 def main() -> None:
     mode, out, backend, kind = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
     toolkit.set_backend(backend)
+    if mode == "shared":
+        shared_reduction(out)
+        return
     x, y = make_problem(kind)
     # Different seeds per rank: the broadcast from rank 0 must make the start identical anyway.
     model = make_model(seed=MPI.COMM_WORLD.Get_rank() + 100 if mode == "train" else 0, kind=kind)
@@ -59,6 +78,7 @@ def main() -> None:
         np.savez(out, weights=gathered[0], state=state, rank_spread=max(np.max(np.abs(g - gathered[0])) for g in gathered),
                  loss=np.asarray(history["loss"]), accuracy=np.asarray(history["accuracy"]),
                  allreduce_seconds=parallel.allreduce_seconds, steps=parallel.steps, size=parallel.size,
+                 shared_reduction=parallel.communicator._shared_for(model.reduction_buffer) is not None,
                  rows_read=np.asarray(rows_read))
 
 

@@ -90,14 +90,14 @@ def _mpi_ready():
     return None
 
 
-def launch(mode, out, backend, timeout=120, kind="mlp"):
+def launch(mode, out, backend, timeout=120, kind="mlp", ranks=2):
     reason = _mpi_ready()
     if reason:
         if os.environ.get("TOOLKIT_REQUIRE_MPI"):
             pytest.fail(reason)
         pytest.skip(reason)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    command = ["mpiexec", "-n", "2", sys.executable, str(ROOT / "tests" / "mpi_worker.py"), mode, str(out), backend, kind]
+    command = ["mpiexec", "-n", str(ranks), sys.executable, str(ROOT / "tests" / "mpi_worker.py"), mode, str(out), backend, kind]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
 
 
@@ -111,6 +111,7 @@ def test_two_ranks_equal_one_process(tmp_path, backend, kind):
     data = np.load(tmp_path / "out.npz")
     assert int(data["size"]) == 2
     assert float(data["rank_spread"]) == 0.0  # every rank holds the same weights
+    assert bool(data["shared_reduction"])  # host buffers on one machine: reduced in shared memory
     steps_per_epoch = -(-37 // GLOBAL_BATCH)
     assert int(data["steps"]) == EPOCHS * steps_per_epoch  # one all-reduce per step
 
@@ -127,6 +128,19 @@ def test_two_ranks_equal_one_process(tmp_path, backend, kind):
         assert np.max(np.abs(data["state"] - state)) / np.max(np.abs(state)) <= 1e-10
     np.testing.assert_allclose(data["loss"], history["loss"], rtol=1e-10)
     np.testing.assert_allclose(data["accuracy"], history["accuracy"], rtol=1e-12)
+
+
+def test_the_shared_memory_all_reduce_sums_in_rank_order_on_every_rank(tmp_path):
+    """Three ranks, 7 values (slices of 2, 2 and 3): 1e16 + (-1e16) + 1 is 1 only when summed in rank
+    order, and every rank must hold the same bits."""
+    result = launch("shared", tmp_path / "out.npz", "numpy", ranks=3)
+    assert result.returncode == 0, result.stderr
+    data = np.load(tmp_path / "out.npz")
+    expected = np.arange(1, 8, dtype=np.float64)  # (1e16·k − 1e16·k) + k
+    for rank_result in data["results"]:
+        np.testing.assert_array_equal(rank_result, expected)
+    assert int(data["windows"]) == 1  # a shared buffer asked for again is itself, not a second window
+    assert float(data["inputs_kept"]) == 1e16  # the caller's array is copied, not used as the buffer
 
 
 def test_two_ranks_deal_the_batches_of_a_stream(tmp_path):
@@ -156,3 +170,13 @@ def test_auto_is_off_without_a_launcher(monkeypatch):
     for name in mpi.LAUNCH_SIZE_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     assert auto() is None
+
+
+def test_a_reduction_buffer_of_another_size_is_refused():
+    from toolkit.errors import InputError
+
+    model = make_model()
+    before = model.reduction_buffer
+    with pytest.raises(InputError, match="must match the model's"):
+        model.use_reduction_buffer(np.zeros(before.shape[0] + 1))
+    assert model.reduction_buffer is before

@@ -52,6 +52,8 @@ class DataParallel:
         if self.communicator is None:
             self.communicator = registry.service("mpi").Communicator(model.backend)
         model.is_main = self.is_main
+        if model.reduction_buffer is not None:
+            model.use_reduction_buffer(self.communicator.reduction_buffer(model.reduction_buffer))
         self.communicator.broadcast(model.flat_params)
         if model.state_table.size:
             self.communicator.broadcast(model.flat_state)

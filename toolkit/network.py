@@ -213,6 +213,18 @@ class Network:
         self._inference: tuple[Any] | None = None  # (compiled inference pass or None,), made on first use
         self._views_for = None
 
+    def use_reduction_buffer(self, buffer: Array) -> None:
+        """Keep the gradients, and the loss slot after them, in ``buffer`` from now on: the buffer a
+        data-parallel engine reduces fastest (``DataParallel.prepare``). It must match
+        ``reduction_buffer``'s size and dtype; the current contents are the caller's to copy."""
+        if buffer is self.reduction_buffer:
+            return
+        if self.reduction_buffer is None or buffer.shape != self.reduction_buffer.shape \
+                or buffer.dtype != self.reduction_buffer.dtype:
+            raise InputError(f"a reduction buffer must match the model's ({self.table.size + 1} values of {self.dtype})")
+        self.reduction_buffer = buffer
+        self.flat_grads = buffer[: self.table.size]
+        self._views_for = None  # the gradient slots are cut from the new buffer at the next pass
 
     def plan(self, loss: Loss) -> Plan:
         """The gradient pass of this network under ``loss`` (``toolkit.engine.Plan``)."""
