@@ -32,14 +32,19 @@ class CountingDataset(Dataset):
         return x, y
 
 
-def shared_reduction(out: str) -> None:
+def shared_reduction(out: str, kind: str) -> None:
     """Each rank's 7 values whose sum depends on the order of the ranks: rank r's result after the
-    shared-memory all-reduce, and whether a buffer made twice is one window."""
-    from toolkit_backends.mpi import Communicator
+    shared-memory all-reduce, and whether a buffer made twice is one window. ``kind`` "full": rank 1
+    finds no room in /dev/shm, so no rank may use a window."""
+    from toolkit_backends import mpi
 
-    communicator = Communicator(toolkit.get_backend())
+    communicator = mpi.Communicator(toolkit.get_backend())
     rank = communicator.rank
+    if kind == "full" and rank == 1:
+        mpi._shared_memory_room = lambda: 0
     values = np.array([[1e16, -1e16, 1.0][rank % 3] * (i + 1) for i in range(7)])
+    if kind == "full":  # MPI's own order: values whose sum is exact in any order
+        values = np.array([(rank + 1.0) * (i + 1) for i in range(7)])
     buffer = communicator.reduction_buffer(values)
     assert communicator.reduction_buffer(buffer) is buffer
     communicator.allreduce_sum(buffer)
@@ -52,7 +57,7 @@ def main() -> None:
     mode, out, backend, kind = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
     toolkit.set_backend(backend)
     if mode == "shared":
-        shared_reduction(out)
+        shared_reduction(out, kind)
         return
     x, y = make_problem(kind)
     # Different seeds per rank: the broadcast from rank 0 must make the start identical anyway.

@@ -143,6 +143,15 @@ def test_the_shared_memory_all_reduce_sums_in_rank_order_on_every_rank(tmp_path)
     assert float(data["inputs_kept"]) == 1e16  # the caller's array is copied, not used as the buffer
 
 
+def test_without_room_in_dev_shm_every_rank_reduces_through_mpi(tmp_path):
+    result = launch("shared", tmp_path / "out.npz", "numpy", ranks=3, kind="full")
+    assert result.returncode == 0, result.stderr
+    data = np.load(tmp_path / "out.npz")
+    assert int(data["windows"]) == 0
+    for rank_result in data["results"]:
+        np.testing.assert_array_equal(rank_result, 6.0 * np.arange(1, 8))  # (1 + 2 + 3)·k
+
+
 def test_two_ranks_deal_the_batches_of_a_stream(tmp_path):
     """A plain iterable has no row index: rank r trains on batches r, r + 2, …; ranks stay equal."""
     result = launch("train", tmp_path / "out.npz", "numpy", kind="stream")
