@@ -282,6 +282,14 @@ class _CompiledStep:
         self._split = _cached((*self.key, "split"), lambda flat: table.tensors(flat, jnp))
         self._join = _cached((*self.key, "join"), lambda tensors: _joined(table, tensors, dtype))
         self._empty = backend.zeros(0, dtype)
+        self.has_state = bool(plan.state_table.size)
+        gradients = self.gradients
+        # The step returns no gradients (nobody reads them in most steps: 4–6 fewer buffers per call);
+        # ``gradients_of`` makes them again, on first read, from the step's own inputs.
+        self._gradients_only = _cached((*self.key, "gradients"),
+                                       lambda params, layer_state, x, y, operands:
+                                       gradients(params, layer_state, x, y, _unpacked(operands)[1])[2], shaped=(2, 3))
+        self._operands: tuple[bytes, Any] = (b"", None)  # the last per-step scalars, as bytes and on the device
 
     def split(self, flat: Any) -> tuple[Any, ...]:
         """A flat buffer (parameters, or an optimizer state like them) as one array per tensor."""
@@ -291,9 +299,13 @@ class _CompiledStep:
         """``split`` undone: a new flat buffer."""
         return self._join(tensors) if self.table.slots else self._empty
 
+    def gradients_of(self, params: tuple[Any, ...], layer_state: Any, x: Any, y: Any, key: int) -> tuple[Any, ...]:
+        """The gradients (per tensor) a step with these inputs computed, computed again."""
+        return self._gradients_only(params, layer_state if self.has_state else None, x, y, _packed([], key))
+
     def _variant(self, rule: str, constants: tuple[Any, ...], clipping: tuple[Any, ...] | None,
                  variant: tuple[Any, ...]) -> Callable[..., Any]:
-        gradients, table = self.gradients, self.table
+        gradients, table, has_state, with_output = self.gradients, self.table, self.has_state, variant[-1]
 
         def whole_step(params, state, layer_state, x, y, operands, mask):
             floats, key = _unpacked(operands)
@@ -312,14 +324,14 @@ class _CompiledStep:
             if masks is not None:  # frozen: as before, bitwise, and no moments
                 new_params = tuple(jnp.where(m, p, n) for m, p, n in zip(masks, params, new_params, strict=True))
                 new_state = tuple(tuple(unfrozen(s, m, jnp) for s, m in zip(part, masks, strict=True)) for part in new_state)
-            return loss, output, grads, new_params, new_state, new_layer_state
+            return loss, output if with_output else None, new_params, new_state, new_layer_state if has_state else None
 
         # Only the batch (x, y: arguments 3 and 4) changes shape from call to call.
         return _cached((*self.key, *variant), whole_step, shaped=(3, 4))
 
     def __call__(self, params: tuple[Any, ...], state: tuple[tuple[Any, ...], ...], layer_state: Any, x: Any, y: Any,
                  key: int, rule: str, scalars: tuple[Any, ...], clipping: tuple[Any, ...] | None = None,
-                 frozen: Any = None) -> tuple[Any, ...]:
+                 frozen: Any = None, with_output: bool = True) -> tuple[Any, ...]:
         # The optimizer's settings (β, ε, weight decay, Nesterov: ``optim.SETTINGS``) are built into the
         # program, a zero one as ``ZERO`` so its term is never computed; the per-step scalars (learning
         # rate, bias corrections) are traced, so a schedule never recompiles. Clipping (kind, limit,
@@ -331,7 +343,7 @@ class _CompiledStep:
             layout = self.layouts[rule] = ([i for i, name in enumerate(names) if name in SETTINGS],
                                            [i for i, name in enumerate(names) if name not in SETTINGS])
         settings, traced = layout
-        variant = (rule, clipping, frozen is None, *[scalars[i] for i in settings])
+        variant = (rule, clipping, frozen is None, *[scalars[i] for i in settings], with_output)
         function = self.compiled.get(variant)
         if function is None:
             constants: list[Any] = [None] * len(scalars)
@@ -339,7 +351,16 @@ class _CompiledStep:
                 value = scalars[i]
                 constants[i] = ZERO if value == 0 and value.__class__ is not bool else value
             function = self.compiled[variant] = self._variant(rule, tuple(constants), clipping, variant)
-        return function(params, state, layer_state, x, y, _packed([scalars[i] for i in traced], key), frozen)
+        operands = _packed([scalars[i] for i in traced], key)
+        raw, (last_raw, last) = operands.tobytes(), self._operands
+        if raw == last_raw:  # a constant learning rate without dropout: the same scalars, kept on the device
+            if isinstance(last, np.ndarray):  # (a device_put of its own costs more than passing a host array)
+                last = jax.device_put(last)
+                self._operands = (raw, last)
+            operands = last
+        else:
+            self._operands = (raw, operands)
+        return function(params, state, layer_state if self.has_state else None, x, y, operands, frozen)
 
 
 def _packed(floats: list[Any], key: int) -> np.ndarray:

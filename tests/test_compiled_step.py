@@ -12,7 +12,7 @@ import pytest
 
 import toolkit
 from tests.conftest import to_numpy
-from toolkit import SGD, Adam, AdamW, Dense, RMSProp, Sequential
+from toolkit import SGD, Adam, AdamW, BatchNorm, Dense, Dropout, RMSProp, Sequential
 
 RNG = np.random.default_rng(11)
 X = RNG.normal(size=(8, 4))
@@ -128,3 +128,21 @@ def test_only_a_model_whose_buffers_wait_gets_the_reading_hook(backend):
     assert (type(model.optimizer) is not Adam) == deferring
     assert isinstance(model, Sequential) and type(model).__name__ == "Sequential"
     assert not hasattr(model, "no_such_attribute")
+
+
+def test_gradients_read_after_a_step_with_dropout_and_batchnorm_are_that_steps(backend):
+    """A compiled step returns no gradients: reading ``flat_grads`` makes them again from the step's
+    inputs, which must include its dropout key and the layer state it started from."""
+    def run(spec):
+        with toolkit.use_backend(spec):
+            model = Sequential([Dense(6, activation="relu", input_dim=4), BatchNorm(), Dropout(0.5),
+                                Dense(3, activation="softmax")], dtype="float64", seed=5)
+        model.compile(loss="categorical_crossentropy", optimizer=Adam(lr=0.05))
+        for _ in range(2):
+            model.train_step(X, LABELS)
+        return to_numpy(model.backend, model.flat_grads), to_numpy(model.backend, model.flat_state)
+
+    (grads, state), (expected_grads, expected_state) = run(_spec(backend)), run("numpy")
+    assert np.count_nonzero(expected_grads) > expected_grads.size // 2
+    np.testing.assert_allclose(grads, expected_grads, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(state, expected_state, rtol=1e-10, atol=1e-12)

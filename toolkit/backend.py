@@ -285,12 +285,15 @@ class Backend:
         The step keeps parameters and optimizer state in a layout of its own (JAX: one array per
         tensor): ``step.split(flat)`` turns a flat buffer into it and ``step.join(layout)`` back.
         Called as ``step(params, optimizer_state, layer_state, x, y, random_key, rule, scalars, clipping,
-        frozen)`` with ``params`` and each optimizer state in that layout (``clipping``: None, or (kind,
-        limit, parameter segments) for ``toolkit.ops.optim.clip_gradients``; ``frozen``: None or the flat
-        mask); returns ``(loss, output, grads, new_params, new_optimizer_state, new_layer_state)``, grads
-        and the new values in that layout too, without changing its arguments, so the model can refuse a
-        step whose loss is not finite. The model takes the results back at the next step, and joins them
-        into its flat buffers only when those are read (``toolkit.deferred``)."""
+        frozen, with_output)`` with ``params`` and each optimizer state in that layout (``clipping``: None,
+        or (kind, limit, parameter segments) for ``toolkit.ops.optim.clip_gradients``; ``frozen``: None or
+        the flat mask); returns ``(loss, output, new_params, new_optimizer_state, new_layer_state)``, the
+        new values in that layout too (``output`` None unless ``with_output``, ``new_layer_state`` None for
+        a model without state), without changing its arguments, so the model can refuse a step whose loss
+        is not finite. The gradients are not returned: ``step.gradients_of(params, layer_state, x, y,
+        random_key)`` computes them again from a step's inputs, for whoever reads ``flat_grads``. The model
+        takes the results back at the next step, and joins them into its flat buffers only when those are
+        read (``toolkit.deferred``)."""
         return None
 
     def compile_forward(self, layers: Any, table: Any, state_table: Any) -> Callable[..., Any] | None:

@@ -143,7 +143,7 @@ class Engine:
         self.scratch: list[Scratch | None] = [Scratch(backend) if backend.reuses_buffers else None
                                               for _ in plan.layers]
         self.runner: Callable[..., Any] | None = backend.compile_pass(plan)
-        self.step: Callable[..., Any] | None = backend.compile_step(plan)
+        self.step: Any = backend.compile_step(plan)  # a callable with split, join, gradients_of (Backend.compile_step)
 
     def gradients(self, flat_params: Array, flat_grads: Array, flat_state: Array, params: list[Params],
                   grad_out: list[Params], x: Array, y: Array,

@@ -321,12 +321,13 @@ class Trainer:
         finally:
             lock.release()
 
-    def _train_batch(self, x: Array, y: Array) -> tuple[Array, Array, Callable[[], None]]:
+    def _train_batch(self, x: Array, y: Array, with_output: bool = True) -> tuple[Array, Array, Callable[[], None]]:
         """(loss, ŷ, commit): the step is computed and ``commit`` applies it; ``fit`` commits only
         when the loss is finite, so a diverging step leaves the weights as they were.
 
         Where the backend compiles whole steps (JAX), forward, backward and update are one call
-        and commit only keeps its results; elsewhere commit is the optimizer step."""
+        and commit only keeps its results; elsewhere commit is the optimizer step. ``with_output``
+        False: the caller does not use ŷ, and a compiled step may return None for it."""
         engine = self._engine_for_training()
         step = engine.step
         if self.compute_dtype is not None:
@@ -341,14 +342,16 @@ class Trainer:
         names = RULES[rule].state
         with self._exclusive("train_step"):
             params, state = self._step_inputs(step, optimizer, names)
-            loss, output, grads, params, state, layer_state = step(
-                params, state, self.flat_state, x, y, self.training_context().random_key, rule, scalars,
-                None if optimizer.clipping is None else (*optimizer.clipping, optimizer.segments), frozen)
+            layer_state, key = self.flat_state, self.training_context().random_key
+            loss, output, new_params, new_state, new_layer_state = step(
+                params, state, layer_state, x, y, key, rule, scalars,
+                None if optimizer.clipping is None else (*optimizer.clipping, optimizer.segments), frozen, with_output)
 
         def commit() -> None:
             optimizer.iterations += 1
-            self._carry = _StepCarry(self, optimizer, step, names, params, state, grads)
-            self._advance(layer_state if self.state_table.size else None)
+            self._carry = _StepCarry(self, optimizer, step, names, new_params, new_state,
+                                     lambda: step.gradients_of(params, layer_state, x, y, key))
+            self._advance(new_layer_state)
 
         return loss, output, commit
 
@@ -399,7 +402,7 @@ class Trainer:
         """One step of gradient descent on one batch (inputs and targets checked); returns the loss."""
         x = self.as_input(x)
         y = self.prepare_targets(y, x.shape[0])
-        loss, _, commit = self._train_batch(x, y)
+        loss, _, commit = self._train_batch(x, y, with_output=False)
         commit()
         return loss
 
@@ -453,7 +456,7 @@ class _StepCarry:
     may write into it."""
 
     def __init__(self, model: Trainer, optimizer: Optimizer, step: Any, names: tuple[str, ...], params: Any,
-                 state: tuple[Any, ...], grads: Any) -> None:
+                 state: tuple[Any, ...], gradients: Callable[[], Any]) -> None:
         self.step, self.names, self.params, self.state = step, names, params, state
         self.made_params: Any = None
         join = step.join
@@ -463,7 +466,7 @@ class _StepCarry:
             return self.made_params
 
         defer(model, "flat_params", make_params)
-        defer(model, "flat_grads", lambda: join(grads))
+        defer(model, "flat_grads", lambda: join(gradients()))  # computed again from the step's inputs
         current = stored(optimizer, "state", {})  # its other entries, without making them
         defer(optimizer, "state", lambda: {**current, **{n: join(s) for n, s in zip(names, state, strict=True)}})
 

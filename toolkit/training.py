@@ -188,7 +188,7 @@ def fit(
                 if accumulator is not None:
                     loss, prediction, commit = accumulator.train_batch(xb, yb)
                 elif distributed is None:
-                    loss, prediction, commit = model._train_batch(xb, yb)
+                    loss, prediction, commit = model._train_batch(xb, yb, with_output=bool(metrics))
                 else:  # this rank's share of the global batch, then one all-reduce of gradients and loss
                     loss, prediction, commit = distributed.train_batch(model, xb, yb, rows)
                 message = guard.before_commit(loss, epoch, batch)
