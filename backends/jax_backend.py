@@ -305,7 +305,8 @@ class _CompiledStep:
 
     def _variant(self, rule: str, constants: tuple[Any, ...], clipping: tuple[Any, ...] | None,
                  variant: tuple[Any, ...]) -> Callable[..., Any]:
-        gradients, table, has_state, with_output = self.gradients, self.table, self.has_state, variant[-1]
+        gradients, table, has_state = self.gradients, self.table, self.has_state
+        with_output, many = variant[-2:]
 
         def whole_step(params, state, layer_state, x, y, operands, mask):
             floats, key = _unpacked(operands)
@@ -326,12 +327,27 @@ class _CompiledStep:
                 new_state = tuple(tuple(unfrozen(s, m, jnp) for s, m in zip(part, masks, strict=True)) for part in new_state)
             return loss, output if with_output else None, new_params, new_state, new_layer_state if has_state else None
 
-        # Only the batch (x, y: arguments 3 and 4) changes shape from call to call.
-        return _cached((*self.key, *variant), whole_step, shaped=(3, 4))
+        def many_steps(params, state, layer_state, xs, ys, operands, mask):
+            """``whole_step`` over the batches xs[0], xs[1], … in turn (a ``lax.scan``), the last one
+            outside the scan so that its inputs, for ``gradients_of``, come back too."""
+            def one(carry, batch):
+                loss, output, *carry = whole_step(*carry, *batch, mask)
+                return tuple(carry), (loss, output)
 
-    def __call__(self, params: tuple[Any, ...], state: tuple[tuple[Any, ...], ...], layer_state: Any, x: Any, y: Any,
-                 key: int, rule: str, scalars: tuple[Any, ...], clipping: tuple[Any, ...] | None = None,
-                 frozen: Any = None, with_output: bool = True) -> tuple[Any, ...]:
+            before_last, (losses, outputs) = jax.lax.scan(one, (params, state, layer_state),
+                                                          (xs[:-1], ys[:-1], operands[:-1]))
+            loss, output, *last = whole_step(*before_last, xs[-1], ys[-1], operands[-1], mask)
+            losses = jnp.concatenate([losses, loss[None]])
+            if with_output:
+                outputs = jnp.concatenate([outputs, output[None]])
+            return (losses, outputs, *last, before_last[0], before_last[2])
+
+        # Only the batch (x, y: arguments 3 and 4) changes shape from call to call.
+        return _cached((*self.key, *variant), many_steps if many else whole_step, shaped=(3, 4))
+
+    def _function(self, rule: str, scalars: tuple[Any, ...], clipping: tuple[Any, ...] | None, frozen: Any,
+                  with_output: bool, many: bool) -> tuple[Callable[..., Any], list[int]]:
+        """The program of this variant, and the positions of the rule's traced scalars."""
         # The optimizer's settings (β, ε, weight decay, Nesterov: ``optim.SETTINGS``) are built into the
         # program, a zero one as ``ZERO`` so its term is never computed; the per-step scalars (learning
         # rate, bias corrections) are traced, so a schedule never recompiles. Clipping (kind, limit,
@@ -343,7 +359,7 @@ class _CompiledStep:
             layout = self.layouts[rule] = ([i for i, name in enumerate(names) if name in SETTINGS],
                                            [i for i, name in enumerate(names) if name not in SETTINGS])
         settings, traced = layout
-        variant = (rule, clipping, frozen is None, *[scalars[i] for i in settings], with_output)
+        variant = (rule, clipping, frozen is None, *[scalars[i] for i in settings], with_output, many)
         function = self.compiled.get(variant)
         if function is None:
             constants: list[Any] = [None] * len(scalars)
@@ -351,6 +367,23 @@ class _CompiledStep:
                 value = scalars[i]
                 constants[i] = ZERO if value == 0 and value.__class__ is not bool else value
             function = self.compiled[variant] = self._variant(rule, tuple(constants), clipping, variant)
+        return function, traced
+
+    def many(self, params: tuple[Any, ...], state: tuple[tuple[Any, ...], ...], layer_state: Any, xs: Any, ys: Any,
+             keys: list[int], rule: str, scalars: list[tuple[Any, ...]], clipping: tuple[Any, ...] | None = None,
+             frozen: Any = None, with_output: bool = True) -> tuple[Any, ...]:
+        """K steps in one program (``compile(steps_per_execution=K)``): the batches stacked as
+        ``xs``, ``ys`` (K, rows, …), one dropout key and one tuple of scalars per step (the settings
+        the same in each). Returns (losses (K,), ŷ (K, rows, …) or None, new params, new optimizer
+        state, new layer state, and the last step's params and layer state, for ``gradients_of``)."""
+        function, traced = self._function(rule, scalars[0], clipping, frozen, with_output, True)
+        operands = np.stack([_packed([step[i] for i in traced], key) for step, key in zip(scalars, keys, strict=True)])
+        return function(params, state, layer_state if self.has_state else None, xs, ys, operands, frozen)
+
+    def __call__(self, params: tuple[Any, ...], state: tuple[tuple[Any, ...], ...], layer_state: Any, x: Any, y: Any,
+                 key: int, rule: str, scalars: tuple[Any, ...], clipping: tuple[Any, ...] | None = None,
+                 frozen: Any = None, with_output: bool = True) -> tuple[Any, ...]:
+        function, traced = self._function(rule, scalars, clipping, frozen, with_output, False)
         operands = _packed([scalars[i] for i in traced], key)
         raw, (last_raw, last) = operands.tobytes(), self._operands
         if raw == last_raw:  # a constant learning rate without dropout: the same scalars, kept on the device

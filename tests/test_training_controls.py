@@ -299,3 +299,96 @@ def test_each_backends_clipping_equals_the_reference(backend, clipping):
         np.testing.assert_allclose(expected, values * factor, rtol=1e-15, atol=0)
     np.testing.assert_allclose(clipped(active.clip_gradients(grads, clipping, segments)), expected, rtol=1e-15, atol=0)
     np.testing.assert_array_equal(np.asarray(active.to_host(grads)), values)  # the gradients themselves untouched
+
+
+# -- steps per execution -------------------------------------------------------------------------
+
+def _grouped_model(steps_per_execution, optimizer="adam", **layers):
+    from toolkit import Adam, BatchNorm, Dropout
+
+    model = Sequential([Dense(8, activation="tanh", input_dim=5), BatchNorm(), Dropout(0.3),
+                        Dense(3, activation="softmax")], dtype="float64", seed=4)
+    if optimizer == "adam":  # a schedule: each step of a group has its own learning rate
+        optimizer = Adam(lr=WarmupCosine(lr=0.05, warmup_steps=3, total_steps=20))
+    model.compile(loss="categorical_crossentropy", optimizer=optimizer, metrics=["accuracy"],
+                  steps_per_execution=steps_per_execution)
+    return model
+
+
+def _count_programs(model):
+    """How many times fit ran a group of steps as one program (None: the backend has no such program)."""
+    step = model._engine_for_training().step
+    if not hasattr(step, "many"):
+        return None
+    calls, many = [], step.many
+    step.many = lambda *args, **kwargs: calls.append(1) or many(*args, **kwargs)
+    return calls
+
+
+@pytest.mark.parametrize("rows,groups,steps", [(26, 2, 14), (32, 4, 16)], ids=["ends-alone", "ends-in-a-group"])
+def test_steps_in_one_program_equal_steps_one_by_one(backend, rng, rows, groups, steps):
+    """compile(steps_per_execution=4) with dropout, BatchNorm, a schedule and a metric: the same weights,
+    layer state, optimizer state, history and last gradients as single steps (float64 ≤ 1e-10). In
+    batches of 4, 26 rows are a group, two single steps (a group must be whole) and a short batch;
+    32 rows are two groups, the last gradients those of a group's last step."""
+    x, y = rng.normal(size=(rows, 5)), rng.integers(0, 3, size=rows)
+    single, grouped = _grouped_model(1), _grouped_model(4)
+    calls = _count_programs(grouped)
+    single_history = single.fit(x, y, epochs=2, batch_size=4, shuffle=False, verbose=0)
+    grouped_history = grouped.fit(x, y, epochs=2, batch_size=4, shuffle=False, verbose=0)
+    if calls is not None:
+        assert len(calls) == groups
+    assert grouped.optimizer.iterations == single.optimizer.iterations == steps
+    assert grouped.random_step == single.random_step
+    for name, value in single.get_weights().items():
+        assert relative_error(grouped.get_weights()[name], value) <= 1e-10, name
+    for ours, theirs in [(grouped.flat_state, single.flat_state), (grouped.flat_grads, single.flat_grads),
+                         *[(grouped.optimizer.state[name], value) for name, value in single.optimizer.state.items()]]:
+        assert relative_error(to_numpy(backend, ours), to_numpy(backend, theirs)) <= 1e-10
+    for key in ("loss", "accuracy"):
+        np.testing.assert_allclose(grouped_history[key], single_history[key], rtol=1e-10)
+
+
+@pytest.mark.parametrize("deferred", [False, True], ids=["each-loss-read", "block-read"])
+def test_a_group_that_diverges_stops_where_single_steps_stop(backend, rng, monkeypatch, deferred):
+    """A non-finite loss inside a group: the same TrainingDiverged message and the same kept weights as
+    with single steps, whether the guard reads every loss or (as on a GPU) a block's sum."""
+    from toolkit import SGD, Dropout
+
+    monkeypatch.setattr(backend, "reads_are_cheap", not deferred)
+    x, y = rng.normal(size=(64, 5)), rng.normal(size=(64, 1))
+
+    def diverged(steps_per_execution):
+        model = Sequential([Dense(8, input_dim=5), Dropout(0.3), Dense(1)], dtype="float64", seed=4)
+        model.compile(loss="mse", optimizer=SGD(lr=1.0), steps_per_execution=steps_per_execution)
+        with pytest.raises(toolkit.TrainingDiverged) as caught:
+            model.fit(x, y, epochs=3, batch_size=4, shuffle=False, verbose=0)
+        return model, str(caught.value)
+
+    single, single_message = diverged(1)
+    grouped, grouped_message = diverged(4)
+    assert grouped_message == single_message
+    assert ("between batch 1 and the epoch's end" if deferred else "at epoch 1, batch 7;") in single_message
+    for name, value in single.get_weights().items():
+        assert relative_error(grouped.get_weights()[name], value) <= 1e-10, name
+    assert grouped.optimizer.iterations == single.optimizer.iterations
+
+
+def test_batch_callbacks_see_every_step_of_a_grouped_fit(backend, rng):
+    class Seen(Callback):
+        def __init__(self):
+            super().__init__()
+            self.batches = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batches.append(batch)
+
+    model, seen = _grouped_model(4), Seen()
+    model.fit(rng.normal(size=(20, 5)), rng.integers(0, 3, size=20), epochs=1, batch_size=4, callbacks=[seen],
+              verbose=0)
+    assert seen.batches == [0, 1, 2, 3, 4]
+
+
+def test_bad_steps_per_execution(numpy_backend):
+    with pytest.raises(InputError, match=r"steps_per_execution must be an integer ≥ 1; got 0"):
+        Sequential([Dense(2, input_dim=3)]).compile(loss="mse", steps_per_execution=0)

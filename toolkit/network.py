@@ -242,6 +242,12 @@ class Network:
             self._views_for, self._state_views_for = self.flat_params, self.flat_state
         return self._param_views, self._grad_slots
 
+    def step_keys(self, count: int) -> list[int]:
+        """The dropout keys of this model's next ``count`` training passes (0 when nothing draws)."""
+        if not self._uses_random:
+            return [0] * count
+        return [step_key(self.random_seed, self.random_step + i) for i in range(count)]
+
     def training_context(self, **distributed: Any) -> PassContext:
         """The context of this model's next training pass (its dropout key)."""
         if not self._uses_random and not distributed:
@@ -410,11 +416,11 @@ class Network:
             return self._inference[0](self.flat_params, self.flat_state, x)
         return forward_pass(self.layers, self._views()[0], x, INFERENCE, [None] * len(self.layers))[0]
 
-    def _advance(self, new_state: Array | None) -> None:
-        """After a committed training pass: keep the layers' new state, count the pass."""
+    def _advance(self, new_state: Array | None, passes: int = 1) -> None:
+        """After committed training passes: keep the layers' new state, count the passes."""
         if new_state is not None:
             self.assign_state(new_state)
-        self.random_step += 1
+        self.random_step += passes
 
     def get_config(self) -> dict[str, Any]:
         return {

@@ -114,13 +114,15 @@ class Trainer:
     as_input: Callable[..., Array]
     training_context: Callable[..., PassContext]
     _views: Callable[[], tuple[list[dict[str, Array]], list[dict[str, Array]]]]
-    _advance: Callable[[Array | None], None]
+    _advance: Callable[..., None]
+    step_keys: Callable[[int], list[int]]
     assign_state: Callable[[Array], None]
     assign_params: Callable[[Array], None]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.loss: Loss | None = None
         self.gradient_accumulation_steps = 1
+        self.steps_per_execution = 1
         self.optimizer: Optimizer | None = None
         self.metrics: list[Metric] = []  # templates: every call counts into its own copies
         self.stop_training = False
@@ -154,16 +156,25 @@ class Trainer:
         super().add(layer)  # type: ignore[misc]
 
     def compile(self, loss: str | Loss, optimizer: str | Optimizer = "sgd", metrics: Sequence[Any] | str = (),
-                gradient_accumulation_steps: int = 1) -> None:
+                gradient_accumulation_steps: int = 1, steps_per_execution: int = 1) -> None:
         """Choose the loss, the optimizer and the metrics reported by ``fit``/``evaluate``.
 
         ``gradient_accumulation_steps=k`` (Keras' name): ``fit`` averages the gradients of k batches
         and updates once, equal to one batch k times as large (dropout masks are drawn by the row's
         place in the whole step; BatchNorm's statistics are each batch's own, as in Keras and PyTorch).
 
+        ``steps_per_execution=k`` (Keras' name): where the backend compiles whole steps (JAX), ``fit``
+        runs up to k consecutive steps of equal batches as one program, so a small model does not pay
+        one dispatch from Python per step. The run is the same as with k = 1: the same steps, losses,
+        metrics and dropout masks (to rounding), and a non-finite loss still stops training with the
+        weights from before that step. ``fit`` takes its steps one by one while a callback watches
+        batches (``on_train_batch_begin``/``_end``), or with gradient accumulation, data-parallel
+        training or mixed precision; other backends always do.
+
         An optimizer instance belongs to one model; passing one that trains another live model
         is an ``InputError``."""
         accumulation = check_int("gradient_accumulation_steps", gradient_accumulation_steps, 1)
+        grouped = check_int("steps_per_execution", steps_per_execution, 1)
         new_loss = get_loss(loss)
         new_optimizer = get_optimizer(optimizer)
         if isinstance(metrics, (str, Metric)):  # Keras accepts metrics="accuracy"
@@ -174,6 +185,7 @@ class Trainer:
             new_optimizer.bind(self.flat_params, self.backend, owner=self)
         self.loss, self.optimizer, self.metrics = new_loss, new_optimizer, new_metrics
         self.gradient_accumulation_steps = accumulation
+        self.steps_per_execution = grouped
         self._engine = None
         self._frozen_for = (-1, None, None)  # the new optimizer learns which parameters are frozen
 
@@ -354,6 +366,41 @@ class Trainer:
             self._advance(new_layer_state)
 
         return loss, output, commit
+
+    def _train_steps(self, xs: list[Array], ys: list[Array],
+                     with_output: bool) -> tuple[Array, Array | None, Callable[[], None]] | None:
+        """(losses, ŷ stacked or None, commit) of consecutive steps on the batches ``xs``, ``ys`` (all
+        of one shape) run as one program (``compile(steps_per_execution=…)``); None where the backend
+        has no such program (the caller then takes the steps one by one). Nothing changes before
+        ``commit``: ``fit`` reads the losses first, and on a non-finite one takes the steps again one
+        by one, so that training stops exactly where it would have."""
+        step = self._engine_for_training().step
+        if step is None or not hasattr(step, "many") or self.compute_dtype is not None:
+            return None
+        optimizer = self.optimizer
+        assert optimizer is not None  # an engine exists only for a compiled model
+        count, lr = len(xs), optimizer.lr
+        frozen = self._frozen_mask()
+        try:  # each step's scalars; a schedule sets lr as it goes, as count single steps would leave it
+            prepared = [optimizer.prepare(optimizer.iterations + 1 + i) for i in range(count)]
+        except Exception:
+            optimizer.lr = lr
+            raise
+        rule, names, keys = prepared[0][0], RULES[prepared[0][0]].state, self.step_keys(count)
+        xp = self.backend.xp
+        with self._exclusive("train_step"):
+            params, state = self._step_inputs(step, optimizer, names)
+            losses, outputs, new_params, new_state, new_layer_state, last_params, last_layer_state = step.many(
+                params, state, self.flat_state, xp.stack(xs), xp.stack(ys), keys, rule, [s for _, s in prepared],
+                None if optimizer.clipping is None else (*optimizer.clipping, optimizer.segments), frozen, with_output)
+
+        def commit() -> None:
+            optimizer.iterations += count
+            self._carry = _StepCarry(self, optimizer, step, names, new_params, new_state,
+                                     lambda: step.gradients_of(last_params, last_layer_state, xs[-1], ys[-1], keys[-1]))
+            self._advance(new_layer_state, count)
+
+        return losses, outputs, commit
 
     def _step_inputs(self, step: Any, optimizer: Optimizer, names: tuple[str, ...]) -> tuple[Any, tuple[Any, ...]]:
         """The parameters and optimizer state in the compiled step's layout: the last step's own

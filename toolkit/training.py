@@ -162,6 +162,12 @@ def fit(
         accumulator = GradientAccumulator(model, model.gradient_accumulation_steps)
     per_batch = batch_hooks(callbacks)
     guard = DivergenceGuard(model, check_finite)
+    # Steps run in groups only where nothing must see each one (no batch callbacks, no accumulation, one
+    # process) and the backend has a program for it.
+    group_size = 1
+    if (model.steps_per_execution > 1 and not per_batch and accumulator is None and distributed is None
+            and hasattr(model._engine_for_training().step, "many")):
+        group_size = model.steps_per_execution
     # The backend may choose its thread count by timing the first steps of each epoch (the NumPy and numba
     # backends' BLAS threads: one on a busy machine, all on a quiet one). Ranks of a data-parallel run
     # wait for each other, so their steps time the slowest rank: they keep the threads they have.
@@ -179,38 +185,58 @@ def fit(
             progress.epoch_begin(epoch)
             if tuner is not None:
                 tuner.epoch_begin()
-            for batch, (rows, xb, yb) in enumerate(feeder.epoch(epoch)):
-                for callback in per_batch:
-                    callback.on_train_batch_begin(batch)
-                timed = tuner is not None and tuner.probing
-                if timed:
-                    tuner.step_begin()  # type: ignore[union-attr]
-                if accumulator is not None:
-                    loss, prediction, commit = accumulator.train_batch(xb, yb)
-                elif distributed is None:
-                    loss, prediction, commit = model._train_batch(xb, yb, with_output=bool(metrics))
-                else:  # this rank's share of the global batch, then one all-reduce of gradients and loss
-                    loss, prediction, commit = distributed.train_batch(model, xb, yb, rows)
-                message = guard.before_commit(loss, epoch, batch)
-                if message is None:
-                    commit()
-                    message = guard.after_commit(epoch, batch)
-                if timed:
-                    tuner.step_end()  # type: ignore[union-attr]
-                if message is not None:
-                    _diverged(model, message, quiet_nan)
-                    break
-                loss_sum = loss_sum + loss * rows
-                seen += rows
-                if metrics and xb.shape[0]:
-                    for metric in metrics:
-                        metric.update(prediction, yb, xp)
-                progress.batch_end(lambda total=loss_sum, count=seen: float(total) / count)
-                if per_batch:
-                    for callback in per_batch:
-                        callback.on_train_batch_end(batch, {"loss": loss, "rows": rows})
-                    if model.stop_training:
+            stopped = False
+            for group in _groups(enumerate(feeder.epoch(epoch)), group_size):
+                grouped = None
+                if len(group) == group_size > 1:  # one program for the group's steps (steps_per_execution)
+                    grouped = _train_group(model, group, guard, epoch, metrics)
+                if grouped is not None:
+                    total, rows, message = grouped
+                    if message is not None:
+                        _diverged(model, message, quiet_nan)
                         break
+                    loss_sum = loss_sum + total * rows
+                    seen += rows * len(group)
+                    for _ in group:
+                        progress.batch_end(lambda total=loss_sum, count=seen: float(total) / count)
+                    continue
+                # else one step at a time (a non-finite loss in a group: its steps again, so training stops at it)
+                for batch, (rows, xb, yb) in group:
+                    for callback in per_batch:
+                        callback.on_train_batch_begin(batch)
+                    timed = tuner is not None and tuner.probing
+                    if timed:
+                        tuner.step_begin()  # type: ignore[union-attr]
+                    if accumulator is not None:
+                        loss, prediction, commit = accumulator.train_batch(xb, yb)
+                    elif distributed is None:
+                        loss, prediction, commit = model._train_batch(xb, yb, with_output=bool(metrics))
+                    else:  # this rank's share of the global batch, then one all-reduce of gradients and loss
+                        loss, prediction, commit = distributed.train_batch(model, xb, yb, rows)
+                    message = guard.before_commit(loss, epoch, batch)
+                    if message is None:
+                        commit()
+                        message = guard.after_commit(epoch, batch)
+                    if timed:
+                        tuner.step_end()  # type: ignore[union-attr]
+                    if message is not None:
+                        _diverged(model, message, quiet_nan)
+                        stopped = True
+                        break
+                    loss_sum = loss_sum + loss * rows
+                    seen += rows
+                    if metrics and xb.shape[0]:
+                        for metric in metrics:
+                            metric.update(prediction, yb, xp)
+                    progress.batch_end(lambda total=loss_sum, count=seen: float(total) / count)
+                    if per_batch:
+                        for callback in per_batch:
+                            callback.on_train_batch_end(batch, {"loss": loss, "rows": rows})
+                        if model.stop_training:
+                            stopped = True
+                            break
+                if stopped:
+                    break
             if accumulator is not None:
                 if message is None:
                     accumulator.flush()  # a shorter last group is one more update
@@ -318,6 +344,50 @@ class DivergenceGuard:
                 f"{self.model.backend.name} the loss is read once per {CHECK_EVERY} steps, not to wait for the device "
                 f"each step); training stopped and the weights from before batch {first + 1} are kept (lower the "
                 "learning rate or check the data)")
+
+
+def _train_group(model: Trainer, group: list[Any], guard: DivergenceGuard, epoch: int,
+                 metrics: list[Any]) -> tuple[Array, int, str | None] | None:
+    """The steps of ``group`` (batches of one shape) as one program: (sum of their losses, rows per
+    batch, why training must stop or None); None where they must be taken one by one instead: no
+    backend program, or a non-finite loss that a guard reading each loss must place exactly."""
+    xp, first, last = model.backend.xp, group[0][0], group[-1][0]
+    ys = [yb for _, (_, _, yb) in group]
+    grouped = model._train_steps([xb for _, (_, xb, _) in group], ys, with_output=bool(metrics))
+    if grouped is None:
+        return None
+    losses, predictions, commit = grouped
+    total = xp.sum(losses)
+    if guard.enabled and not guard.deferred and not math.isfinite(_read(total)):
+        return None  # nothing was kept
+    guard.before_commit(total, epoch, first)  # a deferred guard adds the group's sum to its block
+    commit()
+    rows = group[0][1][0]
+    if metrics and rows:  # running sums: one update with the group's rows
+        assert predictions is not None
+        flat = xp.reshape(predictions, (-1, *predictions.shape[2:]))
+        for metric in metrics:
+            metric.update(flat, xp.concat(ys), xp)
+    return total, rows, guard.after_commit(epoch, last)
+
+
+def _groups(batches: Any, size: int) -> Any:
+    """Lists of up to ``size`` consecutive (index, (rows, x, y)) items whose x and y are arrays of one
+    shape (a last, shorter batch, or targets with sample weights, go alone)."""
+    group: list[Any] = []
+    for item in batches:
+        _, (_, x, y) = item
+        alike = hasattr(y, "shape") and (not group or (x.shape == group[0][1][1].shape
+                                                        and y.shape == group[0][1][2].shape))
+        if group and (not alike or len(group) == size):
+            yield group
+            group = []
+        group.append(item)
+        if size == 1 or not hasattr(y, "shape"):
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 class GradientAccumulator:
