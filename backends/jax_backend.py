@@ -328,14 +328,13 @@ class _CompiledStep:
             return loss, output if with_output else None, new_params, new_state, new_layer_state if has_state else None
 
         def many_steps(params, state, layer_state, xs, ys, operands, mask):
-            """``whole_step`` over the batches xs[0], xs[1], … in turn (a ``lax.scan``), the last one
+            """``whole_step`` on the batches xs[0], xs[1], … in turn (a ``lax.scan``), the last one
             outside the scan so that its inputs, for ``gradients_of``, come back too."""
-            def one(carry, batch):
-                loss, output, *carry = whole_step(*carry, *batch, mask)
+            def one(carry, i):  # xs[i]: the scan reads each batch in place (a scanned xs[:-1] was a copy)
+                loss, output, *carry = whole_step(*carry, xs[i], ys[i], operands[i], mask)
                 return tuple(carry), (loss, output)
 
-            before_last, (losses, outputs) = jax.lax.scan(one, (params, state, layer_state),
-                                                          (xs[:-1], ys[:-1], operands[:-1]))
+            before_last, (losses, outputs) = jax.lax.scan(one, (params, state, layer_state), jnp.arange(xs.shape[0] - 1))
             loss, output, *last = whole_step(*before_last, xs[-1], ys[-1], operands[-1], mask)
             losses = jnp.concatenate([losses, loss[None]])
             if with_output:

@@ -7,7 +7,8 @@ interleaved block by block in shuffled order over several rounds, one process pe
 Contenders: the toolkit on numpy, numba, JAX and torch (SGD and Adam; on JAX each step is one
 jit-compiled XLA program of the toolkit's own forward, δ terms and update; on torch the toolkit's
 layer code runs on PyTorch's own kernels), PyTorch CPU eager (same threads), a hand-written
-``jax.jit`` step (``jax.value_and_grad`` of the same model, the same Adam, buffers donated), a
+``jax.jit`` step (``jax.value_and_grad`` of the same model, the same Adam, buffers donated; and 16
+such steps in a ``lax.scan``, against the toolkit's ``compile(steps_per_execution=16)``), a
 hand-written NumPy step (the same math, no framework), the GEMM floor (only the matrix products a
 step needs, into preallocated outputs) and scikit-learn's MLPClassifier.partial_fit.
 
@@ -64,6 +65,7 @@ CONFIGS = {
 }
 LR = 1e-3
 N_BATCHES = 16  # steps cycle through these, so gradients never vanish into denormals on one memorised batch
+GROUP = 16  # steps per call of the JAX contenders that run several steps as one program
 
 
 def make_batches(config: Config) -> list:
@@ -84,13 +86,16 @@ def make_data(config: Config, seed: int = 0):
 
 
 # -- the toolkit ------------------------------------------------------------------------------
-def toolkit_step(config: Config, backend: str, optimizer: str) -> Callable[[], None]:
+def toolkit_step(config: Config, backend: str, optimizer: str, steps_per_execution: int = 1) -> Callable[[], None]:
+    """One step per call, or with ``steps_per_execution=k`` (JAX) k steps per call as ``fit`` runs
+    them (one program; the step's ``steps`` attribute says how many)."""
     output = {"softmax_ce": "softmax", "sigmoid_bce": "sigmoid", "mse": None}[config.task]
     loss = {"softmax_ce": "categorical_crossentropy", "sigmoid_bce": "binary_crossentropy", "mse": "mse"}[config.task]
     with toolkit.use_backend(backend):
         layers = [Dense(w, activation=config.hidden) for w in config.widths[1:-1]]
         model = Sequential([*layers, Dense(config.widths[-1], activation=output)], input_dim=config.widths[0])
-    model.compile(loss=loss, optimizer=SGD(lr=LR) if optimizer == "sgd" else Adam(lr=LR))
+    model.compile(loss=loss, optimizer=SGD(lr=LR) if optimizer == "sgd" else Adam(lr=LR),
+                  steps_per_execution=steps_per_execution)
     batches = [(model.as_input(x), model.prepare_targets(y, config.batch)) for x, y, _ in make_batches(config)]
     cursor = [0]
 
@@ -102,7 +107,20 @@ def toolkit_step(config: Config, backend: str, optimizer: str) -> Callable[[], N
         if hasattr(loss, "block_until_ready"):  # JAX dispatches asynchronously: time the finished step
             loss.block_until_ready()
 
-    return step
+    xp = model.backend.xp
+    stacked = (xp.stack([x for x, _ in batches[:steps_per_execution]]), xp.stack([y for _, y in batches[:steps_per_execution]]))
+
+    def steps() -> None:
+        grouped = model._train_steps(*stacked, with_output=False)  # what fit runs per group
+        assert grouped is not None, f"the {backend} backend has no program for steps_per_execution"
+        losses, _, commit = grouped
+        commit()
+        losses.block_until_ready()
+
+    if steps_per_execution == 1:
+        return step
+    steps.steps = steps_per_execution  # type: ignore[attr-defined]
+    return steps
 
 
 # -- PyTorch eager ----------------------------------------------------------------------------
@@ -134,9 +152,10 @@ def torch_step(config: Config, optimizer: str) -> Callable[[], None]:
 
 
 # -- hand-written jax.jit -----------------------------------------------------------------------
-def jax_step(config: Config, optimizer: str) -> Callable[[], None]:
+def jax_step(config: Config, optimizer: str, steps_per_call: int = 1) -> Callable[[], None]:
     """What a JAX user writes: ``jax.value_and_grad`` of the model as a pytree of (W, b), the update
-    as a tree map (PyTorch's Adam arithmetic), one jitted step with its buffers donated."""
+    as a tree map (PyTorch's Adam arithmetic), one jitted step with its buffers donated; with
+    ``steps_per_call=k``, k such steps in a ``lax.scan`` over k stacked batches per call."""
     import jax
     import jax.numpy as jnp
 
@@ -173,18 +192,33 @@ def jax_step(config: Config, optimizer: str) -> Callable[[], None]:
 
     zeros = jax.tree.map(jnp.zeros_like, params)
     state = (zeros, jax.tree.map(jnp.zeros_like, params), jnp.float32(0)) if optimizer == "adam" else ()
-    compiled = jax.jit(adam if optimizer == "adam" else sgd, donate_argnums=(0, 1))
+    one_step = adam if optimizer == "adam" else sgd
     batches = [(jnp.asarray(x), jnp.asarray(labels if config.task == "softmax_ce" else y))
                for x, labels, y in make_batches(config)]
+    if steps_per_call > 1:
+        def scanned(params, state, xs, targets):
+            def body(carry, batch):
+                loss, *carry = one_step(*carry, *batch)
+                return tuple(carry), loss
+
+            (params, state), losses = jax.lax.scan(body, (params, state), (xs, targets))
+            return losses[-1], params, state
+
+        compiled = jax.jit(scanned, donate_argnums=(0, 1))
+        batches = [(jnp.stack([x for x, _ in batches[:steps_per_call]]),
+                    jnp.stack([t for _, t in batches[:steps_per_call]]))]
+    else:
+        compiled = jax.jit(one_step, donate_argnums=(0, 1))
     carried = [params, state]
     cursor = [0]
 
     def step() -> None:
-        x, target = batches[cursor[0] % N_BATCHES]
+        x, target = batches[cursor[0] % len(batches)]
         cursor[0] += 1
         loss, carried[0], carried[1] = compiled(carried[0], carried[1], x, target)
         loss.block_until_ready()
 
+    step.steps = steps_per_call  # type: ignore[attr-defined]
     return step
 
 
@@ -331,6 +365,9 @@ def library_contenders(library: str, config_name: str) -> dict[str, Callable[[],
         else:
             found[f"toolkit-jax-{opt}"] = toolkit_step(config, "jax", opt)
             found[f"jax-hand-{opt}"] = jax_step(config, opt)
+            # compile(steps_per_execution=16) against the same steps in a hand-written lax.scan
+            found[f"toolkit-jax-k{GROUP}-{opt}"] = toolkit_step(config, "jax", opt, steps_per_execution=GROUP)
+            found[f"jax-hand-scan{GROUP}-{opt}"] = jax_step(config, opt, steps_per_call=GROUP)
     return found
 
 
@@ -340,7 +377,8 @@ def library_samples(library: str, config_name: str, rounds: int, block_seconds: 
 
 
 def interleaved_timings(steps: dict[str, Callable[[], None]], rounds: int, block_seconds: float) -> dict[str, list[float]]:
-    """Per-step seconds of each contender, one block per contender per round, in shuffled order."""
+    """Per-step seconds of each contender, one block per contender per round, in shuffled order (a
+    contender whose call runs several steps says how many in its ``steps`` attribute)."""
     for step in steps.values():  # warm-up: JIT, caches, thread pools
         for _ in range(3):
             step()
@@ -359,7 +397,7 @@ def interleaved_timings(steps: dict[str, Callable[[], None]], rounds: int, block
             started = time.perf_counter()
             for _ in range(count):
                 step()
-            samples[name].append((time.perf_counter() - started) / count)
+            samples[name].append((time.perf_counter() - started) / (count * getattr(step, "steps", 1)))
     return samples
 
 

@@ -325,17 +325,22 @@ def _count_programs(model):
     return calls
 
 
+@pytest.mark.parametrize("source", ["arrays", "dataset"])
 @pytest.mark.parametrize("rows,groups,steps", [(26, 2, 14), (32, 4, 16)], ids=["ends-alone", "ends-in-a-group"])
-def test_steps_in_one_program_equal_steps_one_by_one(backend, rng, rows, groups, steps):
+def test_steps_in_one_program_equal_steps_one_by_one(backend, rng, rows, groups, steps, source):
     """compile(steps_per_execution=4) with dropout, BatchNorm, a schedule and a metric: the same weights,
     layer state, optimizer state, history and last gradients as single steps (float64 ≤ 1e-10). In
     batches of 4, 26 rows are a group, two single steps (a group must be whole) and a short batch;
-    32 rows are two groups, the last gradients those of a group's last step."""
+    32 rows are two groups, the last gradients those of a group's last step. Arrays are shuffled (a
+    group takes its rows at once); a Dataset's batches are stacked."""
+    from toolkit.data import Dataset
+
     x, y = rng.normal(size=(rows, 5)), rng.integers(0, 3, size=rows)
+    data = (Dataset(x, np.eye(3)[y]),) if source == "dataset" else (x, y)
     single, grouped = _grouped_model(1), _grouped_model(4)
     calls = _count_programs(grouped)
-    single_history = single.fit(x, y, epochs=2, batch_size=4, shuffle=False, verbose=0)
-    grouped_history = grouped.fit(x, y, epochs=2, batch_size=4, shuffle=False, verbose=0)
+    single_history = single.fit(*data, epochs=2, batch_size=4, seed=3, verbose=0)
+    grouped_history = grouped.fit(*data, epochs=2, batch_size=4, seed=3, verbose=0)
     if calls is not None:
         assert len(calls) == groups
     assert grouped.optimizer.iterations == single.optimizer.iterations == steps

@@ -125,8 +125,50 @@ class ArrayFeeder:
                 xb, yb = self.distributed.local_batch(xb, yb)
             yield stop - start, xb, yb
 
+    def groups(self, epoch: int, size: int) -> Iterator[tuple[int, int, Array, Array]]:
+        """``epoch_groups`` for arrays: a group's rows taken at once, one ``take`` for ``size`` batches."""
+        assert self.distributed is None
+        order = None if self.order is None else self.order(self.x.shape[0])
+        index = 0
+        while index < len(self.ranges):
+            run = self.ranges[index:index + size]
+            start, stop = run[0]
+            rows = stop - start
+            count = size if len(run) == size and all(b - a == rows for a, b in run) else 1
+            stop = run[count - 1][1]
+            xb, yb = self._rows(self.x, start, stop, order), self._rows(self.y, start, stop, order)
+            assert xb is not None and yb is not None  # fit's inputs and targets
+            if count > 1:
+                xb = self.xp.reshape(xb, (count, rows, *xb.shape[1:]))
+                yb = self.xp.reshape(yb, (count, rows, *yb.shape[1:]))
+            yield count, rows, xb, yb
+            index += count
+
     def close(self) -> None:
         pass
+
+
+def epoch_groups(feeder: Any, epoch: int, size: int, xp: Any) -> Iterator[tuple[int, int, Array, Array]]:
+    """An epoch of ``fit`` for ``compile(steps_per_execution=size)``: (batches, rows per batch, x, y),
+    either one batch (1, rows, x, y), or ``size`` consecutive batches of one shape stacked as x, y of
+    shape (size, rows, …). A last group with fewer batches, and batches of other shapes, come one by one."""
+    if size > 1 and isinstance(feeder, ArrayFeeder):
+        yield from feeder.groups(epoch, size)
+        return
+    pending: list[tuple[int, Array, Array]] = []
+    for item in feeder.epoch(epoch):
+        _, x, y = item
+        if pending and (x.shape != pending[0][1].shape or y.shape != pending[0][2].shape):
+            yield from ((1, *batch) for batch in pending)
+            pending = []
+        pending.append(item)
+        if len(pending) == size:
+            if size == 1:
+                yield 1, *item
+            else:
+                yield size, item[0], xp.stack([b[1] for b in pending]), xp.stack([b[2] for b in pending])
+            pending = []
+    yield from ((1, *batch) for batch in pending)
 
 
 class DatasetFeeder:

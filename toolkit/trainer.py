@@ -367,19 +367,19 @@ class Trainer:
 
         return loss, output, commit
 
-    def _train_steps(self, xs: list[Array], ys: list[Array],
+    def _train_steps(self, xs: Array, ys: Array,
                      with_output: bool) -> tuple[Array, Array | None, Callable[[], None]] | None:
-        """(losses, ŷ stacked or None, commit) of consecutive steps on the batches ``xs``, ``ys`` (all
-        of one shape) run as one program (``compile(steps_per_execution=…)``); None where the backend
-        has no such program (the caller then takes the steps one by one). Nothing changes before
-        ``commit``: ``fit`` reads the losses first, and on a non-finite one takes the steps again one
-        by one, so that training stops exactly where it would have."""
+        """(losses, ŷ stacked or None, commit) of consecutive steps on the batches xs[0], xs[1], …
+        (stacked: (steps, rows, …)) run as one program (``compile(steps_per_execution=…)``); None where
+        the backend has no such program (the caller then takes the steps one by one). Nothing changes
+        before ``commit``: ``fit`` reads the losses first, and on a non-finite one takes the steps
+        again one by one, so that training stops exactly where it would have."""
         step = self._engine_for_training().step
         if step is None or not hasattr(step, "many") or self.compute_dtype is not None:
             return None
         optimizer = self.optimizer
         assert optimizer is not None  # an engine exists only for a compiled model
-        count, lr = len(xs), optimizer.lr
+        count, lr = xs.shape[0], optimizer.lr
         frozen = self._frozen_mask()
         try:  # each step's scalars; a schedule sets lr as it goes, as count single steps would leave it
             prepared = [optimizer.prepare(optimizer.iterations + 1 + i) for i in range(count)]
@@ -387,11 +387,10 @@ class Trainer:
             optimizer.lr = lr
             raise
         rule, names, keys = prepared[0][0], RULES[prepared[0][0]].state, self.step_keys(count)
-        xp = self.backend.xp
         with self._exclusive("train_step"):
             params, state = self._step_inputs(step, optimizer, names)
             losses, outputs, new_params, new_state, new_layer_state, last_params, last_layer_state = step.many(
-                params, state, self.flat_state, xp.stack(xs), xp.stack(ys), keys, rule, [s for _, s in prepared],
+                params, state, self.flat_state, xs, ys, keys, rule, [s for _, s in prepared],
                 None if optimizer.clipping is None else (*optimizer.clipping, optimizer.segments), frozen, with_output)
 
         def commit() -> None:

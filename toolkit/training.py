@@ -185,23 +185,24 @@ def fit(
             progress.epoch_begin(epoch)
             if tuner is not None:
                 tuner.epoch_begin()
-            stopped = False
-            for group in _groups(enumerate(feeder.epoch(epoch)), group_size):
-                grouped = None
-                if len(group) == group_size > 1:  # one program for the group's steps (steps_per_execution)
-                    grouped = _train_group(model, group, guard, epoch, metrics)
-                if grouped is not None:
-                    total, rows, message = grouped
-                    if message is not None:
-                        _diverged(model, message, quiet_nan)
-                        break
-                    loss_sum = loss_sum + total * rows
-                    seen += rows * len(group)
-                    for _ in group:
-                        progress.batch_end(lambda total=loss_sum, count=seen: float(total) / count)
-                    continue
-                # else one step at a time (a non-finite loss in a group: its steps again, so training stops at it)
-                for batch, (rows, xb, yb) in group:
+            stopped, next_batch = False, 0
+            for count, rows, xb, yb in feeders.epoch_groups(feeder, epoch, group_size, xp):
+                first, next_batch = next_batch, next_batch + count
+                if count > 1:  # one program for the group's steps (steps_per_execution)
+                    grouped = _train_group(model, first, xb, yb, guard, epoch, metrics)
+                    if grouped is not None:
+                        total, message = grouped
+                        if message is not None:
+                            _diverged(model, message, quiet_nan)
+                            break
+                        loss_sum = loss_sum + total * rows
+                        seen += rows * count
+                        for _ in range(count):
+                            progress.batch_end(lambda total=loss_sum, count=seen: float(total) / count)
+                        continue
+                    # else its steps one at a time (after a non-finite loss: training stops at that step)
+                group = [(first + i, xb[i], yb[i]) for i in range(count)] if count > 1 else [(first, xb, yb)]
+                for batch, xb, yb in group:
                     for callback in per_batch:
                         callback.on_train_batch_begin(batch)
                     timed = tuner is not None and tuner.probing
@@ -346,14 +347,14 @@ class DivergenceGuard:
                 "learning rate or check the data)")
 
 
-def _train_group(model: Trainer, group: list[Any], guard: DivergenceGuard, epoch: int,
-                 metrics: list[Any]) -> tuple[Array, int, str | None] | None:
-    """The steps of ``group`` (batches of one shape) as one program: (sum of their losses, rows per
-    batch, why training must stop or None); None where they must be taken one by one instead: no
-    backend program, or a non-finite loss that a guard reading each loss must place exactly."""
-    xp, first, last = model.backend.xp, group[0][0], group[-1][0]
-    ys = [yb for _, (_, _, yb) in group]
-    grouped = model._train_steps([xb for _, (_, xb, _) in group], ys, with_output=bool(metrics))
+def _train_group(model: Trainer, first: int, xs: Array, ys: Array, guard: DivergenceGuard, epoch: int,
+                 metrics: list[Any]) -> tuple[Array, str | None] | None:
+    """The steps on the batches xs[0], xs[1], … (stacked: (steps, rows, …)), batch ``first`` the
+    first, as one program: (the sum of their losses, why training must stop or None); None where they
+    must be taken one by one instead: no backend program, or a non-finite loss that a guard reading
+    each loss must place exactly."""
+    xp = model.backend.xp
+    grouped = model._train_steps(xs, ys, with_output=bool(metrics))
     if grouped is None:
         return None
     losses, predictions, commit = grouped
@@ -362,32 +363,11 @@ def _train_group(model: Trainer, group: list[Any], guard: DivergenceGuard, epoch
         return None  # nothing was kept
     guard.before_commit(total, epoch, first)  # a deferred guard adds the group's sum to its block
     commit()
-    rows = group[0][1][0]
-    if metrics and rows:  # running sums: one update with the group's rows
+    if metrics and ys.shape[1]:  # running sums: one update with the group's rows
         assert predictions is not None
-        flat = xp.reshape(predictions, (-1, *predictions.shape[2:]))
         for metric in metrics:
-            metric.update(flat, xp.concat(ys), xp)
-    return total, rows, guard.after_commit(epoch, last)
-
-
-def _groups(batches: Any, size: int) -> Any:
-    """Lists of up to ``size`` consecutive (index, (rows, x, y)) items whose x and y are arrays of one
-    shape (a last, shorter batch, or targets with sample weights, go alone)."""
-    group: list[Any] = []
-    for item in batches:
-        _, (_, x, y) = item
-        alike = hasattr(y, "shape") and (not group or (x.shape == group[0][1][1].shape
-                                                        and y.shape == group[0][1][2].shape))
-        if group and (not alike or len(group) == size):
-            yield group
-            group = []
-        group.append(item)
-        if size == 1 or not hasattr(y, "shape"):
-            yield group
-            group = []
-    if group:
-        yield group
+            metric.update(*(xp.reshape(a, (-1, *a.shape[2:])) for a in (predictions, ys)), xp)
+    return total, guard.after_commit(epoch, first + ys.shape[0] - 1)
 
 
 class GradientAccumulator:
