@@ -376,7 +376,9 @@ class _CompiledStep:
         the same in each). Returns (losses (K,), ŷ (K, rows, …) or None, new params, new optimizer
         state, new layer state, and the last step's params and layer state, for ``gradients_of``)."""
         function, traced = self._function(rule, scalars[0], clipping, frozen, with_output, True)
-        operands = np.stack([_packed([step[i] for i in traced], key) for step, key in zip(scalars, keys, strict=True)])
+        operands = np.empty((len(keys), len(traced) + 1))  # one row of _packed's layout per step
+        operands[:, :-1] = [[step[i] for i in traced] for step in scalars]
+        operands[:, -1] = keys
         return function(params, state, layer_state if self.has_state else None, xs, ys, operands, frozen)
 
     def __call__(self, params: tuple[Any, ...], state: tuple[tuple[Any, ...], ...], layer_state: Any, x: Any, y: Any,

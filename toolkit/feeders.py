@@ -112,15 +112,17 @@ class ArrayFeeder:
         self.steps: int | None = len(self.ranges)
         self.held_out: tuple[Array, Array] | None = None  # rows validation_split kept out of x and y
 
-    def _rows(self, array: Array | None, start: int, stop: int, order: Array | None) -> Array | None:
+    def _rows(self, array: Array | None, start: int, stop: int, picked: Array | None) -> Array | None:
+        """Rows start:stop of ``array``, or of its rows in the epoch's order (``picked``: order[start:stop])."""
         if array is None:
             return None
-        return array[start:stop, ...] if order is None else self.xp.take(array, order[start:stop], axis=0)
+        return array[start:stop, ...] if picked is None else self.xp.take(array, picked, axis=0)
 
     def epoch(self, epoch: int) -> Iterator[tuple[int, Array, Array]]:
         order = None if self.order is None else self.order(self.x.shape[0])
         for start, stop in self.ranges:
-            xb, yb = self._rows(self.x, start, stop, order), self._rows(self.y, start, stop, order)
+            picked = None if order is None else order[start:stop]  # once for x and y (a dispatch on JAX)
+            xb, yb = self._rows(self.x, start, stop, picked), self._rows(self.y, start, stop, picked)
             if self.distributed is not None:
                 xb, yb = self.distributed.local_batch(xb, yb)
             yield stop - start, xb, yb
@@ -136,7 +138,8 @@ class ArrayFeeder:
             rows = stop - start
             count = size if len(run) == size and all(b - a == rows for a, b in run) else 1
             stop = run[count - 1][1]
-            xb, yb = self._rows(self.x, start, stop, order), self._rows(self.y, start, stop, order)
+            picked = None if order is None else order[start:stop]
+            xb, yb = self._rows(self.x, start, stop, picked), self._rows(self.y, start, stop, picked)
             assert xb is not None and yb is not None  # fit's inputs and targets
             if count > 1:
                 xb = self.xp.reshape(xb, (count, rows, *xb.shape[1:]))

@@ -164,7 +164,7 @@ class Trainer:
         place in the whole step; BatchNorm's statistics are each batch's own, as in Keras and PyTorch).
 
         ``steps_per_execution=k`` (Keras' name): where the backend compiles whole steps (JAX), ``fit``
-        runs up to k consecutive steps of equal batches as one program, so a small model does not pay
+        runs each k consecutive steps of equal batches as one program, so a small model does not pay
         one dispatch from Python per step. The run is the same as with k = 1: the same steps, losses,
         metrics and dropout masks (to rounding), and a non-finite loss still stops training with the
         weights from before that step. ``fit`` takes its steps one by one while a callback watches
