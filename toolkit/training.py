@@ -179,7 +179,7 @@ def fit(
             for callback in callbacks:
                 callback.on_epoch_begin(epoch)
             metrics = _fresh_metrics(model)
-            loss_sum = xp.zeros((), dtype=model.dtype, device=backend.device)
+            loss_sum: Any = 0.0  # a float while the guard reads each loss, else an array on the device
             seen = 0
             message = None
             progress.epoch_begin(epoch)
@@ -195,7 +195,7 @@ def fit(
                         if message is not None:
                             _diverged(model, message, quiet_nan)
                             break
-                        loss_sum = loss_sum + total * rows
+                        loss_sum = loss_sum + (total if guard.value is None else guard.value) * rows
                         seen += rows * count
                         for _ in range(count):
                             progress.batch_end(lambda total=loss_sum, count=seen: float(total) / count)
@@ -224,7 +224,7 @@ def fit(
                         _diverged(model, message, quiet_nan)
                         stopped = True
                         break
-                    loss_sum = loss_sum + loss * rows
+                    loss_sum = loss_sum + (loss if guard.value is None else guard.value) * rows
                     seen += rows
                     if metrics and xb.shape[0]:
                         for metric in metrics:
@@ -304,6 +304,9 @@ class DivergenceGuard:
     def __init__(self, model: Trainer, enabled: bool) -> None:
         self.model, self.enabled = model, enabled
         self.deferred = enabled and not model.backend.reads_are_cheap
+        # The loss this guard last read, as a float, for fit's running sum (on JAX two dispatches fewer per
+        # step); None where it reads none (disabled, or deferred: the sum stays on the device).
+        self.value: float | None = None
         self.pending: Array | None = None
         self.first = 0
         self.snapshot: tuple[Any, ...] | None = None
@@ -313,7 +316,7 @@ class DivergenceGuard:
         if not self.enabled:
             return None
         if not self.deferred:
-            value = _read(loss)
+            value = self.value = _read(loss)
             if math.isfinite(value):
                 return None
             return (f"loss became {value} at epoch {epoch + 1}, batch {batch + 1}; training stopped and the weights "
@@ -359,9 +362,8 @@ def _train_group(model: Trainer, first: int, xs: Array, ys: Array, guard: Diverg
         return None
     losses, predictions, commit = grouped
     total = xp.sum(losses)
-    if guard.enabled and not guard.deferred and not math.isfinite(_read(total)):
-        return None  # nothing was kept
-    guard.before_commit(total, epoch, first)  # a deferred guard adds the group's sum to its block
+    if guard.before_commit(total, epoch, first) is not None:  # a deferred guard adds the sum to its block
+        return None  # a non-finite loss: nothing was kept
     commit()
     if metrics and ys.shape[1]:  # running sums: one update with the group's rows
         assert predictions is not None
