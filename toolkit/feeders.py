@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import data
@@ -119,17 +119,13 @@ class ArrayFeeder:
         return array[start:stop, ...] if picked is None else self.xp.take(array, picked, axis=0)
 
     def epoch(self, epoch: int) -> Iterator[tuple[int, Array, Array]]:
-        order = None if self.order is None else self.order(self.x.shape[0])
-        for start, stop in self.ranges:
-            picked = None if order is None else order[start:stop]  # once for x and y (a dispatch on JAX)
-            xb, yb = self._rows(self.x, start, stop, picked), self._rows(self.y, start, stop, picked)
-            if self.distributed is not None:
-                xb, yb = self.distributed.local_batch(xb, yb)
-            yield stop - start, xb, yb
+        for _, rows, xb, yb in self.groups(epoch, 1):
+            yield rows, xb, yb
 
     def groups(self, epoch: int, size: int) -> Iterator[tuple[int, int, Array, Array]]:
-        """``epoch_groups`` for arrays: a group's rows taken at once, one ``take`` for ``size`` batches."""
-        assert self.distributed is None
+        """The epoch as (batches, rows per batch, x, y) for ``compile(steps_per_execution=size)``: each
+        ``size`` consecutive batches of one size taken at once (one ``take`` of their rows, then x, y
+        reshaped to (size, rows, …)), other batches one by one (1, rows, x, y)."""
         order = None if self.order is None else self.order(self.x.shape[0])
         index = 0
         while index < len(self.ranges):
@@ -138,12 +134,14 @@ class ArrayFeeder:
             rows = stop - start
             count = size if len(run) == size and all(b - a == rows for a, b in run) else 1
             stop = run[count - 1][1]
-            picked = None if order is None else order[start:stop]
+            picked = None if order is None else order[start:stop]  # once for x and y (a dispatch on JAX)
             xb, yb = self._rows(self.x, start, stop, picked), self._rows(self.y, start, stop, picked)
-            assert xb is not None and yb is not None  # fit's inputs and targets
             if count > 1:
+                assert xb is not None and yb is not None and self.distributed is None  # fit alone groups
                 xb = self.xp.reshape(xb, (count, rows, *xb.shape[1:]))
                 yb = self.xp.reshape(yb, (count, rows, *yb.shape[1:]))
+            elif self.distributed is not None:
+                xb, yb = self.distributed.local_batch(xb, yb)
             yield count, rows, xb, yb
             index += count
 
@@ -151,15 +149,12 @@ class ArrayFeeder:
         pass
 
 
-def epoch_groups(feeder: Any, epoch: int, size: int, xp: Any) -> Iterator[tuple[int, int, Array, Array]]:
-    """An epoch of ``fit`` for ``compile(steps_per_execution=size)``: (batches, rows per batch, x, y),
-    either one batch (1, rows, x, y), or ``size`` consecutive batches of one shape stacked as x, y of
-    shape (size, rows, …). A last group with fewer batches, and batches of other shapes, come one by one."""
-    if size > 1 and isinstance(feeder, ArrayFeeder):
-        yield from feeder.groups(epoch, size)
-        return
+def stacked_groups(batches: Iterable[tuple[int, Array, Array]], size: int,
+                   xp: Any) -> Iterator[tuple[int, int, Array, Array]]:
+    """``groups`` of a feeder that reads batch by batch: each ``size`` consecutive batches of one shape
+    stacked (x, y of shape (size, rows, …)), other batches one by one; as (batches, rows per batch, x, y)."""
     pending: list[tuple[int, Array, Array]] = []
-    for item in feeder.epoch(epoch):
+    for item in batches:
         _, x, y = item
         if pending and (x.shape != pending[0][1].shape or y.shape != pending[0][2].shape):
             yield from ((1, *batch) for batch in pending)
@@ -211,6 +206,9 @@ class DatasetFeeder:
         self._pipeline = data.pipeline(self._reads(epoch, order), self._read, self.prefetch)
         yield from self._pipeline
 
+    def groups(self, epoch: int, size: int) -> Iterator[tuple[int, int, Array, Array]]:
+        return stacked_groups(self.epoch(epoch), size, self.model.backend.xp)
+
     def close(self) -> None:
         if self._pipeline is not None:
             self._pipeline.close()
@@ -227,6 +225,10 @@ class StreamFeeder:
                  with_targets: bool = True) -> None:
         self.stream, self.steps_per_epoch, self.distributed, self.prefetch = stream, steps_per_epoch, distributed, prefetch
         self.training, self.with_targets = training, with_targets
+        self.xp = model.backend.xp
+        # Warnings name the user's line: under Trainer.fit, training.fit and ``groups`` (or, outside fit,
+        # under the Trainer's method and its function in training.py).
+        self._caller_level = 5 if training else 4
         self.convert = Converter(model, finite, with_targets)
         self.reiterable = not isinstance(stream, Iterator)  # without calling iter(): a DataLoader would start its workers
         length = data.stream_length(stream)
@@ -297,18 +299,21 @@ class StreamFeeder:
             self.exhausted = True
             warnings.warn(f"the data stream ran out part-way through epoch {epoch + 1}: {produced} of its "
                           f"{self.steps} steps ran; training stops after this epoch (give a re-iterable source, "
-                          "or fewer epochs × steps_per_epoch)", RuntimeWarning, stacklevel=3)
+                          "or fewer epochs × steps_per_epoch)", RuntimeWarning, stacklevel=self._caller_level)
         if produced == 0 and self.training:  # evaluate and predict say it in their own words
             if epoch > 0 and self.steps_per_epoch is not None and self.ran_out:
                 self.exhausted = True
                 warnings.warn(f"the data stream ran out after epoch {epoch}; training stopped (give a re-iterable "
-                              "source, or fewer epochs × steps_per_epoch)", RuntimeWarning, stacklevel=3)
+                              "source, or fewer epochs × steps_per_epoch)", RuntimeWarning, stacklevel=self._caller_level)
                 return
             if epoch > 0 and not self.reiterable:
                 raise InputError(f"the data stream yielded no batches in epoch {epoch + 1}: a generator can be read "
                                  "once; give steps_per_epoch to spread it over epochs, or a re-iterable source "
                                  "(a DataLoader, a list, a toolkit.data.Dataset)")
             raise InputError(f"the data stream yielded no batches in epoch {epoch + 1}")
+
+    def groups(self, epoch: int, size: int) -> Iterator[tuple[int, int, Array, Array]]:
+        return stacked_groups(self.epoch(epoch), size, self.xp)
 
     def close(self) -> None:
         if self._pipeline is not None:

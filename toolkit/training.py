@@ -186,7 +186,7 @@ def fit(
             if tuner is not None:
                 tuner.epoch_begin()
             stopped, next_batch = False, 0
-            for count, rows, xb, yb in feeders.epoch_groups(feeder, epoch, group_size, xp):
+            for count, rows, xb, yb in feeder.groups(epoch, group_size):
                 first, next_batch = next_batch, next_batch + count
                 if count > 1:  # one program for the group's steps (steps_per_execution)
                     grouped = _train_group(model, first, xb, yb, guard, epoch, metrics)
