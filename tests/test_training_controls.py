@@ -303,15 +303,18 @@ def test_each_backends_clipping_equals_the_reference(backend, clipping):
 
 # -- steps per execution -------------------------------------------------------------------------
 
-def _grouped_model(steps_per_execution, optimizer="adam", **layers):
+def _grouped_model(steps_per_execution, controls=False):
+    """Dropout, BatchNorm, Adam with a schedule (each step of a group has its own learning rate); with
+    ``controls``, global-norm clipping and a frozen first layer too."""
     from toolkit import Adam, BatchNorm, Dropout
 
     model = Sequential([Dense(8, activation="tanh", input_dim=5), BatchNorm(), Dropout(0.3),
                         Dense(3, activation="softmax")], dtype="float64", seed=4)
-    if optimizer == "adam":  # a schedule: each step of a group has its own learning rate
-        optimizer = Adam(lr=WarmupCosine(lr=0.05, warmup_steps=3, total_steps=20))
-    model.compile(loss="categorical_crossentropy", optimizer=optimizer, metrics=["accuracy"],
-                  steps_per_execution=steps_per_execution)
+    clipping = {"global_clipnorm": 0.05} if controls else {}
+    model.compile(loss="categorical_crossentropy", optimizer=Adam(lr=WarmupCosine(lr=0.05, warmup_steps=3,
+                                                                                  total_steps=20), **clipping),
+                  metrics=["accuracy"], steps_per_execution=steps_per_execution)
+    model.layers[0].trainable = not controls
     return model
 
 
@@ -325,19 +328,20 @@ def _count_programs(model):
     return calls
 
 
-@pytest.mark.parametrize("source", ["arrays", "dataset"])
+@pytest.mark.parametrize("source,controls", [("arrays", False), ("dataset", True)],
+                         ids=["arrays", "dataset-clipped-frozen"])
 @pytest.mark.parametrize("rows,groups,steps", [(26, 2, 14), (32, 4, 16)], ids=["ends-alone", "ends-in-a-group"])
-def test_steps_in_one_program_equal_steps_one_by_one(backend, rng, rows, groups, steps, source):
+def test_steps_in_one_program_equal_steps_one_by_one(backend, rng, rows, groups, steps, source, controls):
     """compile(steps_per_execution=4) with dropout, BatchNorm, a schedule and a metric: the same weights,
     layer state, optimizer state, history and last gradients as single steps (float64 ≤ 1e-10). In
     batches of 4, 26 rows are a group, two single steps (a group must be whole) and a short batch;
     32 rows are two groups, the last gradients those of a group's last step. Arrays are shuffled (a
-    group takes its rows at once); a Dataset's batches are stacked."""
+    group takes its rows at once); a Dataset's batches are stacked; clipping and freezing are in the program."""
     from toolkit.data import Dataset
 
     x, y = rng.normal(size=(rows, 5)), rng.integers(0, 3, size=rows)
     data = (Dataset(x, np.eye(3)[y]),) if source == "dataset" else (x, y)
-    single, grouped = _grouped_model(1), _grouped_model(4)
+    single, grouped = _grouped_model(1, controls), _grouped_model(4, controls)
     calls = _count_programs(grouped)
     single_history = single.fit(*data, epochs=2, batch_size=4, seed=3, verbose=0)
     grouped_history = grouped.fit(*data, epochs=2, batch_size=4, seed=3, verbose=0)

@@ -128,6 +128,11 @@ class Optimizer:
             raise InputError(f"{type(self).__name__}: the learning-rate schedule gave {value!r} at step {step}; it must "
                              "return a finite learning rate ≥ 0") from None
 
+    @property
+    def compiled_clipping(self) -> tuple[Any, ...] | None:
+        """The clipping a compiled step applies: (kind, limit, segments), or None."""
+        return None if self.clipping is None else (*self.clipping, self.segments)
+
     def prepare(self, step: int, grad_scale: Any = 1.0) -> tuple[str, tuple[Any, ...]]:
         """The rule and scalars of update number ``step`` (from 1), after setting ``lr`` from the
         schedule, if there is one (called with the step count before the update: 0, 1, …)."""

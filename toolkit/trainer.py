@@ -357,7 +357,7 @@ class Trainer:
             layer_state, key = self.flat_state, self.training_context().random_key
             loss, output, new_params, new_state, new_layer_state = step(
                 params, state, layer_state, x, y, key, rule, scalars,
-                None if optimizer.clipping is None else (*optimizer.clipping, optimizer.segments), frozen, with_output)
+                optimizer.compiled_clipping, frozen, with_output)
 
         def commit() -> None:
             optimizer.iterations += 1
@@ -391,7 +391,7 @@ class Trainer:
             params, state = self._step_inputs(step, optimizer, names)
             losses, outputs, new_params, new_state, new_layer_state, last_params, last_layer_state = step.many(
                 params, state, self.flat_state, xs, ys, keys, rule, [s for _, s in prepared],
-                None if optimizer.clipping is None else (*optimizer.clipping, optimizer.segments), frozen, with_output)
+                optimizer.compiled_clipping, frozen, with_output)
 
         def commit() -> None:
             optimizer.iterations += count
