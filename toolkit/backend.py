@@ -293,7 +293,13 @@ class Backend:
         is not finite. The gradients are not returned: ``step.gradients_of(params, layer_state, x, y,
         random_key)`` computes them again from a step's inputs, for whoever reads ``flat_grads``. The model
         takes the results back at the next step, and joins them into its flat buffers only when those are
-        read (``toolkit.deferred``)."""
+        read (``toolkit.deferred``).
+
+        A step may also have ``step.many(params, optimizer_state, layer_state, xs, ys, random_keys, rule,
+        scalars_per_step, clipping, frozen, with_output)``: K steps in one call on batches stacked as
+        (K, rows, …), for ``compile(steps_per_execution=K)``; it returns ``(losses, outputs, new_params,
+        new_optimizer_state, new_layer_state, last_params, last_layer_state)``, the last two the inputs of
+        the K-th step, for ``gradients_of``."""
         return None
 
     def compile_forward(self, layers: Any, table: Any, state_table: Any) -> Callable[..., Any] | None:

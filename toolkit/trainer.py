@@ -383,15 +383,15 @@ class Trainer:
         frozen = self._frozen_mask()
         try:  # each step's scalars; a schedule sets lr as it goes, as count single steps would leave it
             prepared = [optimizer.prepare(optimizer.iterations + 1 + i) for i in range(count)]
-        except Exception:
+            rule, names, keys = prepared[0][0], RULES[prepared[0][0]].state, self.step_keys(count)
+            with self._exclusive("train_step"):
+                params, state = self._step_inputs(step, optimizer, names)
+                losses, outputs, new_params, new_state, new_layer_state, last_params, last_layer_state = step.many(
+                    params, state, self.flat_state, xs, ys, keys, rule, [s for _, s in prepared],
+                    optimizer.compiled_clipping, frozen, with_output)
+        except Exception:  # a failed call leaves the model as it was
             optimizer.lr = lr
             raise
-        rule, names, keys = prepared[0][0], RULES[prepared[0][0]].state, self.step_keys(count)
-        with self._exclusive("train_step"):
-            params, state = self._step_inputs(step, optimizer, names)
-            losses, outputs, new_params, new_state, new_layer_state, last_params, last_layer_state = step.many(
-                params, state, self.flat_state, xs, ys, keys, rule, [s for _, s in prepared],
-                optimizer.compiled_clipping, frozen, with_output)
 
         def commit() -> None:
             optimizer.iterations += count
