@@ -189,6 +189,11 @@ class JaxBackend(Backend):
     def to_host(self, x: Any) -> np.ndarray:
         return np.asarray(x)
 
+    def index_from_host(self, rows: Any) -> Any:
+        # jnp.take checks and normalises host indices on the host; with a device index array it runs that as
+        # eager ops: two takes of a 64-row batch cost 52–65 µs with host indices, 145–200 µs with a device array.
+        return rows
+
     def random(self, seed: int | None) -> HostRandom:
         return HostRandom(seed, self.asarray)
 

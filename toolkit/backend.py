@@ -101,6 +101,11 @@ class Backend:
         """A host (NumPy) copy of ``x``, for saving, printing and comparing."""
         raise NotImplementedError
 
+    def index_from_host(self, rows: Any) -> Any:
+        """Row numbers held on the host (a slice of ``to_host``'s result) as the index that this
+        backend's ``xp.take`` takes: an array on the device unless the backend says otherwise."""
+        return self.asarray(rows)
+
     def random(self, seed: int | None) -> RandomSource:
         raise NotImplementedError
 

@@ -106,13 +106,13 @@ class ArrayFeeder:
     def __init__(self, model: Trainer, x: Array, y: Array | None, batch_size: int, order: EpochOrder | None = None,
                  distributed: DataParallel | None = None, drop_remainder: bool = False) -> None:
         self.x, self.y, self.order, self.distributed = x, y, order, distributed
-        self.xp = model.backend.xp
+        self.backend, self.xp = model.backend, model.backend.xp
         # An empty input is one empty batch (predict answers it with an empty batch, as PyTorch).
         self.ranges = batch_ranges(x.shape[0], batch_size, drop_remainder) or [(0, 0)]
         self.steps: int | None = len(self.ranges)
         self.held_out: tuple[Array, Array] | None = None  # rows validation_split kept out of x and y
 
-    def _rows(self, array: Array | None, start: int, stop: int, picked: Array | None) -> Array | None:
+    def _rows(self, array: Array | None, start: int, stop: int, picked: Any) -> Array | None:
         """Rows start:stop of ``array``, or of its rows in the epoch's order (``picked``: order[start:stop])."""
         if array is None:
             return None
@@ -126,7 +126,10 @@ class ArrayFeeder:
         """The epoch as (batches, rows per batch, x, y) for ``compile(steps_per_execution=size)``: each
         ``size`` consecutive batches of one size taken at once (one ``take`` of their rows, then x, y
         reshaped to (size, rows, …)), other batches one by one (1, rows, x, y)."""
-        order = None if self.order is None else self.order(self.x.shape[0])
+        # The epoch's order on the host: a batch's slice of it costs nothing there (on JAX, slicing a device
+        # array was a dispatch per batch).
+        drawn = None if self.order is None else self.order(self.x.shape[0])
+        order = None if drawn is None else self.backend.to_host(drawn)
         index = 0
         while index < len(self.ranges):
             run = self.ranges[index:index + size]
@@ -134,7 +137,7 @@ class ArrayFeeder:
             rows = stop - start
             count = size if len(run) == size and all(b - a == rows for a, b in run) else 1
             stop = run[count - 1][1]
-            picked = None if order is None else order[start:stop]  # once for x and y (a dispatch on JAX)
+            picked = None if order is None else self.backend.index_from_host(order[start:stop])  # for x and y
             xb, yb = self._rows(self.x, start, stop, picked), self._rows(self.y, start, stop, picked)
             if count > 1:
                 assert xb is not None and yb is not None and self.distributed is None  # fit alone groups
