@@ -111,14 +111,13 @@ def toolkit_step(config: Config, backend: str, optimizer: str, steps_per_executi
     stacked = (xp.stack([x for x, _ in batches[:steps_per_execution]]), xp.stack([y for _, y in batches[:steps_per_execution]]))
 
     def steps() -> None:
-        grouped = model._train_steps(*stacked, with_output=False)  # what fit runs per group
-        assert grouped is not None, f"the {backend} backend has no program for steps_per_execution"
-        losses, _, commit = grouped
+        losses, _, commit = model._train_steps(*stacked, with_output=False)  # what fit runs per group
         commit()
         losses.block_until_ready()
 
     if steps_per_execution == 1:
         return step
+    assert model._steps_per_program() == steps_per_execution, f"{backend} runs one step per program"
     steps.steps = steps_per_execution  # type: ignore[attr-defined]
     return steps
 

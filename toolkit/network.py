@@ -252,8 +252,7 @@ class Network:
         """The context of this model's next training pass (its dropout key)."""
         if not self._uses_random and not distributed:
             return TRAINING  # nothing to key: one shared context, not a new one per step
-        key = step_key(self.random_seed, self.random_step) if self._uses_random else 0
-        return PassContext(training=True, random_key=key, **distributed)
+        return PassContext(training=True, random_key=self.step_keys(1)[0], **distributed)
 
     def _owner_of(self, slot: Any) -> Layer:
         """The (possibly nested) layer a parameter slot belongs to: slot "3.1.W" is layer 1 of block 3."""

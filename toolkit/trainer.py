@@ -367,16 +367,20 @@ class Trainer:
 
         return loss, output, commit
 
-    def _train_steps(self, xs: Array, ys: Array,
-                     with_output: bool) -> tuple[Array, Array | None, Callable[[], None]] | None:
-        """(losses, ŷ stacked or None, commit) of consecutive steps on the batches xs[0], xs[1], …
-        (stacked: (steps, rows, …)) run as one program (``compile(steps_per_execution=…)``); None where
-        the backend has no such program (the caller then takes the steps one by one). Nothing changes
-        before ``commit``: ``fit`` reads the losses first, and on a non-finite one takes the steps
-        again one by one, so that training stops exactly where it would have."""
+    def _steps_per_program(self) -> int:
+        """How many steps ``_train_steps`` runs as one program: ``steps_per_execution`` where the
+        backend's compiled step can run several (``step.many``) and no mixed precision wraps it, else 1."""
         step = self._engine_for_training().step
-        if step is None or not hasattr(step, "many") or self.compute_dtype is not None:
-            return None
+        if self.compute_dtype is not None or not hasattr(step, "many"):
+            return 1
+        return self.steps_per_execution
+
+    def _train_steps(self, xs: Array, ys: Array, with_output: bool) -> tuple[Array, Array | None, Callable[[], None]]:
+        """(losses, ŷ stacked or None, commit) of consecutive steps on the batches xs[0], xs[1], …
+        (stacked: (steps, rows, …)) run as one program, where ``_steps_per_program()`` > 1. Nothing
+        changes before ``commit``: ``fit`` reads the losses first, and on a non-finite one takes the
+        steps again one by one, so that training stops exactly where it would have."""
+        step = self._engine_for_training().step
         optimizer = self.optimizer
         assert optimizer is not None  # an engine exists only for a compiled model
         count, lr = xs.shape[0], optimizer.lr

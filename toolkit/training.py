@@ -164,10 +164,8 @@ def fit(
     guard = DivergenceGuard(model, check_finite)
     # Steps run in groups only where nothing must see each one (no batch callbacks, no accumulation, one
     # process) and the backend has a program for it.
-    group_size = 1
-    if (model.steps_per_execution > 1 and not per_batch and accumulator is None and distributed is None
-            and hasattr(model._engine_for_training().step, "many")):
-        group_size = model.steps_per_execution
+    alone = not per_batch and accumulator is None and distributed is None
+    group_size = model._steps_per_program() if alone else 1
     # The backend may choose its thread count by timing the first steps of each epoch (the NumPy and numba
     # backends' BLAS threads: one on a busy machine, all on a quiet one). Ranks of a data-parallel run
     # wait for each other, so their steps time the slowest rank: they keep the threads they have.
@@ -195,7 +193,7 @@ def fit(
                         if message is not None:
                             _diverged(model, message, quiet_nan)
                             break
-                        loss_sum = loss_sum + (total if guard.value is None else guard.value) * rows
+                        loss_sum = loss_sum + guard.as_read(total) * rows
                         seen += rows * count
                         for _ in range(count):
                             progress.batch_end(lambda total=loss_sum, count=seen: float(total) / count)
@@ -224,7 +222,7 @@ def fit(
                         _diverged(model, message, quiet_nan)
                         stopped = True
                         break
-                    loss_sum = loss_sum + (loss if guard.value is None else guard.value) * rows
+                    loss_sum = loss_sum + guard.as_read(loss) * rows
                     seen += rows
                     if metrics and xb.shape[0]:
                         for metric in metrics:
@@ -304,9 +302,7 @@ class DivergenceGuard:
     def __init__(self, model: Trainer, enabled: bool) -> None:
         self.model, self.enabled = model, enabled
         self.deferred = enabled and not model.backend.reads_are_cheap
-        # The loss this guard last read, as a float, for fit's running sum (on JAX two dispatches fewer per
-        # step); None where it reads none (disabled, or deferred: the sum stays on the device).
-        self.value: float | None = None
+        self.value: float | None = None  # the loss last read (``as_read``)
         self.pending: Array | None = None
         self.first = 0
         self.snapshot: tuple[Any, ...] | None = None
@@ -325,6 +321,12 @@ class DivergenceGuard:
             self.first, self.snapshot = batch, _snapshot(self.model)
         self.pending = loss if self.pending is None else self.pending + loss  # non-finite if any loss is
         return None
+
+    def as_read(self, loss: Array) -> Any:
+        """``loss`` as ``before_commit`` just read it, a float, for fit's running sum (on JAX two dispatches
+        fewer per step); ``loss`` itself where this guard reads none (disabled, or deferred: the sum stays
+        on the device)."""
+        return loss if self.value is None else self.value
 
     def after_commit(self, epoch: int, batch: int) -> str | None:
         """Every ``CHECK_EVERY`` steps of a deferred guard: why training must stop, or None."""
@@ -354,13 +356,9 @@ def _train_group(model: Trainer, first: int, xs: Array, ys: Array, guard: Diverg
                  metrics: list[Any]) -> tuple[Array, str | None] | None:
     """The steps on the batches xs[0], xs[1], … (stacked: (steps, rows, …)), batch ``first`` the
     first, as one program: (the sum of their losses, why training must stop or None); None where they
-    must be taken one by one instead: no backend program, or a non-finite loss that a guard reading
-    each loss must place exactly."""
+    must be taken one by one instead: a non-finite loss that a guard reading each loss must place exactly."""
     xp = model.backend.xp
-    grouped = model._train_steps(xs, ys, with_output=bool(metrics))
-    if grouped is None:
-        return None
-    losses, predictions, commit = grouped
+    losses, predictions, commit = model._train_steps(xs, ys, with_output=bool(metrics))
     total = xp.sum(losses)
     if guard.before_commit(total, epoch, first) is not None:  # a deferred guard adds the sum to its block
         return None  # a non-finite loss: nothing was kept
