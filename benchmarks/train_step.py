@@ -107,6 +107,9 @@ def toolkit_step(config: Config, backend: str, optimizer: str, steps_per_executi
         if hasattr(loss, "block_until_ready"):  # JAX dispatches asynchronously: time the finished step
             loss.block_until_ready()
 
+    if steps_per_execution == 1:
+        return step
+    assert model._steps_per_program() == steps_per_execution, f"{backend} runs one step per program"
     xp = model.backend.xp
     stacked = (xp.stack([x for x, _ in batches[:steps_per_execution]]), xp.stack([y for _, y in batches[:steps_per_execution]]))
 
@@ -115,9 +118,6 @@ def toolkit_step(config: Config, backend: str, optimizer: str, steps_per_executi
         commit()
         losses.block_until_ready()
 
-    if steps_per_execution == 1:
-        return step
-    assert model._steps_per_program() == steps_per_execution, f"{backend} runs one step per program"
     steps.steps = steps_per_execution  # type: ignore[attr-defined]
     return steps
 
