@@ -17,6 +17,17 @@ a training step's temporaries in the heap: memory freed at the top of the heap i
 blocks below ``MMAP_THRESHOLD`` (glibc's largest allowed) come from the heap. This is the same
 effect as setting ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_`` in the environment; if the
 user has set either, or ``MALLOC_TOP_PAD_``, or on a C library other than glibc, nothing is changed.
+
+The buffers a model keeps for its lifetime (flat parameters, gradients, optimizer state: what
+``Backend.zeros`` makes) come from ``long_lived_zeros``: from 1 MiB on, a mapping of their own advised
+onto transparent huge pages (``madvise(MADV_HUGEPAGE)``, which Linux honours when THP is ``always`` or
+``madvise``). An optimizer update streams four or more such buffers at once, and on 4 KiB pages of a
+virtual machine each page's first touch in a pass costs a two-level page walk: the Adam update of a
+784-256-256-10 MLP (269,322 parameters) took 143–171 µs inside a step with its buffers in the heap and
+115–122 µs on huge pages (230–390 µs against 105 µs alone, on freshly mapped pages); the whole step
+(config a of ``benchmarks/train_step.py``) took 2–5 % less. Smaller buffers stay in the heap, where a
+huge page would hold more than twice their bytes. (NumPy itself advises huge pages for arrays of 4 MiB
+and more, over the 2 MiB-aligned pages inside them; these buffers start on one.)
 """
 
 from __future__ import annotations
@@ -24,7 +35,12 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import math
+import mmap
 import os
+from typing import Any
+
+import numpy as np
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
 MMAP_THRESHOLD = 32 * 2**20  # glibc's ceiling on 64-bit systems (HEAP_MAX_SIZE / 2)
@@ -44,3 +60,40 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+HUGE_PAGE = 2 * 2**20
+HUGE_PAGES_FROM = 2**20  # smaller buffers stay in the heap: a huge page would hold more than twice their bytes
+
+
+@functools.cache
+def huge_pages_allowed() -> bool:
+    """Whether this process may ask for transparent huge pages (Linux, THP not ``never``)."""
+    if not hasattr(mmap, "MADV_HUGEPAGE"):
+        return False
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as setting:
+            return "[never]" not in setting.read()
+    except OSError:
+        return False
+
+
+def long_lived_zeros(shape: tuple[int, ...] | int, dtype: Any) -> np.ndarray:
+    """Zeros for a buffer that lives as long as a model (flat parameters, gradients, optimizer
+    state): from ``HUGE_PAGES_FROM`` bytes on, on transparent huge pages where the system offers them."""
+    dtype = np.dtype(dtype)
+    count = math.prod(shape) if isinstance(shape, tuple) else shape
+    nbytes = count * dtype.itemsize
+    if nbytes < HUGE_PAGES_FROM or not huge_pages_allowed():
+        return np.zeros(shape, dtype=dtype)
+    size = -(-nbytes // HUGE_PAGE) * HUGE_PAGE
+    region = mmap.mmap(-1, size + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # zeroed by the system
+    raw = np.frombuffer(region, dtype=np.uint8)
+    start = -raw.ctypes.data % HUGE_PAGE
+    region.madvise(mmap.MADV_HUGEPAGE, start, size)
+    return raw[start : start + nbytes].view(dtype).reshape(shape)
+
+
+def long_lived_like(array: np.ndarray) -> np.ndarray:
+    """``long_lived_zeros`` shaped like ``array``."""
+    return long_lived_zeros(array.shape, array.dtype)

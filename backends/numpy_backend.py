@@ -29,8 +29,8 @@ class NumpyBackend(StridedWindows, Backend):
         if device not in (None, "cpu"):
             raise BackendError(f"backend {self.name!r} runs on the CPU only; got device {device!r}")
         allocator.keep_freed_memory()  # a step's temporaries stay in the heap (``backends.allocator``)
-        self._update_scratch = UpdateScratch(np.empty_like)
-        self._clip_scratch = UpdateScratch(np.empty_like)  # its own: the update kernels use theirs meanwhile
+        self._update_scratch = UpdateScratch(allocator.long_lived_like)
+        self._clip_scratch = UpdateScratch(allocator.long_lived_like)  # its own: the update kernels use theirs meanwhile
         super().__init__(xp_numpy, "cpu", fused)
 
     def register_kernels(self) -> None:
@@ -72,6 +72,9 @@ class NumpyBackend(StridedWindows, Backend):
 
     def random(self, seed: int | None) -> HostRandom:
         return HostRandom(seed, self.asarray)
+
+    def zeros(self, shape: tuple[int, ...] | int, dtype: Any) -> np.ndarray:
+        return allocator.long_lived_zeros(shape, dtype)
 
     def quiet(self) -> Any:
         return np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore")
