@@ -24,10 +24,12 @@ onto transparent huge pages (``madvise(MADV_HUGEPAGE)``, which Linux honours whe
 ``madvise``). An optimizer update streams four or more such buffers at once, and on 4 KiB pages of a
 virtual machine each page's first touch in a pass costs a two-level page walk: the Adam update of a
 784-256-256-10 MLP (269,322 parameters) took 143–171 µs inside a step with its buffers in the heap and
-115–122 µs on huge pages (230–390 µs against 105 µs alone, on freshly mapped pages); the whole step
-(config a of ``benchmarks/train_step.py``) took 2–5 % less. Smaller buffers stay in the heap, where a
-huge page would hold more than twice their bytes. (NumPy itself advises huge pages for arrays of 4 MiB
-and more, over the 2 MiB-aligned pages inside them; these buffers start on one.)
+115–122 µs on huge pages (230–390 µs against 105 µs alone, on freshly mapped pages); the whole Adam
+step (config a of ``benchmarks/train_step.py``) took 2–12 % less, SGD's (three buffers) no less.
+Smaller buffers stay in the heap, where a huge page would hold more than twice their bytes. (NumPy
+itself advises huge pages for arrays of 4 MiB and more, over the 2 MiB-aligned pages inside them;
+these buffers start on one.) An optimizer state loaded from a checkpoint replaces the buffers with the
+loaded arrays, in the heap.
 """
 
 from __future__ import annotations

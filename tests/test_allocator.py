@@ -78,7 +78,7 @@ def test_long_lived_zeros_are_zeros_of_the_shape_asked(shape, dtype):
 
 
 @huge_pages
-def test_a_buffer_of_a_mib_or_more_is_advised_onto_huge_pages_and_a_smaller_one_is_not():
+def test_a_buffer_of_a_mib_or_more_is_advised_onto_huge_pages_and_a_smaller_one_stays_in_the_heap():
     from toolkit_backends import allocator
 
     if not allocator.huge_pages_allowed():
