@@ -152,6 +152,21 @@ def test_scatter_add_rows_accumulates_repeated_ids(backend, rng, dtype):
         assert relative_error(got, expected) <= TOLERANCE[dtype]
 
 
+def test_take_rows_gives_each_arrays_rows_in_the_order_asked(backend, rng):
+    """A batch's x (images), y (one-hot) and labels in the epoch's order, from host row numbers: the
+    backend's own ``take_rows`` (one compiled gather on JAX) against NumPy's indexing and the generic one."""
+    x, y = rng.normal(size=(40, 5, 3)), np.eye(4)[rng.integers(0, 4, size=40)]
+    labels = rng.integers(0, 4, size=40)
+    rows = rng.permutation(40)[:13]
+    arrays = (backend.asarray(x, backend.dtype("float32")), backend.asarray(y, backend.dtype("float64")),
+              backend.asarray(labels))
+    for taken in (backend.take_rows(arrays, rows), Backend.take_rows(backend, arrays, rows)):
+        assert len(taken) == 3
+        for got, source in zip(taken, (x.astype(np.float32), y, labels), strict=True):
+            got = to_numpy(backend, got)
+            assert got.dtype == source.dtype and np.array_equal(got, source[rows])
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("pair", sorted(OUTPUT_PAIRS))
 def test_output_delta(backend, rng, pair, dtype):

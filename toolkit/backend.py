@@ -101,10 +101,11 @@ class Backend:
         """A host (NumPy) copy of ``x``, for saving, printing and comparing."""
         raise NotImplementedError
 
-    def index_from_host(self, rows: Any) -> Any:
-        """Row numbers held on the host (a slice of ``to_host``'s result) as the index that this
-        backend's ``xp.take`` takes: an array on the device unless the backend says otherwise."""
-        return self.asarray(rows)
+    def take_rows(self, arrays: tuple[Array, ...], rows: Any) -> tuple[Array, ...]:
+        """The rows ``rows`` of each array, in that order (a batch's x and y in the epoch's order);
+        ``rows`` are row numbers held on the host (a slice of ``to_host``'s result)."""
+        index = self.asarray(rows)
+        return tuple(self.xp.take(array, index, axis=0) for array in arrays)
 
     def random(self, seed: int | None) -> RandomSource:
         raise NotImplementedError

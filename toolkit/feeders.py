@@ -112,11 +112,14 @@ class ArrayFeeder:
         self.steps: int | None = len(self.ranges)
         self.held_out: tuple[Array, Array] | None = None  # rows validation_split kept out of x and y
 
-    def _rows(self, array: Array | None, start: int, stop: int, picked: Any) -> Array | None:
-        """Rows start:stop of ``array``, or of its rows in the epoch's order (``picked``: order[start:stop])."""
-        if array is None:
-            return None
-        return array[start:stop, ...] if picked is None else self.xp.take(array, picked, axis=0)
+    def _rows(self, start: int, stop: int, order: Any) -> tuple[Array, Array | None]:
+        """Rows start:stop of x and y, or of their rows in the epoch's order (``order``, on the host)."""
+        arrays = (self.x,) if self.y is None else (self.x, self.y)
+        if order is None:
+            taken = tuple(array[start:stop, ...] for array in arrays)
+        else:
+            taken = self.backend.take_rows(arrays, order[start:stop])
+        return taken[0], None if self.y is None else taken[1]
 
     def epoch(self, epoch: int) -> Iterator[tuple[int, Array, Array]]:
         for _, rows, xb, yb in self.groups(epoch, 1):
@@ -137,8 +140,7 @@ class ArrayFeeder:
             rows = stop - start
             count = size if len(run) == size and all(b - a == rows for a, b in run) else 1
             stop = run[count - 1][1]
-            picked = None if order is None else self.backend.index_from_host(order[start:stop])  # for x and y
-            xb, yb = self._rows(self.x, start, stop, picked), self._rows(self.y, start, stop, picked)
+            xb, yb = self._rows(start, stop, order)
             if count > 1:
                 assert xb is not None and yb is not None and self.distributed is None  # fit alone groups
                 xb = self.xp.reshape(xb, (count, rows, *xb.shape[1:]))
