@@ -192,9 +192,9 @@ class JaxBackend(Backend):
     def take_rows(self, arrays: tuple[Any, ...], rows: Any) -> tuple[Any, ...]:
         # One compiled program gathers every array's rows. Eager, each jnp.take checked and normalised its
         # indices as operations of their own: a batch's x and y (64 rows, fit on config c) cost 145–200 µs with
-        # a device index array, 29–41 µs with host row numbers, 17 µs as one program (pinned to one core).
-        # Called straight through jax.jit, not _cached: its lookup cost 8 µs more, and a gather program is
-        # small (jax.clear_caches, when _cached calls it, drops these too).
+        # a device index array and 52–65 µs with host row numbers; pinned to one core, 29–41 µs eager against
+        # 17–20 µs as one program. A module-level jax.jit, not _cached: a gather program is small, one per
+        # dataset shape, and jax.clear_caches (which _cached calls as it drops programs) drops these too.
         return _TAKE_ROWS(*arrays, rows)
 
     def random(self, seed: int | None) -> HostRandom:
