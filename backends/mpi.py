@@ -53,7 +53,6 @@ class SharedReduction:
         self.array[...] = like
         bounds = [rank * count // node.size for rank in range(node.size + 1)]
         self.mine = slice(bounds[node.rank], bounds[node.rank + 1])
-        self.sum = np.empty(self.mine.stop - self.mine.start, like.dtype)
         self.window.Lock_all()  # one passive epoch for the window's life: Sync() is then a memory fence
 
     def _fence(self) -> None:
@@ -64,11 +63,12 @@ class SharedReduction:
     def allreduce_sum(self) -> None:
         self._fence()
         parts = [buffer[self.mine] for buffer in self.buffers]
-        np.add(parts[0], parts[1], out=self.sum)
+        total = parts[0]  # the sum is made in rank 0's slice (nobody reads it before the second fence), then copied
+        np.add(total, parts[1], out=total)
         for part in parts[2:]:
-            self.sum += part
-        for part in parts:
-            part[...] = self.sum
+            total += part
+        for part in parts[1:]:
+            part[...] = total
         self._fence()
 
 
