@@ -191,9 +191,9 @@ class Network:
                                   for name, value in layer.initial_state(rng, self.dtype).items()})
         backend = self.backend
         self.table, self.state_table = table, state_table
-        # The buffers a model keeps come from ``backend.zeros`` (CPU backends place large ones on huge pages).
-        self.flat_params = (backend.assign(backend.zeros(table.size, self.dtype), table.flatten(initial, backend.xp))
-                            if table.size else backend.zeros(0, self.dtype))
+        self.flat_params = table.flatten(initial, backend.xp) if table.size else backend.zeros(0, self.dtype)
+        if table.size and backend.mutable:  # the buffers a model keeps come from ``backend.zeros`` (huge pages on CPUs)
+            self.flat_params = backend.assign(backend.zeros(table.size, self.dtype), self.flat_params)
         # Non-trainable state (BatchNorm's running statistics): no optimizer sees it.
         self.flat_state = (state_table.flatten(initial_state, backend.xp) if state_table.size
                            else backend.zeros(0, self.dtype))
