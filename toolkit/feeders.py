@@ -142,7 +142,7 @@ class ArrayFeeder:
             stop = run[count - 1][1]
             xb, yb = self._rows(start, stop, order)
             if count > 1:
-                assert xb is not None and yb is not None and self.distributed is None  # fit alone groups
+                assert yb is not None and self.distributed is None  # fit alone groups, with targets
                 xb = self.xp.reshape(xb, (count, rows, *xb.shape[1:]))
                 yb = self.xp.reshape(yb, (count, rows, *yb.shape[1:]))
             elif self.distributed is not None:
